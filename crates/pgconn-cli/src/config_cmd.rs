@@ -1,0 +1,143 @@
+//! `pgconn config`: the effective settings, as a summary or as JSON.
+
+use std::process::ExitCode;
+
+use pgconn_config::{ConnParams, Host, Settings};
+use serde::Serialize;
+
+use crate::EXIT_INVALID;
+
+/// Prints the settings; on invalid configuration prints one line per problem on stderr and exits 2.
+pub(crate) fn run(json: bool) -> anyhow::Result<ExitCode> {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&ConfigJson::new(&settings))?);
+    } else {
+        println!("{settings}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The JSON interface of `pgconn config --json` (keys are documented in docs/cli.md; add, never rename).
+#[derive(Serialize)]
+struct ConfigJson {
+    strategy: &'static str,
+    persistent: bool,
+    /// `null` when unlimited; `0` when not persistent.
+    conn_max_age_s: Option<u64>,
+    connect_timeout_s: u64,
+    /// `0` when off.
+    statement_timeout_ms: u128,
+    application_name: String,
+    database: EndpointJson,
+    target: EndpointJson,
+    pool: PoolJson,
+    pgbouncer: PgBouncerJson,
+}
+
+#[derive(Serialize)]
+struct EndpointJson {
+    /// The first host; a socket directory's path.
+    host: String,
+    port: u16,
+    dbname: String,
+    user: String,
+    password_set: bool,
+    sslmode: &'static str,
+    application_name: Option<String>,
+    /// Every host, in the order they are tried.
+    hosts: Vec<HostJson>,
+    sslrootcert: Option<String>,
+    target_session_attrs: &'static str,
+    /// `connect_timeout` from the URL, if it gave one.
+    connect_timeout_s: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct HostJson {
+    host: String,
+    port: u16,
+    /// `tcp` or `unix`.
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct PoolJson {
+    max_size: u32,
+    min_idle: u32,
+    checkout_timeout_ms: u128,
+}
+
+#[derive(Serialize)]
+struct PgBouncerJson {
+    pool_mode: &'static str,
+    max_client_conn: u32,
+    default_pool_size: u32,
+    min_pool_size: u32,
+    reserve_pool_size: u32,
+}
+
+impl ConfigJson {
+    fn new(s: &Settings) -> ConfigJson {
+        ConfigJson {
+            strategy: s.strategy.as_str(),
+            persistent: s.persistent(),
+            conn_max_age_s: s.conn_max_age.limit().map(|age| age.as_secs()),
+            connect_timeout_s: s.connect_timeout.as_secs(),
+            statement_timeout_ms: s.statement_timeout.map_or(0, |t| t.as_millis()),
+            application_name: s.application_name().to_owned(),
+            database: EndpointJson::new(&s.database),
+            target: EndpointJson::new(&s.target),
+            pool: PoolJson {
+                max_size: s.pool.max_size,
+                min_idle: s.pool.min_idle,
+                checkout_timeout_ms: s.pool.checkout_timeout.as_millis(),
+            },
+            pgbouncer: PgBouncerJson {
+                pool_mode: s.pgbouncer.pool_mode.as_str(),
+                max_client_conn: s.pgbouncer.max_client_conn,
+                default_pool_size: s.pgbouncer.default_pool_size,
+                min_pool_size: s.pgbouncer.min_pool_size,
+                reserve_pool_size: s.pgbouncer.reserve_pool_size,
+            },
+        }
+    }
+}
+
+impl EndpointJson {
+    fn new(p: &ConnParams) -> EndpointJson {
+        let hosts: Vec<HostJson> = p
+            .endpoints
+            .iter()
+            .map(|e| HostJson {
+                host: e.host.to_string(),
+                port: e.port,
+                kind: match e.host {
+                    Host::Tcp(_) => "tcp",
+                    Host::Unix(_) => "unix",
+                },
+            })
+            .collect();
+        EndpointJson {
+            host: hosts[0].host.clone(),
+            port: hosts[0].port,
+            dbname: p.dbname.clone(),
+            user: p.user.clone(),
+            password_set: p.password.is_some(),
+            sslmode: p.sslmode.as_str(),
+            application_name: p.application_name.clone(),
+            hosts,
+            sslrootcert: p.sslrootcert.as_ref().map(|path| path.display().to_string()),
+            target_session_attrs: p.target_session_attrs.as_str(),
+            connect_timeout_s: p.connect_timeout.map(|t| t.as_secs()),
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! `pgconn`: the command-line face of pgconn.
+//!
+//! Exit codes: 0 success; 1 an operation failed; 2 the configuration or the command line is invalid.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program prints
+
+mod config_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code when the configuration (or the command line) is invalid.
+const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "pgconn", version, about = "PostgreSQL connection pooling for thread-per-request servers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the effective settings read from the environment; exit 2 if they are invalid.
+    Config {
+        /// Print one JSON object instead of the readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(buf, "pgconn: {}: {}", record.level().as_str().to_ascii_lowercase(), record.args())
+        })
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config { json } => config_cmd::run(json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pgconn: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Environment to `Settings`: envy reads every variable as text, then one validation pass reports every
+//! problem at once.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::conn::{ConnParams, DEFAULT_PORT, Endpoint, Host, Password, SslMode, TargetSessionAttrs};
+use crate::error::{Error, Problem};
+use crate::settings::{ConnMaxAge, PgBouncerSettings, PoolMode, PoolSettings, Settings, Strategy};
+use crate::url::{self, UrlParts};
+
+/// Every variable pgconn reads, in the order of the configuration reference.
+pub const VARIABLES: &[&str] = &[
+    "DATABASE_URL",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASSWORD",
+    "DB_CONN_MAX_AGE",
+    "DB_CONNECT_TIMEOUT",
+    "DB_STATEMENT_TIMEOUT",
+    "DB_POOL_MAX_SIZE",
+    "DB_POOL_MIN_IDLE",
+    "DB_POOL_TIMEOUT",
+    "USE_PGBOUNCER",
+    "PGBOUNCER_URL",
+    "PGBOUNCER_HOST",
+    "PGBOUNCER_PORT",
+    "PGBOUNCER_POOL_MODE",
+    "PGBOUNCER_MAX_CLIENT_CONN",
+    "PGBOUNCER_DEFAULT_POOL_SIZE",
+    "PGBOUNCER_MIN_POOL_SIZE",
+    "PGBOUNCER_RESERVE_POOL_SIZE",
+];
+
+/// `DB_CONN_MAX_AGE` when unset: ten minutes, Django's usual production value.
+pub const DEFAULT_CONN_MAX_AGE: Duration = Duration::from_secs(600);
+/// `DB_CONNECT_TIMEOUT` when unset.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `DB_STATEMENT_TIMEOUT` when unset.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// `DB_POOL_MAX_SIZE` when unset.
+pub const DEFAULT_POOL_MAX_SIZE: u32 = 10;
+/// `DB_POOL_MIN_IDLE` when unset (never above the pool's size).
+pub const DEFAULT_POOL_MIN_IDLE: u32 = 2;
+/// `DB_POOL_TIMEOUT` when unset.
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+/// `PGBOUNCER_PORT` when unset.
+pub const DEFAULT_PGBOUNCER_PORT: u16 = 6432;
+
+/// Every variable as text; an empty value counts as unset.
+#[derive(Debug, Default, Deserialize)]
+struct Raw {
+    database_url: Option<String>,
+    db_host: Option<String>,
+    db_port: Option<String>,
+    db_name: Option<String>,
+    db_user: Option<String>,
+    db_password: Option<String>,
+    db_conn_max_age: Option<String>,
+    db_connect_timeout: Option<String>,
+    db_statement_timeout: Option<String>,
+    db_pool_max_size: Option<String>,
+    db_pool_min_idle: Option<String>,
+    db_pool_timeout: Option<String>,
+    use_pgbouncer: Option<String>,
+    pgbouncer_url: Option<String>,
+    pgbouncer_host: Option<String>,
+    pgbouncer_port: Option<String>,
+    pgbouncer_pool_mode: Option<String>,
+    pgbouncer_max_client_conn: Option<String>,
+    pgbouncer_default_pool_size: Option<String>,
+    pgbouncer_min_pool_size: Option<String>,
+    pgbouncer_reserve_pool_size: Option<String>,
+}
+
+impl Settings {
+    /// Reads the settings from this process's environment.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] with one problem per invalid variable (a value that is not UTF-8 included).
+    pub fn from_env() -> Result<Settings, Error> {
+        let mut problems = Vec::new();
+        let mut vars = Vec::new();
+        for name in VARIABLES {
+            match std::env::var_os(name).map(OsString::into_string) {
+                Some(Ok(value)) => vars.push(((*name).to_owned(), value)),
+                Some(Err(_)) => {
+                    problems.push(Problem { variable: name, message: format!("{name} is not valid UTF-8") });
+                }
+                None => {}
+            }
+        }
+        let result = Settings::from_vars(vars);
+        if problems.is_empty() {
+            return result;
+        }
+        problems.extend(result.err().iter().flat_map(|e| e.problems().iter().cloned()));
+        Err(Error::Invalid { problems })
+    }
+
+    /// Reads the settings from name/value pairs, as if they were the environment; other names are ignored.
+    ///
+    /// Never panics, whatever the input.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] with one problem per invalid variable.
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Settings, Error>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        // Like an environment, one value per name: the last one given wins.
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into().to_ascii_uppercase(), v.into()))
+            .filter(|(k, _)| VARIABLES.contains(&k.as_str()))
+            .collect();
+        let vars = vars.into_iter().filter(|(_, v)| !v.is_empty());
+        // Every field is an optional string, so envy cannot fail on values; should it fail anyway, that is
+        // reported, not unwrapped.
+        let raw: Raw = envy::from_iter(vars).map_err(|e| Error::Invalid {
+            problems: vec![Problem {
+                variable: "DATABASE_URL",
+                message: format!("cannot read the environment: {e}"),
+            }],
+        })?;
+        raw.validate()
+    }
+}
+
+/// Collects problems while reading values.
+#[derive(Default)]
+struct Check {
+    problems: Vec<Problem>,
+}
+
+impl Check {
+    fn push(&mut self, variable: &'static str, message: impl Display) {
+        self.problems.push(Problem { variable, message: format!("{message}") });
+    }
+
+    /// A whole number in `min..=max`, or `default` when unset.
+    fn number(
+        &mut self,
+        var: &'static str,
+        value: Option<&str>,
+        default: u64,
+        (min, max): (u64, u64),
+        unit: &str,
+    ) -> Option<u64> {
+        let Some(text) = value else { return Some(default) };
+        match text.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                let of_unit = if unit.is_empty() { String::new() } else { format!(" of {unit}") };
+                self.push(
+                    var,
+                    format!(
+                        "{var} must be a whole number{of_unit} from {min} to {max}, got {}",
+                        quoted(text)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(
+        &mut self,
+        var: &'static str,
+        value: Option<&str>,
+        default: u32,
+        range: (u32, u32),
+    ) -> Option<u32> {
+        let n = self.number(var, value, u64::from(default), (u64::from(range.0), u64::from(range.1)), "")?;
+        u32::try_from(n).ok()
+    }
+
+    fn port(&mut self, var: &'static str, value: Option<&str>, default: u16) -> Option<u16> {
+        let n = self.number(var, value, u64::from(default), (1, 65535), "")?;
+        u16::try_from(n).ok()
+    }
+
+    /// Parses a URL variable, reporting each of its problems under its name.
+    fn url(&mut self, var: &'static str, value: &str) -> Option<UrlParts> {
+        match url::parse(value) {
+            Ok(parts) => Some(parts),
+            Err(messages) => {
+                for message in messages {
+                    self.push(var, format!("{var} {message}"));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A value for a message: quoted, escaped, and cut short when long.
+fn quoted(text: &str) -> String {
+    let mut shown: String = text.chars().take(40).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    format!("{shown:?}")
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl Raw {
+    fn validate(self) -> Result<Settings, Error> {
+        let mut check = Check::default();
+        let database = self.database(&mut check);
+
+        let conn_max_age = match self.db_conn_max_age.as_deref() {
+            Some(text) if text.trim().eq_ignore_ascii_case("none") => Some(ConnMaxAge::Unlimited),
+            Some(text) => match text.trim().parse::<u32>() {
+                Ok(0) => Some(ConnMaxAge::PerRequest),
+                Ok(s) => Some(ConnMaxAge::Limited(Duration::from_secs(u64::from(s)))),
+                Err(_) => {
+                    check.push(
+                        "DB_CONN_MAX_AGE",
+                        format!(
+                            "DB_CONN_MAX_AGE must be a whole number of seconds (0 for no persistent connections) \
+                             or \"none\" for unlimited, got {}",
+                            quoted(text)
+                        ),
+                    );
+                    None
+                }
+            },
+            None => Some(ConnMaxAge::Limited(DEFAULT_CONN_MAX_AGE)),
+        };
+
+        let url_connect_timeout = database.as_ref().and_then(|d| d.connect_timeout);
+        let connect_timeout = match self.db_connect_timeout.as_deref() {
+            Some("0") => {
+                check.push(
+                    "DB_CONNECT_TIMEOUT",
+                    "DB_CONNECT_TIMEOUT=0 would wait forever for a connection; give whole seconds from 1 to 3600",
+                );
+                None
+            }
+            text => check
+                .number(
+                    "DB_CONNECT_TIMEOUT",
+                    text,
+                    url_connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs(),
+                    (1, 3600),
+                    "seconds",
+                )
+                .map(Duration::from_secs),
+        };
+
+        let statement_timeout = check
+            .number(
+                "DB_STATEMENT_TIMEOUT",
+                self.db_statement_timeout.as_deref(),
+                u64::try_from(DEFAULT_STATEMENT_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+                (0, i32::MAX.unsigned_abs().into()),
+                "milliseconds (0 turns it off)",
+            )
+            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
+
+        let max_size = check.count(
+            "DB_POOL_MAX_SIZE",
+            self.db_pool_max_size.as_deref(),
+            DEFAULT_POOL_MAX_SIZE,
+            (1, 10_000),
+        );
+        let min_idle = check.count(
+            "DB_POOL_MIN_IDLE",
+            self.db_pool_min_idle.as_deref(),
+            DEFAULT_POOL_MIN_IDLE.min(max_size.unwrap_or(DEFAULT_POOL_MAX_SIZE)),
+            (0, 10_000),
+        );
+        if let (Some(max), Some(min)) = (max_size, min_idle)
+            && min > max
+        {
+            check.push(
+                "DB_POOL_MIN_IDLE",
+                format!("DB_POOL_MIN_IDLE ({min}) must not exceed DB_POOL_MAX_SIZE ({max})"),
+            );
+        }
+        let checkout_timeout = check
+            .number(
+                "DB_POOL_TIMEOUT",
+                self.db_pool_timeout.as_deref(),
+                u64::try_from(DEFAULT_POOL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+                (1, 3_600_000),
+                "milliseconds",
+            )
+            .map(Duration::from_millis);
+
+        let use_pgbouncer = match self.use_pgbouncer.as_deref() {
+            None => Some(false),
+            Some(text) => parse_bool(text).or_else(|| {
+                check.push(
+                    "USE_PGBOUNCER",
+                    format!(
+                        "USE_PGBOUNCER must be true or false (also 1/0, yes/no, on/off), got {}",
+                        quoted(text)
+                    ),
+                );
+                None
+            }),
+        };
+        let target = match (use_pgbouncer, &database) {
+            (Some(true), Some(database)) => self.pgbouncer_target(&mut check, database),
+            (Some(true), None) => None,
+            (_, database) => {
+                let ignored: Vec<&str> = [
+                    ("PGBOUNCER_URL", &self.pgbouncer_url),
+                    ("PGBOUNCER_HOST", &self.pgbouncer_host),
+                    ("PGBOUNCER_PORT", &self.pgbouncer_port),
+                ]
+                .into_iter()
+                .filter_map(|(name, value)| value.as_ref().map(|_| name))
+                .collect();
+                if use_pgbouncer == Some(false) && !ignored.is_empty() {
+                    log::warn!("{} set but USE_PGBOUNCER is not true: ignored", ignored.join(", "));
+                }
+                database.clone()
+            }
+        };
+
+        let pool_mode = match self.pgbouncer_pool_mode.as_deref().map(|t| t.trim().to_ascii_lowercase()) {
+            None => Some(PoolMode::default()),
+            Some(mode) => match mode.as_str() {
+                "session" => Some(PoolMode::Session),
+                "transaction" => Some(PoolMode::Transaction),
+                "statement" => Some(PoolMode::Statement),
+                _ => {
+                    check.push(
+                        "PGBOUNCER_POOL_MODE",
+                        format!(
+                            "PGBOUNCER_POOL_MODE must be session, transaction or statement, got {}",
+                            quoted(self.pgbouncer_pool_mode.as_deref().unwrap_or_default())
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let max_client_conn = check.count(
+            "PGBOUNCER_MAX_CLIENT_CONN",
+            self.pgbouncer_max_client_conn.as_deref(),
+            1000,
+            (1, 1_000_000),
+        );
+        let default_pool_size = check.count(
+            "PGBOUNCER_DEFAULT_POOL_SIZE",
+            self.pgbouncer_default_pool_size.as_deref(),
+            25,
+            (1, 10_000),
+        );
+        let min_pool_size =
+            check.count("PGBOUNCER_MIN_POOL_SIZE", self.pgbouncer_min_pool_size.as_deref(), 10, (0, 10_000));
+        let reserve_pool_size = check.count(
+            "PGBOUNCER_RESERVE_POOL_SIZE",
+            self.pgbouncer_reserve_pool_size.as_deref(),
+            5,
+            (0, 10_000),
+        );
+        if let (Some(default), Some(min)) = (default_pool_size, min_pool_size)
+            && min > default
+        {
+            check.push(
+                "PGBOUNCER_MIN_POOL_SIZE",
+                format!(
+                    "PGBOUNCER_MIN_POOL_SIZE ({min}) must not exceed PGBOUNCER_DEFAULT_POOL_SIZE ({default})"
+                ),
+            );
+        }
+
+        let (
+            Some(database),
+            Some(target),
+            Some(use_pgbouncer),
+            Some(conn_max_age),
+            Some(connect_timeout),
+            Some(statement_timeout),
+            Some(max_size),
+            Some(min_idle),
+            Some(checkout_timeout),
+            Some(pool_mode),
+            Some(max_client_conn),
+            Some(default_pool_size),
+            Some(min_pool_size),
+            Some(reserve_pool_size),
+        ) = (
+            database,
+            target,
+            use_pgbouncer,
+            conn_max_age,
+            connect_timeout,
+            statement_timeout,
+            max_size,
+            min_idle,
+            checkout_timeout,
+            pool_mode,
+            max_client_conn,
+            default_pool_size,
+            min_pool_size,
+            reserve_pool_size,
+        )
+        else {
+            return Err(Error::Invalid { problems: check.problems });
+        };
+        if !check.problems.is_empty() {
+            return Err(Error::Invalid { problems: check.problems });
+        }
+        Ok(Settings {
+            strategy: if use_pgbouncer { Strategy::PgBouncer } else { Strategy::Direct },
+            database,
+            target,
+            conn_max_age,
+            connect_timeout,
+            statement_timeout,
+            pool: PoolSettings { max_size, min_idle, checkout_timeout },
+            pgbouncer: PgBouncerSettings {
+                pool_mode,
+                max_client_conn,
+                default_pool_size,
+                min_pool_size,
+                reserve_pool_size,
+            },
+        })
+    }
+
+    /// PostgreSQL's own parameters, from `DATABASE_URL` or the `DB_*` variables.
+    fn database(&self, check: &mut Check) -> Option<ConnParams> {
+        if let Some(text) = &self.database_url {
+            let shadowed: Vec<&str> = [
+                ("DB_HOST", &self.db_host),
+                ("DB_PORT", &self.db_port),
+                ("DB_NAME", &self.db_name),
+                ("DB_USER", &self.db_user),
+                ("DB_PASSWORD", &self.db_password),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.as_ref().map(|_| name))
+            .collect();
+            if !shadowed.is_empty() {
+                log::warn!("DATABASE_URL is set, so {} ignored", shadowed.join(", "));
+            }
+            let parts = check.url("DATABASE_URL", text)?;
+            return from_url(check, "DATABASE_URL", &parts, None);
+        }
+        let Some(dbname) = &self.db_name else {
+            check.push(
+                "DATABASE_URL",
+                "DATABASE_URL or DB_NAME must be set: DATABASE_URL=postgresql://user:password@host:5432/dbname, \
+                 or DB_NAME and DB_USER (with DB_HOST, DB_PORT, DB_PASSWORD as needed)",
+            );
+            return None;
+        };
+        let port = check.port("DB_PORT", self.db_port.as_deref(), DEFAULT_PORT);
+        let Some(user) = &self.db_user else {
+            check.push("DB_USER", "DB_USER must be set when DB_NAME is used (the role to log in as)");
+            return None;
+        };
+        Some(ConnParams {
+            endpoints: vec![Endpoint {
+                host: Host::parse(self.db_host.as_deref().unwrap_or("localhost").trim()),
+                port: port?,
+            }],
+            dbname: dbname.clone(),
+            user: user.clone(),
+            password: self.db_password.clone().map(Password::new),
+            sslmode: SslMode::default(),
+            sslrootcert: None,
+            application_name: None,
+            connect_timeout: None,
+            options: None,
+            target_session_attrs: TargetSessionAttrs::Any,
+        })
+    }
+
+    /// PgBouncer's parameters: `PGBOUNCER_URL`, or `PGBOUNCER_HOST`/`PGBOUNCER_PORT` with the database's
+    /// user, password and database name.
+    fn pgbouncer_target(&self, check: &mut Check, database: &ConnParams) -> Option<ConnParams> {
+        if database.options.is_some() {
+            log::warn!(
+                "DATABASE_URL has an options parameter; it is not sent through PgBouncer (1.18 refuses the \
+                 options startup parameter): set server settings in pgbouncer.ini"
+            );
+        }
+        if let Some(text) = &self.pgbouncer_url {
+            let parts = check.url("PGBOUNCER_URL", text)?;
+            if parts.options.is_some() {
+                check.push(
+                    "PGBOUNCER_URL",
+                    "PGBOUNCER_URL has an options parameter, which PgBouncer refuses (unsupported startup \
+                     parameter); set server settings in pgbouncer.ini (connect_query) instead",
+                );
+                return None;
+            }
+            return from_url(check, "PGBOUNCER_URL", &parts, Some(database));
+        }
+        let host = self.pgbouncer_host.as_deref().unwrap_or("localhost").trim();
+        let port = check.port("PGBOUNCER_PORT", self.pgbouncer_port.as_deref(), DEFAULT_PGBOUNCER_PORT)?;
+        Some(ConnParams {
+            endpoints: vec![Endpoint { host: Host::parse(host), port }],
+            sslmode: SslMode::default(),
+            sslrootcert: None,
+            connect_timeout: None,
+            options: None,
+            target_session_attrs: TargetSessionAttrs::Any,
+            ..database.clone()
+        })
+    }
+}
+
+/// Connection parameters from a parsed URL; what it leaves out comes from `fallback` (PgBouncer's URL takes
+/// the database's user, password and name), else libpq's defaults.
+fn from_url(
+    check: &mut Check,
+    var: &'static str,
+    parts: &UrlParts,
+    fallback: Option<&ConnParams>,
+) -> Option<ConnParams> {
+    let endpoints = match parts.endpoints() {
+        Ok(endpoints) => endpoints,
+        Err(message) => {
+            check.push(var, format!("{var} {message}"));
+            return None;
+        }
+    };
+    let Some(user) = parts.user.clone().or_else(|| fallback.map(|f| f.user.clone())) else {
+        check.push(var, format!("{var} names no user: write postgresql://USER[:PASSWORD]@host/dbname"));
+        return None;
+    };
+    if matches!(parts.sslmode, Some(SslMode::VerifyCa | SslMode::VerifyFull)) && parts.sslrootcert.is_none() {
+        check.push(
+            var,
+            format!(
+                "{var} has sslmode=verify-ca or verify-full but no sslrootcert=PATH naming the CA certificate"
+            ),
+        );
+        return None;
+    }
+    let dbname =
+        parts.dbname.clone().or_else(|| fallback.map(|f| f.dbname.clone())).unwrap_or_else(|| user.clone());
+    Some(ConnParams {
+        endpoints,
+        dbname,
+        password: parts.password.clone().or_else(|| fallback.and_then(|f| f.password.clone())),
+        user,
+        sslmode: parts.sslmode.unwrap_or_default(),
+        sslrootcert: parts.sslrootcert.clone(),
+        application_name: parts
+            .application_name
+            .clone()
+            .or(parts.fallback_application_name.clone())
+            .or_else(|| fallback.and_then(|f| f.application_name.clone())),
+        connect_timeout: parts.connect_timeout,
+        options: parts.options.clone(),
+        target_session_attrs: parts.target_session_attrs.unwrap_or_default(),
+    })
+}

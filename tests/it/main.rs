@@ -1,0 +1,4 @@
+//! End-to-end tests against the real PostgreSQL that `cargo xtask test` starts.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod connect;
