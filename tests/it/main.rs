@@ -2,3 +2,4 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod connect;
+mod pool;

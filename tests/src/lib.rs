@@ -2,10 +2,16 @@
 //!
 //! A test that needs the database and finds no URL fails, with a message saying how to run it; it never
 //! passes silently.
+//!
+//! A test that must not disturb that shared cluster (it restarts the server, fills `max_connections`,
+//! stops a backend with `SIGSTOP`) starts a private one with [`private_cluster`]: the same kind of cluster,
+//! from `pgconn-testkit`, on a port of its own, stopped and removed when the [`Cluster`] is dropped.
 
 use std::time::Duration;
 
 use pgconn_config::Settings;
+#[doc(no_inline)]
+pub use pgconn_testkit::{self as testkit, Cluster, ClusterOptions, ConnInfo, ShutdownMode};
 
 /// The variable holding the URL of the test role (scram-sha-256 password full of URL-special characters).
 pub const DATABASE_URL_VAR: &str = "PGCONN_TEST_DATABASE_URL";
@@ -70,4 +76,66 @@ pub fn admin() -> postgres::Client {
         admin_url().parse().unwrap_or_else(|e| panic!("{ADMIN_URL_VAR} does not parse: {e}"));
     config.connect_timeout(Duration::from_secs(10));
     config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("cannot connect as the superuser: {e}"))
+}
+
+/// Starts a private PostgreSQL cluster for one test, with `options` (for example
+/// `ClusterOptions::default().setting("max_connections", "20")`): a fresh directory under the temporary
+/// directory, a free port, the same roles, database and authentication as the shared cluster. It does not
+/// need `cargo xtask test`'s variables, only the PostgreSQL server binaries; as root the server runs as
+/// the `postgres` system user.
+///
+/// Dropping the [`Cluster`] stops the server and removes its directory. [`Cluster::restart`] brings it
+/// back on the same port, so URLs from [`Cluster::info`] stay valid.
+///
+/// # Panics
+/// When the cluster cannot be started, with the reason (no PostgreSQL binaries, no `postgres` user, the
+/// end of the server log, ...).
+#[track_caller]
+pub fn private_cluster(options: &ClusterOptions) -> Cluster {
+    Cluster::start_temp(options).unwrap_or_else(|err| {
+        panic!(
+            "cannot start a private PostgreSQL cluster for this test: {err:#}\n\
+             (it needs the PostgreSQL server binaries: `apt-get install postgresql` or PG_BINDIR)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_private_cluster_serves_the_app_role_and_goes_away() {
+        let cluster = private_cluster(&ClusterOptions::default().setting("max_connections", "15"));
+        let dir = cluster.dir().to_path_buf();
+        let mut config: postgres::Config =
+            cluster.info().database_url().parse().expect("the testkit's URL parses");
+        config.connect_timeout(Duration::from_secs(10));
+        let mut client = config.connect(postgres::NoTls).expect("the app role connects with its password");
+        let row = client.query_one("select current_user::text, current_setting('max_connections')", &[]);
+        let row = row.expect("the query runs");
+        assert_eq!(row.get::<_, String>(0), "pgconn_app");
+        assert_eq!(row.get::<_, String>(1), "15");
+        drop(client);
+        drop(cluster);
+        assert!(!dir.exists(), "dropping the cluster removes {}", dir.display());
+    }
+
+    #[test]
+    fn a_backend_stopped_with_sigstop_does_not_hold_up_the_drop() {
+        let cluster = private_cluster(&ClusterOptions::default());
+        let mut config: postgres::Config = cluster.info().admin_url().parse().expect("the URL parses");
+        config.connect_timeout(Duration::from_secs(10));
+        let mut client = config.connect(postgres::NoTls).expect("the superuser connects");
+        let backend: i32 = client.query_one("select pg_backend_pid()", &[]).expect("it answers").get(0);
+        let backend = u32::try_from(backend).expect("a pid is positive");
+        testkit::signal::kill(backend, testkit::libc::SIGSTOP).expect("the backend can be stopped");
+        let started = std::time::Instant::now();
+        drop(cluster);
+        let took = started.elapsed();
+        // Without SIGCONT the fast shutdown would wait 10 s for the stopped backend.
+        assert!(took < Duration::from_secs(8), "dropping took {took:?}");
+        assert!(!std::path::Path::new(&format!("/proc/{backend}")).exists(), "the backend is gone");
+        drop(client);
+    }
 }

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cluster::{self, Cluster, ConnInfo, Inaccessible, ServerUser};
+use pgconn_testkit::{
+    Cluster, ConnInfo, Inaccessible, POSTGRES_STOP, ServerUser, find_bindir, is_postgres_for, stop_pid,
+};
+
 use crate::process;
 
 /// The `db` subcommands, for help and errors.
@@ -91,7 +94,7 @@ struct State {
 impl State {
     /// Whether the recorded postmaster still runs.
     fn running(&self) -> bool {
-        cluster::is_postgres_for(self.pid, &self.data_dir)
+        is_postgres_for(self.pid, &self.data_dir)
     }
 
     fn render(&self) -> String {
@@ -196,12 +199,13 @@ fn start(paths: &Paths) -> Result<u8> {
     fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
 
-    let bindir = cluster::find_bindir()?;
+    let bindir = find_bindir()?;
     let user = ServerUser::detect()?;
-    let cluster = match Cluster::start(&paths.preferred, &bindir, user) {
+    let options = process::cluster_options();
+    let cluster = match Cluster::start(&paths.preferred, &bindir, user, &options) {
         Err(err) if err.downcast_ref::<Inaccessible>().is_some() => {
             eprintln!("xtask: {err}; using {} instead", paths.fallback.display());
-            Cluster::start(&paths.fallback, &bindir, user)?
+            Cluster::start(&paths.fallback, &bindir, user, &options)?
         }
         result => result?,
     };
@@ -228,7 +232,7 @@ fn stop(paths: &Paths) -> Result<u8> {
     let pid = state.pid;
     if state.running() {
         eprintln!("xtask: stopping PostgreSQL (pid {pid})");
-        process::stop_pid(pid, cluster::POSTGRES_STOP, || cluster::is_postgres_for(pid, &state.data_dir))?;
+        stop_pid(pid, POSTGRES_STOP, || is_postgres_for(pid, &state.data_dir))?;
     } else {
         eprintln!("xtask: PostgreSQL (pid {pid}) was not running");
     }
@@ -279,7 +283,7 @@ fn print_status(state: &State) {
 fn live_postmaster(data_dir: &Path) -> Option<u32> {
     let text = fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid = text.lines().next()?.trim().parse().ok()?;
-    cluster::is_postgres_for(pid, data_dir).then_some(pid)
+    is_postgres_for(pid, data_dir).then_some(pid)
 }
 
 /// Removes a cluster directory, if it is one this module creates and it exists.
@@ -306,4 +310,40 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_its_file_format() {
+        let state = State {
+            pid: 4242,
+            cluster_dir: "/w/target/pgconn-db/cluster".into(),
+            data_dir: "/w/target/pgconn-db/cluster/data".into(),
+            info: ConnInfo {
+                port: 54321,
+                password: "p@ss:w/rd?#%=00".into(),
+                socket_dir: "/w/target/pgconn-db/cluster/socket".into(),
+                bindir: "/usr/lib/postgresql/15/bin".into(),
+            },
+        };
+        let parsed = State::parse(&state.render()).expect("what render writes parses");
+        assert_eq!(parsed.render(), state.render());
+        assert_eq!(parsed.info.password, "p@ss:w/rd?#%=00");
+        assert!(State::parse("port=1\n").is_err());
+    }
+
+    #[test]
+    fn shell_quote_survives_single_quotes() {
+        assert_eq!(shell_quote("a'b c"), r"'a'\''b c'");
+    }
+
+    #[test]
+    fn fallback_dirs_are_ours_and_others_are_not() {
+        let paths = Paths::new();
+        assert!(paths.is_ours(&paths.preferred) && paths.is_ours(&paths.fallback));
+        assert!(!paths.is_ours(Path::new("/tmp")));
+    }
 }

@@ -1,16 +1,16 @@
 //! `cargo xtask`: the project's automation, in Rust rather than shell scripts or CI YAML.
 //!
 //! `cargo xtask` lists the tasks. The central one is `cargo xtask test`: it starts a throwaway
-//! PostgreSQL, runs the workspace's tests against it and always stops it again.
+//! PostgreSQL, runs the workspace's tests against it and always stops it again. The clusters themselves
+//! come from `pgconn-testkit`, which the tests use for private clusters of their own; xtask keeps the
+//! task dispatch, the `db` and `test` tasks, CI, and the Ctrl-C/SIGTERM handling.
 
 // xtask is a command-line program: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod ci;
-mod cluster;
 mod db;
 mod process;
-mod sys;
 mod test_task;
 
 use std::ffi::OsString;
@@ -18,6 +18,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use pgconn_testkit::Interrupted;
 
 const TASKS: &str = "\
 usage: cargo xtask <task> [args]
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(code) => ExitCode::from(code),
-        Err(err) if err.is::<process::Interrupted>() || process::interrupted() => {
+        Err(err) if err.is::<Interrupted>() || process::interrupted() => {
             eprintln!("xtask: interrupted");
             ExitCode::from(130)
         }

@@ -74,6 +74,8 @@ struct PoolJson {
     max_size: u32,
     min_idle: u32,
     checkout_timeout_ms: u128,
+    /// `0` when off.
+    leak_threshold_ms: u128,
 }
 
 #[derive(Serialize)]
@@ -100,6 +102,7 @@ impl ConfigJson {
                 max_size: s.pool.max_size,
                 min_idle: s.pool.min_idle,
                 checkout_timeout_ms: s.pool.checkout_timeout.as_millis(),
+                leak_threshold_ms: s.pool.leak_threshold.map_or(0, |t| t.as_millis()),
             },
             pgbouncer: PgBouncerJson {
                 pool_mode: s.pgbouncer.pool_mode.as_str(),

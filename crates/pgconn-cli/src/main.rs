@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program prints
 
 mod config_cmd;
+mod load_cmd;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive the pool with N request threads, as a thread-per-request server would, and report latency,
+    /// throughput and errors by kind; exit 1 if any request failed.
+    Load(load_cmd::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config { json } => config_cmd::run(json),
+        Command::Load(args) => load_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

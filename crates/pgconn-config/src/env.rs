@@ -27,6 +27,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_POOL_MAX_SIZE",
     "DB_POOL_MIN_IDLE",
     "DB_POOL_TIMEOUT",
+    "DB_POOL_LEAK_THRESHOLD",
     "USE_PGBOUNCER",
     "PGBOUNCER_URL",
     "PGBOUNCER_HOST",
@@ -50,6 +51,9 @@ pub const DEFAULT_POOL_MAX_SIZE: u32 = 10;
 pub const DEFAULT_POOL_MIN_IDLE: u32 = 2;
 /// `DB_POOL_TIMEOUT` when unset.
 pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+/// `DB_POOL_LEAK_THRESHOLD` when unset: as long as the default statement timeout, so a connection held
+/// that long is held while no statement runs.
+pub const DEFAULT_POOL_LEAK_THRESHOLD: Duration = Duration::from_secs(30);
 /// `PGBOUNCER_PORT` when unset.
 pub const DEFAULT_PGBOUNCER_PORT: u16 = 6432;
 
@@ -68,6 +72,7 @@ struct Raw {
     db_pool_max_size: Option<String>,
     db_pool_min_idle: Option<String>,
     db_pool_timeout: Option<String>,
+    db_pool_leak_threshold: Option<String>,
     use_pgbouncer: Option<String>,
     pgbouncer_url: Option<String>,
     pgbouncer_host: Option<String>,
@@ -303,6 +308,15 @@ impl Raw {
                 "milliseconds",
             )
             .map(Duration::from_millis);
+        let leak_threshold = check
+            .number(
+                "DB_POOL_LEAK_THRESHOLD",
+                self.db_pool_leak_threshold.as_deref(),
+                u64::try_from(DEFAULT_POOL_LEAK_THRESHOLD.as_millis()).unwrap_or(u64::MAX),
+                (0, 86_400_000),
+                "milliseconds (0 turns it off)",
+            )
+            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
 
         let use_pgbouncer = match self.use_pgbouncer.as_deref() {
             None => Some(false),
@@ -395,6 +409,7 @@ impl Raw {
             Some(max_size),
             Some(min_idle),
             Some(checkout_timeout),
+            Some(leak_threshold),
             Some(pool_mode),
             Some(max_client_conn),
             Some(default_pool_size),
@@ -410,6 +425,7 @@ impl Raw {
             max_size,
             min_idle,
             checkout_timeout,
+            leak_threshold,
             pool_mode,
             max_client_conn,
             default_pool_size,
@@ -429,7 +445,7 @@ impl Raw {
             conn_max_age,
             connect_timeout,
             statement_timeout,
-            pool: PoolSettings { max_size, min_idle, checkout_timeout },
+            pool: PoolSettings { max_size, min_idle, checkout_timeout, leak_threshold },
             pgbouncer: PgBouncerSettings {
                 pool_mode,
                 max_client_conn,

@@ -54,6 +54,7 @@ impl Settings {
             ("DB_POOL_MAX_SIZE", self.pool.max_size.to_string()),
             ("DB_POOL_MIN_IDLE", self.pool.min_idle.to_string()),
             ("DB_POOL_TIMEOUT", self.pool.checkout_timeout.as_millis().to_string()),
+            ("DB_POOL_LEAK_THRESHOLD", self.pool.leak_threshold.map_or(0, |t| t.as_millis()).to_string()),
             ("USE_PGBOUNCER", (self.strategy == Strategy::PgBouncer).to_string()),
             ("PGBOUNCER_POOL_MODE", self.pgbouncer.pool_mode.as_str().to_owned()),
             ("PGBOUNCER_MAX_CLIENT_CONN", self.pgbouncer.max_client_conn.to_string()),
@@ -137,6 +138,9 @@ pub struct PoolSettings {
     pub min_idle: u32,
     /// How long a request waits for a free connection (`DB_POOL_TIMEOUT`, ms). Defaults to 5 s.
     pub checkout_timeout: Duration,
+    /// A connection held longer than this is logged once as a possible leak, with where it was checked
+    /// out; `None` when off (`DB_POOL_LEAK_THRESHOLD`, ms, `0` = off). Defaults to 30 s.
+    pub leak_threshold: Option<Duration>,
 }
 
 /// PgBouncer's pooling mode (`PGBOUNCER_POOL_MODE`).
@@ -212,10 +216,11 @@ impl fmt::Display for Settings {
         writeln!(f, "statement timeout   {statement_timeout}")?;
         writeln!(
             f,
-            "pool                max {}, min idle {}, checkout timeout {}ms",
+            "pool                max {}, min idle {}, checkout timeout {}ms, leak threshold {}",
             self.pool.max_size,
             self.pool.min_idle,
-            self.pool.checkout_timeout.as_millis()
+            self.pool.checkout_timeout.as_millis(),
+            self.pool.leak_threshold.map_or_else(|| "off".to_owned(), |t| format!("{}ms", t.as_millis()))
         )?;
         write!(
             f,

@@ -80,7 +80,10 @@ fn the_documented_keys() {
     assert_eq!(json["conn_max_age_s"], 0);
     assert_eq!(json["connect_timeout_s"], 10);
     assert_eq!(json["statement_timeout_ms"], 0);
-    assert_eq!(json["pool"], json!({"max_size": 20, "min_idle": 5, "checkout_timeout_ms": 5000}));
+    assert_eq!(
+        json["pool"],
+        json!({"max_size": 20, "min_idle": 5, "checkout_timeout_ms": 5000, "leak_threshold_ms": 30000})
+    );
     assert_eq!(json["target"]["host"], "localhost");
     assert_eq!(json["target"]["port"], 6432);
     assert_eq!(json["target"]["dbname"], "app");

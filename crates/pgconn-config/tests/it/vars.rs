@@ -18,6 +18,8 @@ fn defaults() {
     assert_eq!(s.statement_timeout, Some(Duration::from_secs(30)));
     assert_eq!((s.pool.max_size, s.pool.min_idle), (10, 2));
     assert_eq!(s.pool.checkout_timeout, Duration::from_secs(5));
+    assert_eq!(s.pool.leak_threshold, Some(Duration::from_secs(30)));
+    assert_eq!(settings(&[URL, ("DB_POOL_LEAK_THRESHOLD", "0")]).pool.leak_threshold, None);
     assert_eq!(s.pgbouncer.pool_mode, PoolMode::Transaction);
     assert_eq!(
         (
@@ -185,6 +187,7 @@ fn all_problems_at_once() {
         ("DB_POOL_MAX_SIZE", "x"),
         ("DB_POOL_MIN_IDLE", "x"),
         ("DB_POOL_TIMEOUT", "x"),
+        ("DB_POOL_LEAK_THRESHOLD", "x"),
         ("USE_PGBOUNCER", "x"),
         ("PGBOUNCER_POOL_MODE", "x"),
         ("PGBOUNCER_MAX_CLIENT_CONN", "x"),
@@ -203,6 +206,7 @@ fn all_problems_at_once() {
             "DB_POOL_MAX_SIZE",
             "DB_POOL_MIN_IDLE",
             "DB_POOL_TIMEOUT",
+            "DB_POOL_LEAK_THRESHOLD",
             "USE_PGBOUNCER",
             "PGBOUNCER_POOL_MODE",
             "PGBOUNCER_MAX_CLIENT_CONN",

@@ -1,0 +1,389 @@
+//! `pgconn load`: N request-handler threads driving the pool exactly as a thread-per-request server does.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use pgconn_config::Settings;
+use pgconn_pool::{ErrorKind, Pool, PoolMetrics, PoolState, Quantiles};
+use serde::Serialize;
+
+use crate::EXIT_INVALID;
+
+/// Requests when neither `--requests` nor `--duration` is given.
+const DEFAULT_REQUESTS: u64 = 10_000;
+
+/// `pgconn load` options.
+#[derive(clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Concurrent request threads.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    clients: u32,
+    /// Total requests across all threads (default 10000).
+    #[arg(long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+    /// Run for this many seconds instead of a number of requests.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// The statement each request runs (no parameters).
+    #[arg(long, default_value = "SELECT 1")]
+    query: String,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Baseline: each thread uses one dedicated connection of its own, no pool (same query, same settings).
+    #[arg(long)]
+    dedicated: bool,
+}
+
+/// How much work: a number of requests, or until a deadline.
+#[derive(Clone, Copy)]
+enum Budget {
+    Requests(u64),
+    Until(Instant),
+}
+
+/// What one request thread saw.
+struct ThreadResult {
+    latency: Histogram<u64>,
+    /// (ok, errors) per second of the run.
+    timeline: Vec<(u64, u64)>,
+    errors: BTreeMap<ErrorKind, u64>,
+    ok: u64,
+}
+
+pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
+    if let Some(seconds) = args.duration
+        && !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0)
+    {
+        eprintln!("--duration must be a number of seconds above 0 and at most 86400, got {seconds}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let pool = match Pool::new(&settings) {
+        Ok(pool) => pool,
+        Err(e) => {
+            let message = format!("{e}{}", cause(&e));
+            if args.json {
+                let error = serde_json::json!({"error": {"kind": e.kind().as_str(), "message": message}});
+                println!("{}", serde_json::to_string_pretty(&error)?);
+            }
+            eprintln!("pgconn load: cannot build the pool ({}): {message}", e.kind());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+
+    let clients = args.clients as usize;
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let claimed = Arc::new(AtomicU64::new(0));
+    let progress = Progress::new(std::io::stderr().is_terminal() && !args.json);
+    let mut handles = Vec::with_capacity(clients);
+    let query: Arc<str> = Arc::from(args.query.as_str());
+    // The budget's clock starts when every thread is ready.
+    let start_slot = Arc::new(std::sync::OnceLock::<(Instant, Budget)>::new());
+    let dedicated = args.dedicated;
+    for i in 0..clients {
+        let (pool, barrier, claimed, query, start_slot, progress) = (
+            pool.clone(),
+            Arc::clone(&barrier),
+            Arc::clone(&claimed),
+            Arc::clone(&query),
+            Arc::clone(&start_slot),
+            progress.clone(),
+        );
+        let handle = thread::Builder::new()
+            .name(format!("request-{i}"))
+            .spawn(move || {
+                let mut dedicated = dedicated.then(|| pgconn_pool::connect(pool.settings()));
+                barrier.wait();
+                let &(start, budget) = start_slot.get().expect("set before the barrier opens");
+                let mut request = |sql: &str| -> Result<(), pgconn_pool::Error> {
+                    match &mut dedicated {
+                        None => pool.get().and_then(|mut conn| conn.query(sql, &[]).map(drop)),
+                        Some(Ok(client)) => client.query_typed(sql, &[]).map(drop).map_err(|e| {
+                            pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) }
+                        }),
+                        Some(Err(e)) => Err(e.clone()),
+                    }
+                };
+                request_loop(&mut request, &query, start, budget, &claimed, &progress)
+            })
+            .context("cannot start the request threads")?;
+        handles.push(handle);
+    }
+    let budget = match (args.requests, args.duration) {
+        (_, Some(seconds)) => Budget::Until(Instant::now() + Duration::from_secs_f64(seconds)),
+        (requests, None) => Budget::Requests(requests.unwrap_or(DEFAULT_REQUESTS)),
+    };
+    let start = Instant::now();
+    let _ = start_slot.set((start, budget));
+    barrier.wait();
+    let reporter = progress.spawn_reporter(start);
+    let results: Vec<ThreadResult> =
+        handles.into_iter().map(|h| h.join().expect("request threads do not panic")).collect();
+    let elapsed = start.elapsed();
+    progress.stop(reporter);
+
+    let report = Report::new(&settings, args, &results, elapsed, pool.metrics(), pool.state());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn request_loop(
+    request: &mut dyn FnMut(&str) -> Result<(), pgconn_pool::Error>,
+    query: &str,
+    start: Instant,
+    budget: Budget,
+    claimed: &AtomicU64,
+    progress: &Progress,
+) -> ThreadResult {
+    let mut result = ThreadResult {
+        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+        timeline: Vec::new(),
+        errors: BTreeMap::new(),
+        ok: 0,
+    };
+    loop {
+        let began = Instant::now();
+        match budget {
+            Budget::Requests(total) if claimed.fetch_add(1, Ordering::Relaxed) >= total => break,
+            Budget::Until(deadline) if began >= deadline => break,
+            _ => {}
+        }
+        // The request handler: check out, run the query, return the connection.
+        let outcome = request(query);
+        let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        result.latency.saturating_record(micros);
+        let second = usize::try_from((began - start).as_secs()).unwrap_or(usize::MAX - 1);
+        if result.timeline.len() <= second {
+            result.timeline.resize(second + 1, (0, 0));
+        }
+        match outcome {
+            Ok(()) => {
+                result.ok += 1;
+                result.timeline[second].0 += 1;
+                progress.count(true);
+            }
+            Err(e) => {
+                *result.errors.entry(e.kind()).or_default() += 1;
+                result.timeline[second].1 += 1;
+                progress.count(false);
+                log::debug!("request failed: {e}{}", cause(&e));
+            }
+        }
+    }
+    result
+}
+
+fn cause(error: &pgconn_pool::Error) -> String {
+    std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default()
+}
+
+/// The live progress line, on a terminal only.
+#[derive(Clone)]
+struct Progress(Option<Arc<(AtomicU64, AtomicU64, AtomicBool)>>);
+
+impl Progress {
+    fn new(enabled: bool) -> Progress {
+        Progress(enabled.then(|| Arc::new((AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false)))))
+    }
+
+    fn count(&self, ok: bool) {
+        if let Some(counters) = &self.0 {
+            if ok { &counters.0 } else { &counters.1 }.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn spawn_reporter(&self, start: Instant) -> Option<thread::JoinHandle<()>> {
+        let counters = Arc::clone(self.0.as_ref()?);
+        thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || {
+                let mut last = (Instant::now(), 0);
+                while !counters.2.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(250));
+                    let (ok, errors) =
+                        (counters.0.load(Ordering::Relaxed), counters.1.load(Ordering::Relaxed));
+                    let now = Instant::now();
+                    let rate = rate(ok + errors - last.1, now - last.0);
+                    if now - last.0 >= Duration::from_secs(1) {
+                        last = (now, ok + errors);
+                    }
+                    eprint!(
+                        "\rpgconn load: {:>5.1}s  {ok} ok  {errors} errors  {rate:.0} requests/s   ",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                eprintln!();
+            })
+            .ok()
+    }
+
+    fn stop(&self, reporter: Option<thread::JoinHandle<()>>) {
+        if let Some(counters) = &self.0 {
+            counters.2.store(true, Ordering::Relaxed);
+        }
+        if let Some(reporter) = reporter {
+            let _ = reporter.join();
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // request counts far below 2^52
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
+}
+
+/// `pgconn load --json`: the keys are an interface (docs/cli.md).
+#[derive(Serialize)]
+struct Report {
+    strategy: &'static str,
+    persistent: bool,
+    /// `--dedicated`: one connection per thread, no pool.
+    dedicated: bool,
+    clients: u32,
+    query: String,
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    error_kinds: BTreeMap<&'static str, u64>,
+    elapsed_s: f64,
+    throughput_rps: f64,
+    latency_ms: Quantiles,
+    checkout_wait_ms: Quantiles,
+    timeline: Vec<TimelineEntry>,
+    pool: PoolReport,
+}
+
+#[derive(Serialize)]
+struct TimelineEntry {
+    second: usize,
+    ok: u64,
+    errors: u64,
+}
+
+#[derive(Serialize)]
+struct PoolReport {
+    #[serde(flatten)]
+    state: PoolState,
+    #[serde(flatten)]
+    metrics: PoolMetrics,
+}
+
+impl Report {
+    fn new(
+        settings: &Settings,
+        args: &LoadArgs,
+        results: &[ThreadResult],
+        elapsed: Duration,
+        metrics: PoolMetrics,
+        state: PoolState,
+    ) -> Report {
+        let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let mut error_kinds: BTreeMap<&'static str, u64> =
+            ErrorKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+        let mut timeline: Vec<TimelineEntry> = Vec::new();
+        let mut ok = 0;
+        for result in results {
+            latency.add(&result.latency).expect("same bounds");
+            ok += result.ok;
+            for (kind, count) in &result.errors {
+                *error_kinds.entry(kind.as_str()).or_default() += count;
+            }
+            for (second, &(ok, errors)) in result.timeline.iter().enumerate() {
+                if timeline.len() <= second {
+                    timeline.extend((timeline.len()..=second).map(|second| TimelineEntry {
+                        second,
+                        ok: 0,
+                        errors: 0,
+                    }));
+                }
+                timeline[second].ok += ok;
+                timeline[second].errors += errors;
+            }
+        }
+        let errors = error_kinds.values().sum();
+        Report {
+            strategy: settings.strategy.as_str(),
+            persistent: settings.persistent(),
+            dedicated: args.dedicated,
+            clients: args.clients,
+            query: args.query.clone(),
+            requests: ok + errors,
+            ok,
+            errors,
+            error_kinds,
+            elapsed_s: elapsed.as_secs_f64(),
+            throughput_rps: rate(ok + errors, elapsed),
+            latency_ms: pgconn_pool::quantiles(&latency),
+            checkout_wait_ms: metrics.checkout_wait_ms,
+            timeline,
+            pool: PoolReport { state, metrics },
+        }
+    }
+
+    fn text(&self) -> String {
+        let kinds: Vec<String> =
+            self.error_kinds.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+        let l = &self.latency_ms;
+        let w = &self.checkout_wait_ms;
+        let m = &self.pool.metrics;
+        format!(
+            "strategy        {} ({})\n\
+             clients         {}\n\
+             requests        {} ({} ok, {} errors{})\n\
+             elapsed         {:.2}s\n\
+             throughput      {:.0} requests/s\n\
+             latency         p50 {:.3}ms  p95 {:.3}ms  p99 {:.3}ms  max {:.3}ms\n\
+             checkout wait   p50 {:.3}ms  p99 {:.3}ms\n\
+             pool            size {} (max {}), opened {}, closed {}, validations {} (skipped {})\n",
+            self.strategy,
+            match (self.dedicated, self.persistent) {
+                (true, _) => "dedicated connection per thread, no pool",
+                (false, true) => "persistent",
+                (false, false) => "connect per request",
+            },
+            self.clients,
+            self.requests,
+            self.ok,
+            self.errors,
+            if kinds.is_empty() { String::new() } else { format!(": {}", kinds.join(", ")) },
+            self.elapsed_s,
+            self.throughput_rps,
+            l.p50,
+            l.p95,
+            l.p99,
+            l.max,
+            w.p50,
+            w.p99,
+            self.pool.state.size,
+            self.pool.state.max_size,
+            m.connections_opened,
+            m.connections_closed.max_age
+                + m.connections_closed.broken
+                + m.connections_closed.idle
+                + m.connections_closed.per_request,
+            m.validations,
+            m.validations_skipped,
+        )
+    }
+}

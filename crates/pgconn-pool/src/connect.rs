@@ -1,0 +1,122 @@
+//! Opening one connection within `DB_CONNECT_TIMEOUT`, handshake and authentication included.
+//!
+//! The `postgres` crate applies `connect_timeout` to the TCP connect only: a server that accepts and then
+//! says nothing (a stopped postmaster, a half-dead proxy) would hold the caller forever. The only handle on
+//! a blocking connect that is still in progress is its thread, so each connect runs on a short-lived thread
+//! and the caller waits for it at most the timeout. A connect that is given up on finishes, or fails, on
+//! its own thread; its connection, if it ever arrives, is closed. To keep a server that stays silent from
+//! piling up such threads, at most [`MAX_ABANDONED`] may be outstanding per process; past that, connects
+//! fail at once until some finish.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use pgconn_config::{Settings, SslMode, Strategy};
+
+use crate::Error;
+
+/// Connect attempts given up on whose threads have not finished yet, per process, at most.
+pub const MAX_ABANDONED: usize = 32;
+
+static ABANDONED: AtomicUsize = AtomicUsize::new(0);
+
+/// What a connect needs, prepared once per pool.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    config: postgres::Config,
+    timeout: Duration,
+    /// `user@host:port/dbname`, for messages.
+    pub(crate) target: String,
+}
+
+impl Connector {
+    /// The `postgres` configuration for the settings' target: its parameters, the application name, the
+    /// TCP connect bound and, for the direct strategy, the statement timeout as a startup option (so it
+    /// costs no round trip). Through PgBouncer nothing session-level is sent: PgBouncer 1.18 refuses the
+    /// `options` startup parameter.
+    pub(crate) fn new(settings: &Settings) -> Result<Connector, Error> {
+        if !matches!(settings.target.sslmode, SslMode::Disable | SslMode::Allow | SslMode::Prefer) {
+            return Err(Error::Unsupported(format!(
+                "sslmode={} needs TLS, which this build of pgconn does not have yet; use sslmode=disable or \
+                 prefer (plain connections) until it does",
+                settings.target.sslmode
+            )));
+        }
+        let mut config = settings.target.to_postgres_config();
+        config.application_name(settings.application_name());
+        config.connect_timeout(settings.connect_timeout);
+        if settings.strategy == Strategy::Direct
+            && let Some(timeout) = settings.statement_timeout
+        {
+            let ours = format!("-c statement_timeout={}", timeout.as_millis());
+            let options = match &settings.target.options {
+                Some(theirs) => format!("{theirs} {ours}"),
+                None => ours,
+            };
+            config.options(&options);
+        }
+        Ok(Connector { config, timeout: settings.connect_timeout, target: settings.target.to_string() })
+    }
+
+    /// Opens one connection, or fails within the connect timeout with the reason.
+    pub(crate) fn connect(&self) -> Result<postgres::Client, Error> {
+        let timed_out = || Error::ConnectTimeout { target: self.target.clone(), timeout: self.timeout };
+        if ABANDONED.load(Ordering::Relaxed) >= MAX_ABANDONED {
+            log::warn!(
+                "{MAX_ABANDONED} earlier connects to {} are still hanging; not starting another",
+                self.target
+            );
+            return Err(timed_out());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let state = Arc::new(AtomicU8::new(WAITING));
+        let thread_state = Arc::clone(&state);
+        let config = self.config.clone();
+        let spawned = thread::Builder::new().name("pgconn-connect".into()).spawn(move || {
+            let result = config.connect(postgres::NoTls);
+            if thread_state.compare_exchange(WAITING, DONE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                let _ = tx.send(result);
+            } else {
+                // The caller gave up: the connection, if any, is dropped here, which closes it.
+                drop(result);
+                ABANDONED.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        if let Err(e) = spawned {
+            return Err(Error::Unsupported(format!("cannot start a thread to connect: {e}")));
+        }
+        let result = if let Ok(result) = rx.recv_timeout(self.timeout) {
+            result
+        } else {
+            ABANDONED.fetch_add(1, Ordering::AcqRel);
+            if state.compare_exchange(WAITING, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Err(timed_out());
+            }
+            // It finished just as the time ran out: its result is on its way.
+            ABANDONED.fetch_sub(1, Ordering::AcqRel);
+            rx.recv().map_err(|_| timed_out())?
+        };
+        result.map_err(|e| Error::from_connect(e, &self.target))
+    }
+}
+
+/// Opens one dedicated connection with the pool's settings (target, application name, statement timeout,
+/// connect deadline), outside any pool: for `LISTEN`, long sessions, or as a baseline to compare with.
+///
+/// # Errors
+/// As [`crate::Pool::new`].
+pub fn connect(settings: &Settings) -> Result<postgres::Client, Error> {
+    Connector::new(settings)?.connect()
+}
+
+/// Connect attempts given up on whose threads are still running, in this process.
+pub fn abandoned_connects() -> usize {
+    ABANDONED.load(Ordering::Relaxed)
+}
+
+const WAITING: u8 = 0;
+const DONE: u8 = 1;
+const GIVEN_UP: u8 = 2;

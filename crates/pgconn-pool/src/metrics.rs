@@ -1,0 +1,304 @@
+//! Counters and latency distributions cheap enough to leave on, and the leak detector.
+
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// It reached its `DB_CONN_MAX_AGE` deadline.
+    MaxAge,
+    /// It failed in use, failed validation, or was found closed.
+    Broken,
+    /// It sat idle beyond the pool's idle timeout (or the pool was dropped).
+    Idle,
+    /// `DB_CONN_MAX_AGE=0`: closed when its request returned it.
+    PerRequest,
+}
+
+/// A latency distribution in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Quantiles {
+    /// How many values.
+    pub count: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Connections closed, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClosedCounts {
+    /// Reached `DB_CONN_MAX_AGE`.
+    pub max_age: u64,
+    /// Failed in use or in validation.
+    pub broken: u64,
+    /// Idle past the pool's idle timeout.
+    pub idle: u64,
+    /// Closed on return because `DB_CONN_MAX_AGE=0`.
+    pub per_request: u64,
+}
+
+/// The pool's metrics since it was built.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct PoolMetrics {
+    /// Successful checkouts.
+    pub checkouts: u64,
+    /// Checkouts that failed (pool exhausted, or no connection could be opened in time).
+    pub checkout_timeouts: u64,
+    /// Threads waiting for a connection right now.
+    pub waiting: u64,
+    /// Time from asking for a connection to holding it.
+    pub checkout_wait_ms: Quantiles,
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Connection attempts that failed.
+    pub connect_errors: u64,
+    /// Time to open a connection (TCP, startup, authentication).
+    pub connect_ms: Quantiles,
+    /// Connections closed, by reason.
+    pub connections_closed: ClosedCounts,
+    /// Checkouts that validated the connection with a round trip.
+    pub validations: u64,
+    /// Checkouts that skipped the round trip because the connection was returned moments ago.
+    pub validations_skipped: u64,
+    /// Time a connection was held by a request, checkout to return.
+    pub held_ms: Quantiles,
+    /// Queries run through the pool's query API.
+    pub queries: u64,
+    /// Those that failed.
+    pub query_errors: u64,
+    /// Their duration.
+    pub query_ms: Quantiles,
+    /// Connections reported as possible leaks (held past `DB_POOL_LEAK_THRESHOLD`).
+    pub leak_warnings: u64,
+}
+
+/// One latency histogram in microseconds, from 1 µs to an hour, 3 significant digits.
+pub(crate) struct Latency(Mutex<Histogram<u64>>);
+
+impl Latency {
+    fn new() -> Latency {
+        Latency(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")))
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
+    }
+
+    pub(crate) fn quantiles(&self) -> Quantiles {
+        quantiles(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A histogram's distribution in milliseconds.
+#[allow(clippy::cast_precision_loss)] // microsecond counts far below 2^52
+pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
+    if h.is_empty() {
+        return Quantiles::default();
+    }
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    Quantiles {
+        count: h.len(),
+        mean: h.mean() / 1000.0,
+        p50: ms(h.value_at_quantile(0.50)),
+        p95: ms(h.value_at_quantile(0.95)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    }
+}
+
+/// A connection held past `DB_POOL_LEAK_THRESHOLD`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leak {
+    /// How long it has been held.
+    #[serde(serialize_with = "millis")]
+    pub held_for: Duration,
+    /// `file:line:column` of the `Pool::get` call that checked it out.
+    pub location: String,
+    /// The name of the thread that checked it out, if it has one.
+    pub thread: Option<String>,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
+}
+
+/// Everything the pool counts.
+pub(crate) struct Metrics {
+    pub(crate) checkouts: AtomicU64,
+    pub(crate) checkout_timeouts: AtomicU64,
+    pub(crate) waiting: AtomicU64,
+    pub(crate) checkout_wait: Latency,
+    pub(crate) opened: AtomicU64,
+    pub(crate) connect_errors: AtomicU64,
+    pub(crate) connect_time: Latency,
+    closed: [AtomicU64; 4],
+    pub(crate) validations: AtomicU64,
+    pub(crate) validations_skipped: AtomicU64,
+    pub(crate) held: Latency,
+    pub(crate) queries: AtomicU64,
+    pub(crate) query_errors: AtomicU64,
+    pub(crate) query_time: Latency,
+    pub(crate) leak_warnings: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        Metrics {
+            checkouts: AtomicU64::new(0),
+            checkout_timeouts: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            checkout_wait: Latency::new(),
+            opened: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            connect_time: Latency::new(),
+            closed: Default::default(),
+            validations: AtomicU64::new(0),
+            validations_skipped: AtomicU64::new(0),
+            held: Latency::new(),
+            queries: AtomicU64::new(0),
+            query_errors: AtomicU64::new(0),
+            query_time: Latency::new(),
+            leak_warnings: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> PoolMetrics {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let closed = |reason: CloseReason| get(&self.closed[reason as usize]);
+        PoolMetrics {
+            checkouts: get(&self.checkouts),
+            checkout_timeouts: get(&self.checkout_timeouts),
+            waiting: get(&self.waiting),
+            checkout_wait_ms: self.checkout_wait.quantiles(),
+            connections_opened: get(&self.opened),
+            connect_errors: get(&self.connect_errors),
+            connect_ms: self.connect_time.quantiles(),
+            connections_closed: ClosedCounts {
+                max_age: closed(CloseReason::MaxAge),
+                broken: closed(CloseReason::Broken),
+                idle: closed(CloseReason::Idle),
+                per_request: closed(CloseReason::PerRequest),
+            },
+            validations: get(&self.validations),
+            validations_skipped: get(&self.validations_skipped),
+            held_ms: self.held.quantiles(),
+            queries: get(&self.queries),
+            query_errors: get(&self.query_errors),
+            query_ms: self.query_time.quantiles(),
+            leak_warnings: get(&self.leak_warnings),
+        }
+    }
+}
+
+/// Where and when a connection still held was checked out.
+struct Checkout {
+    at: Instant,
+    location: &'static Location<'static>,
+    thread: Option<String>,
+    warned: bool,
+}
+
+/// The connections checked out now, for the leak detector.
+pub(crate) struct Checkouts {
+    next: AtomicU64,
+    held: Mutex<HashMap<u64, Checkout>>,
+}
+
+impl Checkouts {
+    pub(crate) fn new() -> Checkouts {
+        Checkouts { next: AtomicU64::new(0), held: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn insert(&self, at: Instant, location: &'static Location<'static>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let thread = thread::current().name().map(str::to_owned);
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Checkout { at, location, thread, warned: false });
+        id
+    }
+
+    pub(crate) fn remove(&self, id: u64) {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// The connections held longer than `threshold` now, longest first.
+    pub(crate) fn older_than(&self, threshold: Duration) -> Vec<Leak> {
+        let now = Instant::now();
+        let mut leaks: Vec<Leak> = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|c| now.saturating_duration_since(c.at) >= threshold)
+            .map(|c| Leak {
+                held_for: now.saturating_duration_since(c.at),
+                location: c.location.to_string(),
+                thread: c.thread.clone(),
+            })
+            .collect();
+        leaks.sort_by_key(|leak| std::cmp::Reverse(leak.held_for));
+        leaks
+    }
+
+    /// Logs, once each, the connections held longer than `threshold`; returns how many it logged.
+    fn warn_older_than(&self, threshold: Duration) -> u64 {
+        let now = Instant::now();
+        let mut warned = 0;
+        for checkout in self.held.lock().unwrap_or_else(PoisonError::into_inner).values_mut() {
+            let held = now.saturating_duration_since(checkout.at);
+            if !checkout.warned && held >= threshold {
+                checkout.warned = true;
+                warned += 1;
+                log::warn!(
+                    "possible connection leak: a connection checked out at {} (thread {}) has been held for \
+                     {}ms, longer than DB_POOL_LEAK_THRESHOLD ({}ms); return it by dropping the handle",
+                    checkout.location,
+                    checkout.thread.as_deref().unwrap_or("unnamed"),
+                    held.as_millis(),
+                    threshold.as_millis()
+                );
+            }
+        }
+        warned
+    }
+}
+
+/// Starts the thread that reports leaks; it ends by itself once the pool is gone.
+pub(crate) fn spawn_leak_detector(checkouts: Weak<Checkouts>, metrics: Weak<Metrics>, threshold: Duration) {
+    let period = (threshold / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let spawned = thread::Builder::new().name("pgconn-leak-detector".into()).spawn(move || {
+        loop {
+            thread::sleep(period);
+            let (Some(checkouts), Some(metrics)) = (checkouts.upgrade(), metrics.upgrade()) else { return };
+            let warned = checkouts.warn_older_than(threshold);
+            metrics.leak_warnings.fetch_add(warned, Ordering::Relaxed);
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the leak detector thread, leaks will not be reported: {e}");
+    }
+}

@@ -1,0 +1,410 @@
+//! The pool and its connection handle.
+
+use std::panic::Location;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pgconn_config::{ConnMaxAge, Settings};
+use postgres::types::{ToSql, Type};
+use postgres::{Row, SimpleQueryMessage};
+use serde::Serialize;
+
+use crate::Error;
+use crate::connect::Connector;
+use crate::manager::{Conn, ErrorLog, LastConnectError, Manager};
+use crate::metrics::{Checkouts, CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
+
+/// Pooled connections idle this long beyond `DB_POOL_MIN_IDLE` are closed (checked every 30 s by r2d2),
+/// so a quiet process gives its server slots back; kept under the monitor's 5-minute idle alert.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A PostgreSQL connection pool configured by [`Settings`]. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    mode: Mode,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    checkouts: Arc<Checkouts>,
+    last_error: Arc<LastConnectError>,
+}
+
+enum Mode {
+    /// Connections kept and reused (`DB_CONN_MAX_AGE` > 0 or `none`).
+    Pooled(r2d2::Pool<Manager>),
+    /// `DB_CONN_MAX_AGE=0`: a connection per checkout.
+    PerRequest { manager: Box<Manager>, open: AtomicU64 },
+}
+
+/// The pool's size now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PoolState {
+    /// `DB_POOL_MAX_SIZE` (for `DB_CONN_MAX_AGE=0`: no limit is applied, this is the configured value).
+    pub max_size: u32,
+    /// Connections open.
+    pub size: u32,
+    /// Of those, idle in the pool.
+    pub idle: u32,
+    /// Of those, checked out.
+    pub in_use: u32,
+    /// Threads waiting for a connection.
+    pub waiting: u64,
+}
+
+impl Pool {
+    /// Builds a pool for `settings`: the direct strategy or PgBouncer, persistent or per request.
+    ///
+    /// Opens one connection first, so that a wrong password, an unknown database or an unreachable server
+    /// fails here with its cause; the pool then fills up to `DB_POOL_MIN_IDLE` in the background.
+    ///
+    /// # Errors
+    /// The typed cause of the first connection's failure, or [`Error::Unsupported`] for a setting this
+    /// build cannot honour (TLS).
+    pub fn new(settings: &Settings) -> Result<Pool, Error> {
+        let connector = Connector::new(settings)?;
+        let metrics = Arc::new(Metrics::new());
+        let max_age = settings.conn_max_age.limit();
+        let manager = Manager::new(connector, max_age, settings.connect_timeout, Arc::clone(&metrics));
+        let mut probe = manager.open()?;
+        let last_error = Arc::clone(&manager.last_error);
+        let mode = if settings.conn_max_age == ConnMaxAge::PerRequest {
+            probe.close_as(CloseReason::PerRequest);
+            drop(probe);
+            Mode::PerRequest { manager: Box::new(manager), open: AtomicU64::new(0) }
+        } else {
+            // r2d2 cannot adopt a connection; this one only proved the settings work.
+            probe.close_as(CloseReason::Idle);
+            drop(probe);
+            let pool = r2d2::Pool::builder()
+                .max_size(settings.pool.max_size)
+                .min_idle(Some(settings.pool.min_idle))
+                .test_on_check_out(true)
+                .max_lifetime(max_age)
+                .idle_timeout(Some(IDLE_TIMEOUT))
+                .connection_timeout(settings.pool.checkout_timeout)
+                .error_handler(Box::new(ErrorLog::default()))
+                .build_unchecked(manager);
+            Mode::Pooled(pool)
+        };
+        let checkouts = Arc::new(Checkouts::new());
+        if let Some(threshold) = settings.pool.leak_threshold {
+            spawn_leak_detector(Arc::downgrade(&checkouts), Arc::downgrade(&metrics), threshold);
+        }
+        Ok(Pool {
+            shared: Arc::new(Shared { mode, settings: settings.clone(), metrics, checkouts, last_error }),
+        })
+    }
+
+    /// Checks out a connection, waiting at most `DB_POOL_TIMEOUT` for one.
+    ///
+    /// The connection is never past its `DB_CONN_MAX_AGE` deadline, and was either returned moments ago
+    /// or has just answered a validation round trip. Dropping the handle returns it.
+    ///
+    /// # Errors
+    /// [`Error::PoolTimeout`] when every connection stayed in use; when the pool could not open a
+    /// connection meanwhile, that failure's cause instead ([`Error::TooManyClients`],
+    /// [`Error::AuthFailed`], [`Error::ConnectTimeout`], [`Error::ConnectFailed`]).
+    #[track_caller]
+    pub fn get(&self) -> Result<PooledConn, Error> {
+        let location = Location::caller();
+        let shared = &self.shared;
+        let started = Instant::now();
+        shared.metrics.waiting.fetch_add(1, Ordering::Relaxed);
+        let result = match &shared.mode {
+            Mode::Pooled(pool) => pool.get().map(Slot::Pooled).map_err(|_| {
+                let waited = started.elapsed();
+                let max_size = shared.settings.pool.max_size;
+                // While the pool could still grow, a failure to open a connection is the real cause.
+                let could_grow = pool.state().connections < max_size;
+                let lookback = shared.settings.pool.checkout_timeout + shared.settings.connect_timeout;
+                let since = started.checked_sub(lookback).unwrap_or(started);
+                could_grow
+                    .then(|| shared.last_error.since(since))
+                    .flatten()
+                    .unwrap_or(Error::PoolTimeout { max_size, waited })
+            }),
+            Mode::PerRequest { manager, open } => manager.open().map(|mut conn| {
+                conn.close_as(CloseReason::PerRequest);
+                open.fetch_add(1, Ordering::Relaxed);
+                Slot::Owned(conn)
+            }),
+        };
+        shared.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(slot) => {
+                let now = Instant::now();
+                shared.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.checkout_wait.record(now - started);
+                let id = shared.checkouts.insert(now, location);
+                Ok(PooledConn {
+                    slot: Some(slot),
+                    shared: Arc::clone(shared),
+                    checkout_id: id,
+                    checked_out: now,
+                })
+            }
+            Err(e) => {
+                shared.metrics.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Open, idle and busy connections, and threads waiting, now.
+    pub fn state(&self) -> PoolState {
+        let max_size = self.shared.settings.pool.max_size;
+        let waiting = self.shared.metrics.waiting.load(Ordering::Relaxed);
+        match &self.shared.mode {
+            Mode::Pooled(pool) => {
+                let state = pool.state();
+                PoolState {
+                    max_size,
+                    size: state.connections,
+                    idle: state.idle_connections,
+                    in_use: state.connections - state.idle_connections,
+                    waiting,
+                }
+            }
+            Mode::PerRequest { open, .. } => {
+                let open = u32::try_from(open.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+                PoolState { max_size, size: open, idle: 0, in_use: open, waiting }
+            }
+        }
+    }
+
+    /// The pool's metrics since it was built.
+    pub fn metrics(&self) -> PoolMetrics {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The connections held longer than `DB_POOL_LEAK_THRESHOLD` now, longest first, each with where it was
+    /// checked out; empty when the threshold is off.
+    pub fn suspected_leaks(&self) -> Vec<Leak> {
+        self.shared
+            .settings
+            .pool
+            .leak_threshold
+            .map(|t| self.shared.checkouts.older_than(t))
+            .unwrap_or_default()
+    }
+
+    /// The settings the pool was built from.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+}
+
+enum Slot {
+    Pooled(r2d2::PooledConnection<Manager>),
+    Owned(Conn),
+}
+
+/// A checked-out connection. Dropping it returns the connection to the pool (or, when
+/// `DB_CONN_MAX_AGE=0`, closes it).
+///
+/// Its query methods are safe behind PgBouncer's transaction mode: they never name a prepared statement
+/// (`query*` and `execute` send parse, bind and execute in one round trip with unnamed statements, which is
+/// also one round trip cheaper than `postgres::Client::query`). Parameters carry their PostgreSQL type via
+/// [`SqlParam`]. For anything else, [`PooledConn::client`] gives the `postgres::Client` itself.
+pub struct PooledConn {
+    slot: Option<Slot>,
+    shared: Arc<Shared>,
+    checkout_id: u64,
+    checked_out: Instant,
+}
+
+impl PooledConn {
+    fn conn(&mut self) -> &mut Conn {
+        match self.slot.as_mut().expect("a PooledConn holds its connection until dropped") {
+            Slot::Pooled(conn) => conn,
+            Slot::Owned(conn) => conn,
+        }
+    }
+
+    fn conn_ref(&self) -> &Conn {
+        match self.slot.as_ref().expect("a PooledConn holds its connection until dropped") {
+            Slot::Pooled(conn) => conn,
+            Slot::Owned(conn) => conn,
+        }
+    }
+
+    /// Runs `f` on the client, counting and timing it; a failure that broke the connection marks it to be
+    /// closed on return.
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, Error> {
+        let metrics = Arc::clone(&self.shared.metrics);
+        let started = Instant::now();
+        let conn = self.conn();
+        let result = f(&mut conn.client);
+        metrics.queries.fetch_add(1, Ordering::Relaxed);
+        metrics.query_time.record(started.elapsed());
+        result.map_err(|e| {
+            metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            let error = Error::from_query(e, conn.client.is_closed());
+            if error.breaks_connection() {
+                conn.broken = true;
+            }
+            error
+        })
+    }
+
+    /// Runs a statement and returns its rows, in one round trip with an unnamed statement.
+    ///
+    /// # Errors
+    /// The server's error, classified ([`Error::StatementTimeout`], [`Error::ConnectionLost`], ...).
+    pub fn query(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Vec<Row>, Error> {
+        let typed = typed(params);
+        self.run(|client| client.query_typed(sql, &typed))
+    }
+
+    /// Runs a statement that returns exactly one row.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`], and an error when the statement returns no row or several.
+    pub fn query_one(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Row, Error> {
+        let typed = typed(params);
+        self.run(|client| client.query_typed_one(sql, &typed))
+    }
+
+    /// Runs a statement that returns at most one row.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`], and an error when the statement returns several rows.
+    pub fn query_opt(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Option<Row>, Error> {
+        let typed = typed(params);
+        self.run(|client| client.query_typed_opt(sql, &typed))
+    }
+
+    /// Runs a statement and returns how many rows it changed.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn execute(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<u64, Error> {
+        let typed = typed(params);
+        self.run(|client| client.execute_typed(sql, &typed))
+    }
+
+    /// Runs one or more statements with the simple query protocol; values come back as text.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
+        self.run(|client| client.simple_query(sql))
+    }
+
+    /// Runs one or more statements, without parameters or results.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn batch_execute(&mut self, sql: &str) -> Result<(), Error> {
+        self.run(|client| client.batch_execute(sql))
+    }
+
+    /// The `postgres::Client` itself, for transactions, `COPY` and the rest of its API.
+    ///
+    /// Behind PgBouncer in transaction mode, two rules apply to what you do with it: prepare statements
+    /// only inside a transaction and use them only there (`Client::query(&str, ..)` prepares a named
+    /// statement outside of one, which fails once connections are shared), and change no session state
+    /// (`SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors). Queries made here are not counted
+    /// in the pool's query metrics; a connection this breaks is still closed on return.
+    pub fn client(&mut self) -> &mut postgres::Client {
+        &mut self.conn().client
+    }
+
+    /// The server process id of this connection (asked once, then remembered).
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn backend_pid(&mut self) -> Result<i32, Error> {
+        if let Some(pid) = self.conn_ref().backend_pid {
+            return Ok(pid);
+        }
+        let pid: i32 = self.run(|client| client.query_typed_one("SELECT pg_backend_pid()", &[]))?.get(0);
+        self.conn().backend_pid = Some(pid);
+        Ok(pid)
+    }
+
+    /// When this connection was opened.
+    pub fn opened_at(&self) -> Instant {
+        self.conn_ref().opened
+    }
+
+    /// The instant after which this connection is no longer handed out (`DB_CONN_MAX_AGE` minus its
+    /// jitter); `None` when unlimited.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.conn_ref().deadline
+    }
+
+    /// When this handle was checked out.
+    pub fn checked_out_at(&self) -> Instant {
+        self.checked_out
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        self.shared.metrics.held.record(self.checked_out.elapsed());
+        self.shared.checkouts.remove(self.checkout_id);
+        if let (Some(Slot::Owned(_)), Mode::PerRequest { open, .. }) = (&self.slot, &self.shared.mode) {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+        // Dropping the slot returns an r2d2 connection or closes an owned one.
+        self.slot = None;
+    }
+}
+
+/// A query parameter whose PostgreSQL type is known from its Rust type, so statements need no
+/// server-side preparation: `&1_i32`, `&"text"`, `&Some(2.5_f64)`, `&vec![0_u8]`...
+pub trait SqlParam: Sync {
+    /// The value and its type, as `query_typed` takes them.
+    fn typed(&self) -> (&(dyn ToSql + Sync), Type);
+}
+
+/// A Rust type with one PostgreSQL type, for [`SqlParam`].
+pub trait SqlType: ToSql + Sync {
+    /// The PostgreSQL type its values are sent as.
+    const PG_TYPE: Type;
+}
+
+impl<T: SqlType> SqlParam for T {
+    fn typed(&self) -> (&(dyn ToSql + Sync), Type) {
+        (self, T::PG_TYPE)
+    }
+}
+
+macro_rules! sql_types {
+    ($($rust:ty => $pg:ident),* $(,)?) => {
+        $(impl SqlType for $rust { const PG_TYPE: Type = Type::$pg; })*
+    };
+}
+
+sql_types! {
+    bool => BOOL,
+    i8 => CHAR,
+    i16 => INT2,
+    i32 => INT4,
+    i64 => INT8,
+    u32 => OID,
+    f32 => FLOAT4,
+    f64 => FLOAT8,
+    String => TEXT,
+    &str => TEXT,
+    Vec<u8> => BYTEA,
+    &[u8] => BYTEA,
+    std::time::SystemTime => TIMESTAMPTZ,
+}
+
+impl<T: SqlType> SqlType for Option<T> {
+    const PG_TYPE: Type = T::PG_TYPE;
+}
+
+fn typed<'a>(params: &'a [&'a dyn SqlParam]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().map(|param| param.typed()).collect()
+}

@@ -1,0 +1,978 @@
+//! A throwaway PostgreSQL cluster: `initdb` into a fresh directory, a free port, fsync off, an
+//! application role with a SCRAM password and a test database.
+//!
+//! PostgreSQL refuses to run as root, so when the caller runs as root everything that touches the data
+//! directory runs as the `postgres` system user ([`ServerUser`]). The server itself is a
+//! [`GuardedChild`]: dropping a [`Cluster`] stops it and removes the cluster directory, whatever made its
+//! owner end.
+//!
+//! Layout of a cluster directory (mode 0755): `data/` (0700), `socket/` (0755), `postgres.log`.
+
+use std::ffi::OsStr;
+use std::fmt::{self, Write as _};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
+use std::net::TcpListener;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::host::{ServerUser, find_bindir};
+use crate::process::{GuardedChild, Interrupted, StopStep};
+use crate::signal;
+
+/// The role the tests and the application connect as, with a password (scram-sha-256).
+pub const APP_USER: &str = "pgconn_app";
+/// The superuser, trusted on the socket and on loopback TCP.
+pub const ADMIN_USER: &str = "postgres";
+/// The database the tests use, owned by [`APP_USER`].
+pub const DATABASE: &str = "pgconn_test";
+
+/// How a PostgreSQL postmaster is stopped normally: SIGINT (fast shutdown: roll back, disconnect,
+/// checkpoint), then SIGQUIT (immediate shutdown), then SIGKILL.
+pub const POSTGRES_STOP: &[StopStep] = &[
+    StopStep { signal: libc::SIGINT, wait: Duration::from_secs(10) },
+    StopStep { signal: libc::SIGQUIT, wait: Duration::from_secs(5) },
+];
+
+/// How a PostgreSQL postmaster is stopped at once: SIGQUIT (immediate shutdown: no checkpoint, the next
+/// start runs crash recovery), then SIGKILL.
+pub const POSTGRES_STOP_IMMEDIATE: &[StopStep] =
+    &[StopStep { signal: libc::SIGQUIT, wait: Duration::from_secs(10) }];
+
+/// How long a starting server gets to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a starting server is asked whether it is ready.
+const READY_POLL: Duration = Duration::from_millis(100);
+/// Attempts to start the server when the chosen port was taken between choosing and binding it.
+const START_ATTEMPTS: u32 = 4;
+/// Lines of `postgres.log` shown when something fails.
+const LOG_TAIL_LINES: usize = 30;
+/// Settings the cluster decides itself: where it listens is what [`ConnInfo`] reports.
+const RESERVED_SETTINGS: &[&str] = &["listen_addresses", "port", "unix_socket_directories"];
+
+/// `pg_hba.conf`: the superuser is trusted locally, everyone else proves a SCRAM password.
+const PG_HBA: &str = "\
+# written by pgconn-testkit
+local all postgres trust
+host  all postgres 127.0.0.1/32 trust
+host  all postgres ::1/128 trust
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+";
+
+/// The settings appended to `postgresql.conf` before the caller's
+/// [`extra_settings`](ClusterOptions::extra_settings), as `(name, value)` with the value already in
+/// configuration-file syntax. This is the one place to add settings every cluster gets.
+fn server_settings(port: u16, socket_dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("listen_addresses", conf_string("127.0.0.1")),
+        ("port", port.to_string()),
+        ("unix_socket_directories", conf_string(&socket_dir.to_string_lossy())),
+        // A throwaway cluster: durability buys nothing and costs seconds.
+        ("fsync", "off".into()),
+        ("synchronous_commit", "off".into()),
+        ("full_page_writes", "off".into()),
+        ("max_connections", "100".into()),
+        ("password_encryption", conf_string("scram-sha-256")),
+        ("log_min_messages", "warning".into()),
+        ("shared_buffers", conf_string("32MB")),
+    ]
+}
+
+/// A string literal in `postgresql.conf` syntax.
+fn conf_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// How to start a [`Cluster`]. `ClusterOptions::default()` is the cluster `cargo xtask test` starts, quiet.
+///
+/// ```
+/// use pgconn_testkit::ClusterOptions;
+///
+/// let options = ClusterOptions::default().setting("max_connections", "20");
+/// assert_eq!(options.extra_settings, [("max_connections".to_owned(), "20".to_owned())]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Server settings appended to `postgresql.conf` after the testkit's own, so they win: for example
+    /// `("max_connections", "20")`. Values are plain text; the testkit quotes them, so paths with spaces
+    /// are fine. `listen_addresses`, `port` and `unix_socket_directories` are the testkit's and refused.
+    pub extra_settings: Vec<(String, String)>,
+    /// Where progress lines go ("cluster in ...", "ready on ...", "stopped"), and the warning when
+    /// dropping fails; `None` (the default): nowhere, except that warning, which goes to stderr. xtask
+    /// passes a function that prints them with its prefix.
+    pub progress: Option<fn(&str)>,
+    /// Asked between the steps of starting and while waiting for the server; when it returns `true`,
+    /// starting stops what it started and fails with [`Interrupted`]. xtask passes its Ctrl-C/SIGTERM
+    /// flag. `None` (the default): never interrupted.
+    pub interrupted: Option<fn() -> bool>,
+    /// Start the postmaster in a process group of its own, so that a Ctrl-C in the terminal or a signal
+    /// to the caller's group does not reach it. Right for a caller that catches those signals and stops
+    /// the cluster itself (xtask). `false` (the default) is right for a test binary, which has no
+    /// handler: when the terminal's Ctrl-C or `cargo xtask test`'s SIGTERM ends it, the server receives
+    /// the signal too and shuts down instead of running on.
+    pub own_process_group: bool,
+}
+
+impl ClusterOptions {
+    /// Adds one of [`extra_settings`](Self::extra_settings).
+    #[must_use]
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Refuses settings that would break `postgresql.conf` or the cluster's own listening settings.
+    fn check(&self) -> Result<()> {
+        for (name, value) in &self.extra_settings {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+                bail!("the server setting name {name:?} is not a PostgreSQL parameter name");
+            }
+            if RESERVED_SETTINGS.iter().any(|reserved| name.eq_ignore_ascii_case(reserved)) {
+                bail!("the server setting {name} is chosen by the testkit and cannot be overridden");
+            }
+            if value.contains(['\n', '\r', '\0']) {
+                bail!("the value of the server setting {name} contains a line break or NUL");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How to stop the server in [`Cluster::stop_server_with`] and [`Cluster::restart`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// SIGINT: roll back open transactions, disconnect every client, checkpoint ([`POSTGRES_STOP`]).
+    Fast,
+    /// SIGQUIT: end every process at once, no checkpoint; the next start runs crash recovery
+    /// ([`POSTGRES_STOP_IMMEDIATE`]).
+    Immediate,
+}
+
+impl ShutdownMode {
+    /// The stop steps of this mode (SIGKILL follows them).
+    pub fn steps(self) -> &'static [StopStep] {
+        match self {
+            Self::Fast => POSTGRES_STOP,
+            Self::Immediate => POSTGRES_STOP_IMMEDIATE,
+        }
+    }
+}
+
+impl fmt::Display for ShutdownMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Fast => "fast",
+            Self::Immediate => "immediate",
+        })
+    }
+}
+
+/// [`Cluster::start`] could not use the directory because the server user cannot reach it; the caller may
+/// pick another place.
+#[derive(Debug)]
+pub struct Inaccessible {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Who cannot use it.
+    pub user: ServerUser,
+}
+
+impl fmt::Display for Inaccessible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} cannot enter or write {} (is a parent directory mode 0700?)",
+            self.user,
+            self.dir.display()
+        )
+    }
+}
+
+impl std::error::Error for Inaccessible {}
+
+/// How to connect to a running cluster: what the tests and the application receive.
+///
+/// Its `Debug` shows `***` for the password.
+#[derive(Clone)]
+pub struct ConnInfo {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// [`APP_USER`]'s password.
+    pub password: String,
+    /// The directory of the server's unix socket.
+    pub socket_dir: PathBuf,
+    /// PostgreSQL's bin directory.
+    pub bindir: PathBuf,
+}
+
+impl fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("port", &self.port)
+            .field("password", &"***")
+            .field("socket_dir", &self.socket_dir)
+            .field("bindir", &self.bindir)
+            .finish()
+    }
+}
+
+impl ConnInfo {
+    /// `postgresql://pgconn_app:<password>@127.0.0.1:<port>/pgconn_test`, password percent-encoded.
+    pub fn database_url(&self) -> String {
+        format!(
+            "postgresql://{APP_USER}:{}@127.0.0.1:{}/{DATABASE}",
+            percent_encode(&self.password),
+            self.port
+        )
+    }
+
+    /// [`Self::database_url`] with the password replaced by `***`, for messages.
+    pub fn redacted_database_url(&self) -> String {
+        format!("postgresql://{APP_USER}:***@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// `postgresql://postgres@127.0.0.1:<port>/pgconn_test`: the superuser, trusted.
+    pub fn admin_url(&self) -> String {
+        format!("postgresql://{ADMIN_USER}@127.0.0.1:{}/{DATABASE}", self.port)
+    }
+
+    /// The environment `cargo xtask test` gives the tests: `PGCONN_TEST_DATABASE_URL`,
+    /// `PGCONN_TEST_ADMIN_URL`, `PGCONN_TEST_SOCKET_DIR`, `PGCONN_TEST_PG_BINDIR`.
+    pub fn test_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PGCONN_TEST_DATABASE_URL", self.database_url()),
+            ("PGCONN_TEST_ADMIN_URL", self.admin_url()),
+            ("PGCONN_TEST_SOCKET_DIR", self.socket_dir.to_string_lossy().into_owned()),
+            ("PGCONN_TEST_PG_BINDIR", self.bindir.to_string_lossy().into_owned()),
+        ]
+    }
+}
+
+/// A PostgreSQL cluster in its own directory, with [`APP_USER`] and [`DATABASE`] created. Dropping it
+/// stops the server and removes the directory, unless it was [detached](Cluster::detach).
+///
+/// The server can be stopped and started again ([`Cluster::restart`]); it always comes back on the same
+/// port, so URLs taken from [`Cluster::info`] stay valid.
+pub struct Cluster {
+    dir: PathBuf,
+    user: ServerUser,
+    info: ConnInfo,
+    options: ClusterOptions,
+    server: Option<GuardedChild>,
+    /// Set once the directory is gone, or handed over by `detach`.
+    done: bool,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("dir", &self.dir)
+            .field("user", &self.user)
+            .field("info", &self.info)
+            .field("pid", &self.pid())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Creates `dir` (which must not exist), runs `initdb` from `bindir` as `user`, starts the server on a
+    /// free port on 127.0.0.1 and creates [`APP_USER`] and [`DATABASE`].
+    ///
+    /// On any error, and when interrupted ([`Interrupted`]), what was started is stopped and `dir`
+    /// removed. When `user` cannot use `dir`, the error is [`Inaccessible`].
+    pub fn start(dir: &Path, bindir: &Path, user: ServerUser, options: &ClusterOptions) -> Result<Self> {
+        options.check()?;
+        if dir.exists() {
+            bail!("{} already exists; remove it or choose another directory", dir.display());
+        }
+        DirBuilder::new()
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("cannot create the cluster directory {}", dir.display()))?;
+        // From here on, dropping `cluster` removes `dir`.
+        let mut cluster = Self {
+            dir: dir.to_path_buf(),
+            user,
+            info: ConnInfo {
+                port: 0,
+                password: password()?,
+                socket_dir: dir.join("socket"),
+                bindir: bindir.to_path_buf(),
+            },
+            options: options.clone(),
+            server: None,
+            done: false,
+        };
+        cluster.init()?;
+        cluster.launch()?;
+        cluster.create_role_and_database()?;
+        Ok(cluster)
+    }
+
+    /// [`Cluster::start`] in a fresh directory `pgconn-test-<pid>-<n>-<nanos>` under
+    /// [`std::env::temp_dir`], with the binaries of [`find_bindir`] and the user of
+    /// [`ServerUser::detect`]. When the server user cannot reach the temporary directory (running as root
+    /// with `TMPDIR` under a mode-0700 home), `/tmp` is used instead.
+    pub fn start_temp(options: &ClusterOptions) -> Result<Self> {
+        let bindir = find_bindir()?;
+        let user = ServerUser::detect()?;
+        let temp = std::env::temp_dir();
+        match Self::start(&temp_cluster_dir(&temp), &bindir, user, options) {
+            Err(err) if err.is::<Inaccessible>() && temp != Path::new("/tmp") => {
+                options.report(&format!("{err}; using /tmp instead"));
+                Self::start(&temp_cluster_dir(Path::new("/tmp")), &bindir, user, options)
+            }
+            result => result,
+        }
+    }
+
+    /// The cluster directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The data directory, `<dir>/data`: the postmaster's `-D` argument.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The server log, `<dir>/postgres.log`. Restarts append to it.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    /// How to connect.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// The user the server runs as.
+    pub fn user(&self) -> ServerUser {
+        self.user
+    }
+
+    /// The postmaster's pid; `None` while the server is stopped ([`Cluster::stop_server`]).
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(GuardedChild::id)
+    }
+
+    /// Stops the server with a fast shutdown and keeps the data directory; [`Cluster::start_server`]
+    /// starts it again. Does nothing when it is stopped.
+    pub fn stop_server(&mut self) -> Result<()> {
+        self.stop_server_with(ShutdownMode::Fast)
+    }
+
+    /// Stops the server in `mode` and keeps the data directory. Does nothing when it is stopped.
+    ///
+    /// Processes of the server stopped with `SIGSTOP` are sent `SIGCONT` first, so that they can take
+    /// part in the shutdown.
+    pub fn stop_server_with(&mut self, mode: ShutdownMode) -> Result<()> {
+        let Some(mut server) = self.server.take() else { return Ok(()) };
+        if let Some(pid) = server.id() {
+            resume_children(pid);
+        }
+        server.stop_with(mode.steps())?;
+        self.report(&format!("PostgreSQL stopped ({mode} shutdown), data kept in {}", self.dir.display()));
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and waits until it accepts connections. Does nothing
+    /// when it runs; a server that exited by itself is started again.
+    ///
+    /// Fails, with the end of the server log, when the port has been taken meanwhile or the server does
+    /// not come up within 30 s.
+    pub fn start_server(&mut self) -> Result<()> {
+        if let Some(server) = &mut self.server {
+            if server.try_wait()?.is_none() {
+                return Ok(());
+            }
+            // Exited by itself: reap it and start again.
+            self.server = None;
+        }
+        let port = self.info.port;
+        match self.spawn_and_wait()? {
+            None => Ok(()),
+            Some((status, log)) => bail!(
+                "postgres exited while starting again on port {port} ({status}); the end of {}:\n{log}",
+                self.log_file().display()
+            ),
+        }
+    }
+
+    /// Stops the server in `mode` and starts it again on the same port; returns once it accepts
+    /// connections. The postmaster's pid changes; [`Cluster::info`] does not.
+    pub fn restart(&mut self, mode: ShutdownMode) -> Result<()> {
+        self.stop_server_with(mode)?;
+        self.start_server()
+    }
+
+    /// Stops the server and removes the cluster directory.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// Leaves the server running and the directory in place; returns the postmaster's pid. Stopping it is
+    /// now the caller's business (for example with [`stop_pid`](crate::stop_pid), [`POSTGRES_STOP`] and
+    /// [`is_postgres_for`]).
+    pub fn detach(mut self) -> Option<u32> {
+        self.done = true;
+        self.server.take().and_then(GuardedChild::detach)
+    }
+
+    /// Passes a progress line to [`ClusterOptions::progress`].
+    fn report(&self, line: &str) {
+        self.options.report(line);
+    }
+
+    /// Fails with [`Interrupted`] when [`ClusterOptions::interrupted`] says so.
+    fn check_interrupted(&self) -> Result<()> {
+        if self.options.interrupted.is_some_and(|interrupted| interrupted()) {
+            Err(Interrupted.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `data/`, `socket/`, `postgres.log`, owned by the server user; then `initdb`.
+    fn init(&mut self) -> Result<()> {
+        self.user.chown(&self.dir)?;
+        if !self.user.can_use(&self.dir)? {
+            return Err(Inaccessible { dir: self.dir.clone(), user: self.user }.into());
+        }
+        let data = self.data_dir();
+        for (path, mode) in [(&data, 0o700), (&self.info.socket_dir, 0o755)] {
+            DirBuilder::new()
+                .mode(mode)
+                .create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            // The umask may have taken bits away.
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+            self.user.chown(path)?;
+        }
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot set the mode of {}", self.dir.display()))?;
+        let log = self.log_file();
+        File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        self.user.chown(&log)?;
+
+        self.report(&format!(
+            "PostgreSQL cluster in {} (bin: {})",
+            self.dir.display(),
+            self.info.bindir.display()
+        ));
+        self.check_interrupted()?;
+        let (stdout, stderr) = self.log_handles()?;
+        let status = self
+            .user
+            .command(&self.info.bindir.join("initdb"), &self.dir)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", ADMIN_USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .context("cannot run initdb")?;
+        self.check_interrupted()?;
+        if !status.success() {
+            bail!("initdb failed ({status}); the end of {}:\n{}", log.display(), self.log_tail(0));
+        }
+        let hba = data.join("pg_hba.conf");
+        fs::write(&hba, PG_HBA).with_context(|| format!("cannot write {}", hba.display()))?;
+        Ok(())
+    }
+
+    /// Writes the settings with a free port, starts the postmaster and waits until it accepts
+    /// connections; tries another port when the chosen one was taken meanwhile.
+    fn launch(&mut self) -> Result<()> {
+        let conf_path = self.data_dir().join("postgresql.conf");
+        let initdb_conf =
+            fs::read_to_string(&conf_path).with_context(|| format!("cannot read {}", conf_path.display()))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port()?;
+            self.info.port = port;
+            let mut conf = initdb_conf.clone();
+            conf.push_str("\n# added by pgconn-testkit\n");
+            for (name, value) in server_settings(port, &self.info.socket_dir) {
+                let _ = writeln!(conf, "{name} = {value}");
+            }
+            if !self.options.extra_settings.is_empty() {
+                conf.push_str("# the caller's extra_settings\n");
+            }
+            for (name, value) in &self.options.extra_settings {
+                let _ = writeln!(conf, "{name} = {}", conf_string(value));
+            }
+            // Overwriting keeps the file's owner and mode (the server user's, 0600).
+            fs::write(&conf_path, conf).with_context(|| format!("cannot write {}", conf_path.display()))?;
+
+            let Some((status, log)) = self.spawn_and_wait()? else { return Ok(()) };
+            if log.contains("Address already in use") && attempt < START_ATTEMPTS {
+                self.report(&format!("port {port} was taken meanwhile, trying another"));
+                continue;
+            }
+            bail!(
+                "postgres exited while starting ({status}); the end of {}:\n{log}",
+                self.log_file().display()
+            );
+        }
+    }
+
+    /// Starts the postmaster with the configuration as it is and waits until it accepts connections.
+    /// `None` once it does; `Some((status, new log lines))` when it exited first. On an error (timeout,
+    /// interrupted) the postmaster is stopped again.
+    fn spawn_and_wait(&mut self) -> Result<Option<(ExitStatus, String)>> {
+        self.check_interrupted()?;
+        let log_start = fs::metadata(self.log_file()).map_or(0, |m| m.len());
+        let (stdout, stderr) = self.log_handles()?;
+        let mut cmd = self.user.command(&self.info.bindir.join("postgres"), &self.dir);
+        cmd.arg("-D").arg(self.data_dir()).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        if self.options.own_process_group {
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().context("cannot start postgres")?;
+        let pid = child.id();
+        self.server = Some(GuardedChild::new("postgres", child, POSTGRES_STOP));
+        match self.wait_ready() {
+            Ok(None) => {
+                self.report(&format!("PostgreSQL ready on 127.0.0.1:{} (pid {pid})", self.info.port));
+                Ok(None)
+            }
+            Ok(Some(status)) => {
+                // Exited: dropping the guard only reaps it.
+                self.server = None;
+                Ok(Some((status, self.log_tail(log_start))))
+            }
+            Err(err) => {
+                if let Some(mut server) = self.server.take() {
+                    if let Err(stop_err) = server.stop() {
+                        return Err(err.context(format!("and stopping it failed: {stop_err:#}")));
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Polls `pg_isready` every 100 ms for up to 30 s. `None` once the server accepts connections;
+    /// `Some(status)` if it exited first.
+    fn wait_ready(&mut self) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let port = self.info.port.to_string();
+        loop {
+            let server = self.server.as_mut().context("no server to wait for")?;
+            if let Some(status) = server.try_wait()? {
+                return Ok(Some(status));
+            }
+            self.check_interrupted()?;
+            let ready = Command::new(self.info.bindir.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port, "-U", ADMIN_USER, "-d", "postgres"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("cannot run pg_isready")?;
+            if ready.success() {
+                return Ok(None);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "PostgreSQL did not accept connections on port {port} within {}s; the end of {}:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    self.log_file().display(),
+                    self.log_tail(0)
+                );
+            }
+            thread::sleep(READY_POLL);
+        }
+    }
+
+    /// `CREATE ROLE pgconn_app ...` and `CREATE DATABASE pgconn_test ...` through psql as the superuser.
+    fn create_role_and_database(&self) -> Result<()> {
+        self.check_interrupted()?;
+        // On stdin rather than `-c`, so the password does not show in `ps`.
+        let sql = format!(
+            "CREATE ROLE {APP_USER} LOGIN PASSWORD '{}';\nCREATE DATABASE {DATABASE} OWNER {APP_USER};\n",
+            self.info.password
+        );
+        let mut child = Command::new(self.info.bindir.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+            .arg(self.info.port.to_string())
+            .args(["-U", ADMIN_USER, "-d", "postgres"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run psql")?;
+        child
+            .stdin
+            .take()
+            .context("psql has no stdin")?
+            .write_all(sql.as_bytes())
+            .context("cannot write to psql")?;
+        let out = child.wait_with_output().context("cannot wait for psql")?;
+        if !out.status.success() {
+            bail!(
+                "creating role {APP_USER} and database {DATABASE} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        Ok(())
+    }
+
+    /// Two append handles on `postgres.log`, for a child's stdout and stderr.
+    fn log_handles(&self) -> Result<(File, File)> {
+        let path = self.log_file();
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let copy = file.try_clone().with_context(|| format!("cannot open {}", path.display()))?;
+        Ok((file, copy))
+    }
+
+    /// The last lines of `postgres.log` from byte `from` on, for error messages.
+    fn log_tail(&self, from: u64) -> String {
+        let read = || -> io::Result<String> {
+            let mut file = File::open(self.log_file())?;
+            file.seek(SeekFrom::Start(from))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        match read() {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+            }
+            Err(err) => format!("(cannot read the log: {err})"),
+        }
+    }
+
+    /// Stops the server (if any) and removes the directory; does nothing the second time.
+    fn shutdown(&mut self) -> Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        let had_server = self.server.is_some();
+        let stopped = self.server.take().map_or(Ok(()), |mut server| {
+            if let Some(pid) = server.id() {
+                resume_children(pid);
+            }
+            server.stop()
+        });
+        let removed = match fs::remove_dir_all(&self.dir) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                Err(err).with_context(|| format!("cannot remove {}", self.dir.display()))
+            }
+            _ => Ok(()),
+        };
+        stopped?;
+        removed?;
+        if had_server {
+            self.report(&format!("PostgreSQL stopped, {} removed", self.dir.display()));
+        } else {
+            self.report(&format!("{} removed", self.dir.display()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    // A destructor cannot return the error, and a server or directory left behind must not go unnoticed:
+    // without a progress function, the warning goes to stderr.
+    #[allow(clippy::print_stderr)]
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            let warning = format!("warning: {err:#}");
+            match self.options.progress {
+                Some(progress) => progress(&warning),
+                None => eprintln!("pgconn-testkit: {warning}"),
+            }
+        }
+    }
+}
+
+impl ClusterOptions {
+    fn report(&self, line: &str) {
+        if let Some(progress) = self.progress {
+            progress(line);
+        }
+    }
+}
+
+/// The prefix of the directories [`Cluster::start_temp`] creates: `pgconn-test-<pid>-<n>-<nanos>`.
+const TEMP_PREFIX: &str = "pgconn-test-";
+
+/// Removes the clusters that [`Cluster::start_temp`] left in `parent` because the process that started
+/// them died without dropping them (killed by a signal, aborted): `pgconn-test-<pid>-*` directories whose
+/// `<pid>` no longer runs. A postmaster still running on one (its `data/postmaster.pid`, checked with
+/// [`is_postgres_for`]) is stopped first. Directories of running processes are left alone, so this is safe
+/// while other test runs go on. Returns the directories removed; when some could not be removed, the
+/// others still are and the error lists the failures.
+///
+/// `cargo xtask test` calls it for the temporary directory and `/tmp` before and after the tests, so that
+/// an interrupted run leaves no cluster behind.
+pub fn remove_abandoned_clusters(parent: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err).with_context(|| format!("cannot list {}", parent.display())),
+    };
+    let mut removed = Vec::new();
+    let mut failures = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(creator) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        // A directory, not a symlink to one; and its creator gone (a zombie still counts as running).
+        let is_dir = fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir());
+        if !is_dir || creator == 0 || Path::new(&format!("/proc/{creator}")).exists() {
+            continue;
+        }
+        match remove_abandoned(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} abandoned cluster(s) in {} could not be removed ({} were): {}",
+            failures.len(),
+            parent.display(),
+            removed.len(),
+            failures.join("; ")
+        );
+    }
+    Ok(removed)
+}
+
+/// Stops the postmaster still running on the abandoned cluster `dir`, if any, and removes `dir`.
+fn remove_abandoned(dir: &Path) -> Result<()> {
+    let data_dir = dir.join("data");
+    let postmaster = fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+        .filter(|&pid| is_postgres_for(pid, &data_dir));
+    if let Some(pid) = postmaster {
+        crate::stop_pid(pid, POSTGRES_STOP, || is_postgres_for(pid, &data_dir))?;
+    }
+    match fs::remove_dir_all(dir) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(err).with_context(|| format!("cannot remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A fresh directory name under `parent` for [`Cluster::start_temp`]: unique within this process (a
+/// counter) and across processes (the pid), with the time against pid reuse.
+fn temp_cluster_dir(parent: &Path) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    parent.join(format!("{TEMP_PREFIX}{}-{n}-{nanos}", std::process::id()))
+}
+
+/// Sends `SIGCONT` to every child of `pid` (a postmaster's backends and auxiliary processes), so that one
+/// a test stopped with `SIGSTOP` does not hold up the shutdown. Best effort: errors are ignored.
+fn resume_children(pid: u32) {
+    let Ok(entries) = fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+        if parent_pid(&stat) == Some(pid) {
+            let _ = signal::kill(child, libc::SIGCONT);
+        }
+    }
+}
+
+/// The parent pid in the text of `/proc/PID/stat`: `pid (comm) state ppid ...`, where `comm` may contain
+/// anything, so the fields are counted from the last `)`.
+fn parent_pid(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (bind port 0, read the port, let go).
+fn free_port() -> Result<u16> {
+    let listener =
+        TcpListener::bind(("127.0.0.1", 0)).context("cannot bind 127.0.0.1:0 to find a free port")?;
+    Ok(listener.local_addr().context("cannot read the address of a bound socket")?.port())
+}
+
+/// A password full of URL-special characters, so that percent-encoding is exercised for real:
+/// `p@ss:w/rd?#%` and 16 random hex digits. It never contains a single quote (it is put in SQL as is).
+fn password() -> Result<String> {
+    let mut random = [0_u8; 8];
+    File::open("/dev/urandom")
+        .and_then(|mut file| file.read_exact(&mut random))
+        .context("cannot read /dev/urandom")?;
+    let mut password = String::from("p@ss:w/rd?#%");
+    for byte in random {
+        let _ = write!(password, "{byte:02x}");
+    }
+    Ok(password)
+}
+
+/// Percent-encodes every byte except the URL-unreserved `A-Z a-z 0-9 - . _ ~`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &byte in text.as_bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// Whether `pid` is a live (not zombie) `postgres` process whose command line names `data_dir`: the only
+/// check that makes signalling a pid read from a file safe.
+pub fn is_postgres_for(pid: u32, data_dir: &Path) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(stat) = fs::read_to_string(proc.join("stat")) else { return false };
+    // `pid (comm) S ...`: the state follows the last `)`.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    if matches!(state, None | Some("Z" | "X")) {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(proc.join("cmdline")) else { return false };
+    let mut args = cmdline.split(|&b| b == 0).map(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes);
+    let is_postgres = args
+        .next()
+        .and_then(|program| Path::new(program).file_name())
+        .is_some_and(|name| name == "postgres" || name == "postmaster");
+    is_postgres && args.any(|arg| Path::new(arg) == data_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_bytes() {
+        assert_eq!(percent_encode("p@ss:w/rd?#%0aF-._~"), "p%40ss%3Aw%2Frd%3F%23%250aF-._~");
+        assert_eq!(percent_encode("a b'é"), "a%20b%27%C3%A9");
+    }
+
+    #[test]
+    fn password_needs_encoding_and_has_no_quote() {
+        let password = password().expect("/dev/urandom is readable");
+        assert!(password.starts_with("p@ss:w/rd?#%"));
+        assert_eq!(password.len(), 12 + 16);
+        assert!(!password.contains('\''));
+        assert_ne!(percent_encode(&password), password);
+    }
+
+    #[test]
+    fn urls_encode_the_password_and_debug_hides_it() {
+        let info = ConnInfo {
+            port: 5999,
+            password: "p@ss:w/rd?#%00".into(),
+            socket_dir: "/tmp/s".into(),
+            bindir: "/usr/bin".into(),
+        };
+        assert_eq!(
+            info.database_url(),
+            "postgresql://pgconn_app:p%40ss%3Aw%2Frd%3F%23%2500@127.0.0.1:5999/pgconn_test"
+        );
+        assert_eq!(info.admin_url(), "postgresql://postgres@127.0.0.1:5999/pgconn_test");
+        assert!(!format!("{info:?} {}", info.redacted_database_url()).contains("p@ss"));
+        let names: Vec<_> = info.test_env().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(
+            names,
+            [
+                "PGCONN_TEST_DATABASE_URL",
+                "PGCONN_TEST_ADMIN_URL",
+                "PGCONN_TEST_SOCKET_DIR",
+                "PGCONN_TEST_PG_BINDIR"
+            ]
+        );
+    }
+
+    #[test]
+    fn extra_settings_are_checked() {
+        let ok =
+            ClusterOptions::default().setting("max_connections", "20").setting("ssl_cert_file", "a b/c'd");
+        ok.check().expect("plain settings are fine");
+        for (name, value) in
+            [("port", "5"), ("Listen_Addresses", "*"), ("bad name", "1"), ("", "1"), ("work_mem", "1\n2")]
+        {
+            let options = ClusterOptions::default().setting(name, value);
+            assert!(options.check().is_err(), "{name:?} = {value:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn conf_strings_double_single_quotes() {
+        assert_eq!(conf_string("a b/c'd"), "'a b/c''d'");
+    }
+
+    #[test]
+    fn parent_pid_counts_from_the_last_parenthesis() {
+        assert_eq!(parent_pid("42 (post) gres: x) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_pid("garbage"), None);
+    }
+
+    #[test]
+    fn temp_dirs_are_unique() {
+        let parent = Path::new("/tmp");
+        assert_ne!(temp_cluster_dir(parent), temp_cluster_dir(parent));
+        assert!(
+            temp_cluster_dir(parent)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("pgconn-test-"))
+        );
+    }
+
+    #[test]
+    fn abandoned_clusters_are_removed_and_live_ones_kept() {
+        let parent = std::env::temp_dir().join(format!("pgconn-testkit-sweep-{}", std::process::id()));
+        fs::create_dir_all(&parent).expect("the temporary directory is writable");
+        // No process has pid 0x7fff_ffff (beyond pid_max); this process is running.
+        let abandoned = parent.join(format!("{TEMP_PREFIX}2147483647-0-1"));
+        let live = temp_cluster_dir(&parent);
+        let unrelated = parent.join("pgconn-test-x");
+        for dir in [&abandoned, &live, &unrelated] {
+            fs::create_dir_all(dir.join("data")).expect("the temporary directory is writable");
+        }
+        let removed = remove_abandoned_clusters(&parent).expect("the sweep succeeds");
+        assert_eq!(removed, std::slice::from_ref(&abandoned));
+        assert!(!abandoned.exists() && live.exists() && unrelated.exists());
+        fs::remove_dir_all(&parent).expect("the temporary directory is writable");
+        assert_eq!(
+            remove_abandoned_clusters(&parent).expect("a missing parent is fine"),
+            Vec::<PathBuf>::new()
+        );
+    }
+
+    #[test]
+    fn our_own_process_is_not_a_postgres() {
+        assert!(!is_postgres_for(std::process::id(), Path::new("/")));
+        assert!(!is_postgres_for(0, Path::new("/")));
+    }
+}

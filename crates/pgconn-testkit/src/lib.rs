@@ -1,0 +1,45 @@
+//! Throwaway PostgreSQL clusters for tests and xtask.
+//!
+//! [`Cluster::start`] runs `initdb` into a fresh directory, starts the server on a free port on
+//! 127.0.0.1 with its own Unix-socket directory and fsync off, and creates the role [`APP_USER`] (a
+//! scram-sha-256 password full of URL-special characters) and the database [`DATABASE`]. [`ConnInfo`]
+//! says how to connect. Dropping the [`Cluster`] stops the server and removes the directory, however its
+//! owner ends (an error, a failed assertion's unwinding).
+//!
+//! `cargo xtask test` starts one shared cluster for the whole test suite with it; a test that must not
+//! disturb that one (it restarts the server, fills `max_connections`, stops a backend) starts a private
+//! cluster of its own with [`Cluster::start_temp`]:
+//!
+//! ```no_run
+//! use pgconn_testkit::{Cluster, ClusterOptions, ShutdownMode};
+//!
+//! let mut cluster = Cluster::start_temp(&ClusterOptions::default().setting("max_connections", "20"))?;
+//! let url = cluster.info().database_url();
+//! // ... connect to `url` ...
+//! cluster.restart(ShutdownMode::Immediate)?; // same port: `url` still points at it
+//! drop(cluster); // stopped, directory removed
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
+//! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user
+//! ([`ServerUser`]); as a normal user it runs as that user.
+//!
+//! This is test infrastructure, not part of pgconn: it returns [`anyhow::Error`]s (the caller only reports
+//! them), uses `unsafe` for `kill(2)` in [`signal`], and prints nothing unless asked to
+//! ([`ClusterOptions::progress`]); only a failure to clean up while dropping, which cannot be returned, is
+//! reported on stderr without being asked. It depends on no other pgconn crate.
+
+mod cluster;
+mod host;
+mod process;
+pub mod signal;
+
+pub use cluster::{
+    ADMIN_USER, APP_USER, Cluster, ClusterOptions, ConnInfo, DATABASE, Inaccessible, POSTGRES_STOP,
+    POSTGRES_STOP_IMMEDIATE, ShutdownMode, is_postgres_for, remove_abandoned_clusters,
+};
+pub use host::{ServerUser, find_bindir};
+/// The signal numbers for [`signal::kill`] and the other libc items of this crate's interface.
+#[doc(no_inline)]
+pub use libc;
+pub use process::{GuardedChild, Interrupted, StopStep, stop_pid};
