@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod connect;
+mod faults;
 mod pool;

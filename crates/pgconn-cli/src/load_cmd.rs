@@ -156,7 +156,7 @@ fn request_loop(
     progress: &Progress,
 ) -> ThreadResult {
     let mut result = ThreadResult {
-        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+        latency: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
         timeline: Vec::new(),
         errors: BTreeMap::new(),
         ok: 0,
@@ -298,7 +298,7 @@ impl Report {
         metrics: PoolMetrics,
         state: PoolState,
     ) -> Report {
-        let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
         let mut error_kinds: BTreeMap<&'static str, u64> =
             ErrorKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
         let mut timeline: Vec<TimelineEntry> = Vec::new();

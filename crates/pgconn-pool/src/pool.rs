@@ -140,7 +140,7 @@ impl Pool {
                 let now = Instant::now();
                 shared.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.checkout_wait.record(now - started);
-                let id = shared.checkouts.insert(now, location);
+                let id = shared.settings.pool.leak_threshold.map(|_| shared.checkouts.insert(now, location));
                 Ok(PooledConn {
                     slot: Some(slot),
                     shared: Arc::clone(shared),
@@ -214,7 +214,8 @@ enum Slot {
 pub struct PooledConn {
     slot: Option<Slot>,
     shared: Arc<Shared>,
-    checkout_id: u64,
+    /// Its entry for the leak detector, when leak detection is on.
+    checkout_id: Option<u64>,
     checked_out: Instant,
 }
 
@@ -351,7 +352,9 @@ impl PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         self.shared.metrics.held.record(self.checked_out.elapsed());
-        self.shared.checkouts.remove(self.checkout_id);
+        if let Some(id) = self.checkout_id {
+            self.shared.checkouts.remove(id);
+        }
         if let (Some(Slot::Owned(_)), Mode::PerRequest { open, .. }) = (&self.slot, &self.shared.mode) {
             open.fetch_sub(1, Ordering::Relaxed);
         }

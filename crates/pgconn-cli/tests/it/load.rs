@@ -1,0 +1,114 @@
+//! `pgconn load` against the test database: its JSON interface, exit codes and typed failures.
+
+use serde_json::Value;
+
+use crate::pgconn;
+
+fn url() -> String {
+    pgconn_tests::database_url()
+}
+
+#[track_caller]
+fn load_json(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> Value {
+    let mut all = vec!["load", "--json"];
+    all.extend_from_slice(args);
+    let run = pgconn(&all, env);
+    assert_eq!(run.code, expected_code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+#[test]
+fn the_report_has_its_documented_keys() {
+    let url = url();
+    let json = load_json(&["--clients", "4", "--requests", "400"], &[("DATABASE_URL", &url)], 0);
+    assert_eq!(json["strategy"], "direct");
+    assert_eq!(json["persistent"], true);
+    assert_eq!(json["clients"], 4);
+    assert_eq!(
+        (json["requests"].as_u64(), json["ok"].as_u64(), json["errors"].as_u64()),
+        (Some(400), Some(400), Some(0))
+    );
+    let kinds = json["error_kinds"].as_object().unwrap();
+    for kind in [
+        "pool_timeout",
+        "connect_timeout",
+        "too_many_clients",
+        "auth_failed",
+        "statement_timeout",
+        "connection_lost",
+        "other",
+    ] {
+        assert_eq!(kinds[kind], 0, "{kind}");
+    }
+    assert!(json["throughput_rps"].as_f64().unwrap() > 0.0);
+    for key in ["p50", "p95", "p99", "max"] {
+        assert!(json["latency_ms"][key].as_f64().unwrap() > 0.0, "latency_ms.{key}");
+    }
+    for key in ["p50", "p99"] {
+        assert!(json["checkout_wait_ms"][key].as_f64().is_some(), "checkout_wait_ms.{key}");
+    }
+    let timeline = json["timeline"].as_array().unwrap();
+    assert_eq!(timeline[0]["second"], 0);
+    let total: u64 = timeline.iter().map(|s| s["ok"].as_u64().unwrap() + s["errors"].as_u64().unwrap()).sum();
+    assert_eq!(total, 400);
+    assert_eq!(json["pool"]["checkouts"], 400);
+    assert!(json["pool"]["size"].as_u64().unwrap() <= 10);
+}
+
+#[test]
+fn a_duration_runs_for_that_long() {
+    let url = url();
+    let json = load_json(&["--clients", "2", "--duration", "1.5"], &[("DATABASE_URL", &url)], 0);
+    let elapsed = json["elapsed_s"].as_f64().unwrap();
+    assert!((1.5..3.0).contains(&elapsed), "elapsed {elapsed}");
+    assert_eq!(json["timeline"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn connect_per_request_is_the_same_command() {
+    let url = url();
+    let json = load_json(
+        &["--clients", "2", "--requests", "20"],
+        &[("DATABASE_URL", &url), ("DB_CONN_MAX_AGE", "0")],
+        0,
+    );
+    assert_eq!(json["persistent"], false);
+    assert!(json["pool"]["connections_opened"].as_u64().unwrap() >= 20);
+    assert!(json["pool"]["connections_closed"]["per_request"].as_u64().unwrap() >= 20);
+}
+
+#[test]
+fn failed_requests_exit_1_with_their_kind() {
+    let url = url();
+    let json = load_json(&["--requests", "10", "--query", "SELECT 1/0"], &[("DATABASE_URL", &url)], 1);
+    assert_eq!((json["ok"].as_u64(), json["errors"].as_u64()), (Some(0), Some(10)));
+    assert_eq!(json["error_kinds"]["other"], 10);
+    let json = load_json(
+        &["--requests", "2", "--query", "SELECT pg_sleep(1)"],
+        &[("DATABASE_URL", &url), ("DB_STATEMENT_TIMEOUT", "50")],
+        1,
+    );
+    assert_eq!(json["error_kinds"]["statement_timeout"], 2);
+}
+
+#[test]
+fn a_pool_that_cannot_be_built_says_why() {
+    let wrong = url().replacen("%40", "%41", 1);
+    let json = load_json(&["--requests", "10"], &[("DATABASE_URL", &wrong)], 1);
+    assert_eq!(json["error"]["kind"], "auth_failed");
+    let run = pgconn(&["load"], &[("DATABASE_URL", &wrong)]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with("pgconn load: cannot build the pool (auth_failed): authentication failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("p@ss") && !run.stdout.contains("p@ss"));
+}
+
+#[test]
+fn invalid_configuration_exits_2() {
+    let run = pgconn(&["load"], &[("DB_NAME", "x")]);
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stderr.trim(), "DB_USER must be set when DB_NAME is used (the role to log in as)");
+}
