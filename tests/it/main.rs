@@ -3,4 +3,5 @@
 
 mod connect;
 mod faults;
+mod monitor;
 mod pool;

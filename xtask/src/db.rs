@@ -259,6 +259,11 @@ fn status(paths: &Paths) -> Result<u8> {
 }
 
 /// `db env`: `export` lines for `eval "$(cargo xtask db env)"`.
+/// The application role's URL of the running development database, if one runs.
+pub(crate) fn running_url() -> Result<Option<String>> {
+    Ok(read_state(&Paths::new())?.filter(State::running).map(|state| state.info.database_url()))
+}
+
 fn env(paths: &Paths) -> Result<u8> {
     let Some(state) = read_state(paths)?.filter(State::running) else {
         bail!("the development database is not running; start it with `cargo xtask db start`");

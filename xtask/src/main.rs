@@ -10,6 +10,7 @@
 
 mod ci;
 mod db;
+mod monitor_task;
 mod process;
 mod test_task;
 
@@ -27,6 +28,7 @@ tasks:
   test [ARGS...]              run `cargo test ARGS` (default: --workspace) against a throwaway PostgreSQL
   db start|stop|status|env    a development PostgreSQL under target/pgconn-db/
   ci                          fmt, clippy, test, doc: what CI runs
+  monitor [ARGS...]           `pgconn monitor ARGS` against DATABASE_URL, or the development database
 ";
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn run(args: &[String]) -> Result<u8> {
         "test" => test_task::run(rest),
         "db" => db::run(rest),
         "ci" if rest.is_empty() => ci::run(),
+        "monitor" => monitor_task::run(rest),
         _ => {
             eprintln!("xtask: unknown task `{}`\n", args.join(" "));
             eprint!("{TASKS}");

@@ -5,6 +5,7 @@
 
 mod config_cmd;
 mod load_cmd;
+mod monitor_cmd;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,11 @@ enum Command {
     /// Drive the pool with N request threads, as a thread-per-request server would, and report latency,
     /// throughput and errors by kind; exit 1 if any request failed.
     Load(load_cmd::LoadArgs),
+    /// Report the health of the server's connections: utilization, ages, idle connections, query
+    /// statistics and alerts; once, or every interval with --watch.
+    Monitor(monitor_cmd::MonitorArgs),
+    /// One probe, one line; exit 0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (for Nagios and Kubernetes).
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Config { json } => config_cmd::run(json),
         Command::Load(args) => load_cmd::run(&args),
+        Command::Monitor(args) => monitor_cmd::monitor(&args),
+        Command::Check => return monitor_cmd::check(),
     };
     match result {
         Ok(code) => code,

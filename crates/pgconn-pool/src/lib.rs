@@ -39,7 +39,7 @@ mod pool;
 pub use connect::{MAX_ABANDONED, abandoned_connects, connect};
 pub use error::{Error, ErrorKind};
 pub use manager::{MAX_AGE_JITTER, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
-pub use metrics::{ClosedCounts, Leak, PoolMetrics, Quantiles, quantiles};
+pub use metrics::{Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, WAIT_BUCKETS_MS, quantiles};
 pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlParam, SqlType};
 pub use postgres::types::Type;
 pub use postgres::{Row, SimpleQueryMessage};

@@ -53,6 +53,21 @@ pub struct ClosedCounts {
     pub per_request: u64,
 }
 
+/// A latency histogram in Prometheus' shape: cumulative counts at fixed upper bounds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Buckets {
+    /// `(upper bound in ms, values at or below it)`, ascending; the implicit `+Inf` bucket is `count`.
+    pub cumulative: Vec<(f64, u64)>,
+    /// How many values.
+    pub count: u64,
+    /// Their sum, in ms.
+    pub sum_ms: f64,
+}
+
+/// The upper bounds of [`PoolMetrics::checkout_wait_buckets`], in ms.
+pub const WAIT_BUCKETS_MS: [f64; 12] =
+    [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
+
 /// The pool's metrics since it was built.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -65,6 +80,8 @@ pub struct PoolMetrics {
     pub waiting: u64,
     /// Time from asking for a connection to holding it.
     pub checkout_wait_ms: Quantiles,
+    /// The same, as histogram buckets ([`WAIT_BUCKETS_MS`]).
+    pub checkout_wait_buckets: Buckets,
     /// Connections opened.
     pub connections_opened: u64,
     /// Connection attempts that failed.
@@ -116,12 +133,30 @@ impl Latency {
         self.0[stripe()].lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
     }
 
-    pub(crate) fn quantiles(&self) -> Quantiles {
+    fn merged(&self) -> Histogram<u64> {
         let mut all = Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
         for stripe in &self.0 {
             let _ = all.add(&*stripe.lock().unwrap_or_else(PoisonError::into_inner));
         }
-        quantiles(&all)
+        all
+    }
+
+    pub(crate) fn quantiles(&self) -> Quantiles {
+        quantiles(&self.merged())
+    }
+
+    /// Cumulative counts at `bounds_ms`.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    pub(crate) fn buckets(&self, bounds_ms: &[f64]) -> Buckets {
+        let all = self.merged();
+        let cumulative = bounds_ms
+            .iter()
+            .map(|&bound| {
+                let micros = (bound * 1000.0) as u64;
+                (bound, if all.is_empty() { 0 } else { all.count_between(0, micros) })
+            })
+            .collect();
+        Buckets { cumulative, count: all.len(), sum_ms: all.mean() * all.len() as f64 / 1000.0 }
     }
 }
 
@@ -210,6 +245,7 @@ impl Metrics {
             checkout_timeouts: get(&self.checkout_timeouts),
             waiting: get(&self.waiting),
             checkout_wait_ms: self.checkout_wait.quantiles(),
+            checkout_wait_buckets: self.checkout_wait.buckets(&WAIT_BUCKETS_MS),
             connections_opened: get(&self.opened),
             connect_errors: get(&self.connect_errors),
             connect_ms: self.connect_time.quantiles(),

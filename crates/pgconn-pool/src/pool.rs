@@ -41,7 +41,7 @@ enum Mode {
 }
 
 /// The pool's size now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PoolState {
     /// `DB_POOL_MAX_SIZE` (for `DB_CONN_MAX_AGE=0`: no limit is applied, this is the configured value).

@@ -3,6 +3,7 @@
 
 mod config;
 mod load;
+mod monitor;
 
 use std::process::Command;
 

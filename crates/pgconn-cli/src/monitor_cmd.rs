@@ -1,0 +1,118 @@
+//! `pgconn monitor` and `pgconn check`: the server's connection health, once, watched, or as a probe.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use pgconn_config::Settings;
+use pgconn_monitor::{Context, Report, ServerProbe, ServerView, Status, render};
+
+use crate::EXIT_INVALID;
+
+/// Output formats of `pgconn monitor`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+    Prometheus,
+}
+
+/// `pgconn monitor` options.
+#[derive(clap::Args)]
+pub(crate) struct MonitorArgs {
+    /// Report again every interval until Ctrl-C (or until --count reports).
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between reports with --watch.
+    #[arg(long, default_value_t = 5.0)]
+    interval: f64,
+    /// Print JSON (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+    /// Output format.
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Seconds after which an idle connection is reported.
+    #[arg(long, default_value_t = 300)]
+    idle_threshold: u64,
+    /// Stop after this many reports (implies --watch).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+}
+
+fn settings_or_problems() -> Result<Settings, ()> {
+    Settings::from_env().map_err(|e| {
+        for problem in e.problems() {
+            eprintln!("{problem}");
+        }
+    })
+}
+
+pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
+    if !(args.interval.is_finite() && args.interval > 0.0 && args.interval <= 86_400.0) {
+        eprintln!("--interval must be a number of seconds above 0 and at most 86400, got {}", args.interval);
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let Ok(settings) = settings_or_problems() else { return Ok(ExitCode::from(EXIT_INVALID)) };
+    let format = if args.json { Format::Json } else { args.format.unwrap_or(Format::Text) };
+    let mut context = Context::new(&settings);
+    context.thresholds.idle_threshold = Duration::from_secs(args.idle_threshold);
+    let watch = args.watch || args.count.is_some();
+    let interval = Duration::from_secs_f64(args.interval);
+    let terminal = std::io::stdout().is_terminal();
+    let color = terminal && std::env::var_os("NO_COLOR").is_none();
+    let mut probe = ServerProbe::new(&settings);
+    let mut stdout = std::io::stdout().lock();
+    let mut reported = 0_u64;
+    let last_reached = loop {
+        let started = Instant::now();
+        let server = probe.probe();
+        let reached = !matches!(server, ServerView::Unreachable { .. });
+        let report = Report::new(&context, Some(&server), None, SystemTime::now());
+        let text = match format {
+            Format::Text => render::text(&report, color),
+            Format::Json => render::json(&report, !watch) + "\n",
+            Format::Prometheus => render::prometheus(&report),
+        };
+        if watch && format == Format::Text && terminal {
+            write!(stdout, "\x1b[2J\x1b[H")?;
+        } else if reported > 0 && format != Format::Json {
+            writeln!(stdout)?;
+        }
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
+        reported += 1;
+        if !watch || args.count.is_some_and(|count| reported >= count) {
+            break reached;
+        }
+        thread::sleep(interval.saturating_sub(started.elapsed()));
+    };
+    Ok(if last_reached { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `pgconn check`: one probe, one line, the Nagios exit code (0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+pub(crate) fn check() -> ExitCode {
+    let Ok(settings) = settings_or_problems() else {
+        println!("UNKNOWN: invalid configuration");
+        return ExitCode::from(Status::Unknown.exit_code());
+    };
+    let server = ServerProbe::new(&settings).probe();
+    let report = Report::new(&Context::new(&settings), Some(&server), None, SystemTime::now());
+    println!("{}", summary(&report));
+    ExitCode::from(report.status.exit_code())
+}
+
+/// `STATUS: used/max connections (u%) on host/db; first alert (+n more)`.
+fn summary(report: &Report) -> String {
+    let usage = match (report.server_connections, report.max_connections, report.utilization_percent) {
+        (Some(used), Some(max), Some(u)) => format!("{used}/{max} connections ({u:.1}%)"),
+        _ => "connections unknown".to_owned(),
+    };
+    let alerts = match report.alerts.as_slice() {
+        [] => "no alerts".to_owned(),
+        [only] => only.message.clone(),
+        [first, rest @ ..] => format!("{} (+{} more alerts)", first.message, rest.len()),
+    };
+    format!("{}: {usage} on {}; {alerts}", report.status, report.database)
+}

@@ -1,0 +1,303 @@
+//! The health model: alerts and a status from snapshots, a pure function.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::model::{PoolSnapshot, ServerView, Thresholds};
+
+/// Overall health. Ordered: `Healthy < Warning < Critical`; `Unknown` when the server could not be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// No alert.
+    Healthy,
+    /// At least one WARNING alert.
+    Warning,
+    /// At least one CRITICAL alert.
+    Critical,
+    /// The server could not be reached (down, wrong password), and nothing else says worse.
+    Unknown,
+}
+
+impl Status {
+    /// `HEALTHY`, `WARNING`, `CRITICAL` or `UNKNOWN`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "HEALTHY",
+            Status::Warning => "WARNING",
+            Status::Critical => "CRITICAL",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The Nagios exit code: 0, 1, 2, 3.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Healthy => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+            Status::Unknown => 3,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad one alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    /// Needs attention.
+    Warning,
+    /// Needs action now.
+    Critical,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Warning => "WARNING",
+            Level::Critical => "CRITICAL",
+        })
+    }
+}
+
+/// One alert: its level, the metric it is about, and what it means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    /// How bad.
+    pub level: Level,
+    /// The metric: `utilization`, `server_connection`, `avg_query_time`, `error_rate`, `idle_connections`,
+    /// `idle_over_threshold`, `pool_waiting`, `pool_timeouts`, `pool_avg_query_time`, `pool_error_rate`,
+    /// `pool_leaks`.
+    pub metric: &'static str,
+    /// What it means and what to do.
+    pub message: String,
+}
+
+/// Utilization of the server's connection slots: client backends over `max_connections`.
+#[allow(clippy::cast_precision_loss)]
+pub fn utilization(server_connections: u32, max_connections: u32) -> f64 {
+    if max_connections == 0 { 0.0 } else { f64::from(server_connections) / f64::from(max_connections) }
+}
+
+/// The alerts for these snapshots, worst first, and the resulting status.
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+pub fn assess(
+    server: Option<&ServerView>,
+    pool: Option<&PoolSnapshot>,
+    t: &Thresholds,
+) -> (Status, Vec<Alert>) {
+    let mut alerts = Vec::new();
+    let mut push = |level, metric, message: String| alerts.push(Alert { level, metric, message });
+    let mut unknown = false;
+    match server {
+        Some(ServerView::Reached(s)) => {
+            let u = utilization(s.server_connections, s.max_connections);
+            let used = format!(
+                "{} of {} connection slots in use ({:.1}%)",
+                s.server_connections,
+                s.max_connections,
+                u * 100.0
+            );
+            if u > t.utilization_critical {
+                push(
+                    Level::Critical,
+                    "utilization",
+                    format!(
+                        "{used}: new connections will soon be refused with \"too many clients\"; put PgBouncer in front (USE_PGBOUNCER=true) or lower DB_POOL_MAX_SIZE"
+                    ),
+                );
+            } else if u > t.utilization_warning {
+                push(
+                    Level::Warning,
+                    "utilization",
+                    format!(
+                        "{used}: above {:.0}%; plan for PgBouncer or fewer connections per process",
+                        t.utilization_warning * 100.0
+                    ),
+                );
+            }
+            if let Some(q) = &s.query_stats {
+                if let Some(avg) = q.avg_query_time_ms {
+                    if avg > t.query_time_critical_ms {
+                        push(
+                            Level::Critical,
+                            "avg_query_time",
+                            format!(
+                                "average query time {avg:.1}ms is above {:.0}ms",
+                                t.query_time_critical_ms
+                            ),
+                        );
+                    } else if avg > t.query_time_warning_ms {
+                        push(
+                            Level::Warning,
+                            "avg_query_time",
+                            format!(
+                                "average query time {avg:.1}ms is above {:.0}ms",
+                                t.query_time_warning_ms
+                            ),
+                        );
+                    }
+                }
+                if q.total_queries > 0 {
+                    let rate = q.errors as f64 / q.total_queries as f64;
+                    let text = format!(
+                        "{} of {} transactions rolled back ({:.2}%)",
+                        q.errors,
+                        q.total_queries,
+                        rate * 100.0
+                    );
+                    if rate > t.error_rate_critical {
+                        push(Level::Critical, "error_rate", text);
+                    } else if rate > t.error_rate_warning {
+                        push(Level::Warning, "error_rate", text);
+                    }
+                }
+            }
+            let idle_over = s
+                .connections
+                .iter()
+                .filter(|b| b.idle_s.is_some_and(|i| i > t.idle_threshold.as_secs_f64()))
+                .count();
+            if idle_over > 0 {
+                push(
+                    Level::Warning,
+                    "idle_over_threshold",
+                    format!(
+                        "{idle_over} connection(s) of {} idle for more than {}s: a pool holding connections it does not use, or a leak",
+                        s.database,
+                        t.idle_threshold.as_secs()
+                    ),
+                );
+            }
+            if pool.is_none() {
+                let total = s.connections.len();
+                let idle = s.connections.iter().filter(|b| b.state == "idle").count();
+                if total >= 4 && idle as f64 > t.idle_share_warning * total as f64 {
+                    push(
+                        Level::Warning,
+                        "idle_connections",
+                        format!(
+                            "{idle} of {total} connections to {} are idle: pools may be larger than needed (DB_POOL_MIN_IDLE, DB_POOL_MAX_SIZE)",
+                            s.database
+                        ),
+                    );
+                }
+            }
+        }
+        Some(ServerView::Full { message }) => push(
+            Level::Critical,
+            "server_connection",
+            format!(
+                "PostgreSQL refused the monitor's connection: every connection slot is taken ({message}); put PgBouncer in front (USE_PGBOUNCER=true) or lower DB_POOL_MAX_SIZE"
+            ),
+        ),
+        Some(ServerView::Unreachable { kind, message }) => {
+            unknown = true;
+            push(Level::Warning, "server_connection", format!("cannot query PostgreSQL ({kind}): {message}"));
+        }
+        None => {}
+    }
+    if let Some(p) = pool {
+        let m = &p.metrics;
+        if p.state.waiting > 0 {
+            push(
+                Level::Warning,
+                "pool_waiting",
+                format!(
+                    "{} request(s) waiting for a connection; all {} are in use",
+                    p.state.waiting, p.state.max_size
+                ),
+            );
+        }
+        if m.checkout_timeouts > 0 {
+            let level = if m.checkout_timeouts as f64
+                > t.error_rate_critical * (m.checkouts + m.checkout_timeouts) as f64
+            {
+                Level::Critical
+            } else {
+                Level::Warning
+            };
+            push(
+                level,
+                "pool_timeouts",
+                format!(
+                    "{} checkout(s) failed since the pool started ({} succeeded); raise DB_POOL_MAX_SIZE or look for slow requests and leaks",
+                    m.checkout_timeouts, m.checkouts
+                ),
+            );
+        }
+        if p.state.max_size > 0
+            && f64::from(p.state.idle) > t.idle_share_warning * f64::from(p.state.max_size)
+        {
+            push(
+                Level::Warning,
+                "idle_connections",
+                format!(
+                    "{} of the pool's {} connections are idle: DB_POOL_MIN_IDLE or DB_POOL_MAX_SIZE may be larger than needed",
+                    p.state.idle, p.state.max_size
+                ),
+            );
+        }
+        if m.queries > 0 {
+            if m.query_ms.mean > t.query_time_critical_ms {
+                push(
+                    Level::Critical,
+                    "pool_avg_query_time",
+                    format!(
+                        "queries through the pool average {:.1}ms, above {:.0}ms",
+                        m.query_ms.mean, t.query_time_critical_ms
+                    ),
+                );
+            } else if m.query_ms.mean > t.query_time_warning_ms {
+                push(
+                    Level::Warning,
+                    "pool_avg_query_time",
+                    format!(
+                        "queries through the pool average {:.1}ms, above {:.0}ms",
+                        m.query_ms.mean, t.query_time_warning_ms
+                    ),
+                );
+            }
+            let rate = m.query_errors as f64 / m.queries as f64;
+            let text = format!(
+                "{} of {} queries through the pool failed ({:.2}%)",
+                m.query_errors,
+                m.queries,
+                rate * 100.0
+            );
+            if rate > t.error_rate_critical {
+                push(Level::Critical, "pool_error_rate", text);
+            } else if rate > t.error_rate_warning {
+                push(Level::Warning, "pool_error_rate", text);
+            }
+        }
+        if let Some(leak) = p.suspected_leaks.first() {
+            push(
+                Level::Warning,
+                "pool_leaks",
+                format!(
+                    "{} connection(s) held past DB_POOL_LEAK_THRESHOLD; the longest, {}ms, was checked out at {}",
+                    p.suspected_leaks.len(),
+                    leak.held_for.as_millis(),
+                    leak.location
+                ),
+            );
+        }
+    }
+    alerts.sort_by_key(|alert| std::cmp::Reverse(alert.level));
+    let worst = alerts.first().map(|a| a.level);
+    let status = match worst {
+        Some(Level::Critical) => Status::Critical,
+        _ if unknown => Status::Unknown,
+        Some(Level::Warning) => Status::Warning,
+        None => Status::Healthy,
+    };
+    (status, alerts)
+}

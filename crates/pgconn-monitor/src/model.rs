@@ -1,0 +1,153 @@
+//! Snapshots: plain data read from the server and from a pool, the inputs of the health model.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pgconn_pool::{Leak, Pool, PoolMetrics, PoolState};
+use serde::Serialize;
+
+/// One client backend of the server, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backend {
+    /// Server process id.
+    pub pid: i32,
+    /// `active`, `idle`, `idle in transaction`, ...; `unknown` when the monitor's role may not see it
+    /// (grant it `pg_monitor`).
+    pub state: String,
+    /// Seconds since the session started.
+    pub age_s: f64,
+    /// Seconds in its idle state, for idle states.
+    pub idle_s: Option<f64>,
+    /// Its role.
+    pub user: String,
+    /// Its `application_name` (pgconn's pools: `pgconn` unless configured).
+    pub application_name: String,
+}
+
+/// Where query statistics came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuerySource {
+    /// `pg_stat_statements`: calls and execution time per statement (errors from `pg_stat_database`).
+    PgStatStatements,
+    /// `pg_stat_database`: transactions, rollbacks and active time of this database.
+    PgStatDatabase,
+}
+
+/// Query statistics of the database, cumulative since the server's statistics were reset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryStats {
+    /// Where they came from.
+    pub source: QuerySource,
+    /// Statements (`pg_stat_statements`) or transactions (`pg_stat_database`).
+    pub total_queries: u64,
+    /// Rolled-back transactions (PostgreSQL counts no failed statements).
+    pub errors: u64,
+    /// Mean execution time per statement, or active time per transaction; `None` when nothing ran.
+    pub avg_query_time_ms: Option<f64>,
+}
+
+/// What the server said about itself, from one probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSnapshot {
+    /// The database probed.
+    pub database: String,
+    /// `max_connections`.
+    pub max_connections: u32,
+    /// `superuser_reserved_connections`: slots only superusers may take.
+    pub reserved_connections: u32,
+    /// Client backends on the whole server.
+    pub server_connections: u32,
+    /// This database's client backends, the monitor's own included.
+    pub connections: Vec<Backend>,
+    /// The monitor's own backend.
+    pub backend_pid: i32,
+    /// How long the monitor's own connection has been open.
+    pub connection_age: Duration,
+    /// Query statistics, if they could be read.
+    pub query_stats: Option<QueryStats>,
+}
+
+/// The outcome of probing the server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerView {
+    /// The probe ran.
+    Reached(ServerSnapshot),
+    /// The server refused the monitor's connection because every slot is taken.
+    Full {
+        /// The server's words.
+        message: String,
+    },
+    /// The server could not be reached or refused for another reason (down, wrong password).
+    Unreachable {
+        /// The error's kind (`connect_failed`, `auth_failed`, ...).
+        kind: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A live pool's state, metrics and suspected leaks at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolSnapshot {
+    /// Size, idle, in use, waiting.
+    #[serde(flatten)]
+    pub state: PoolState,
+    /// Counters and latency distributions since the pool was built.
+    #[serde(flatten)]
+    pub metrics: PoolMetrics,
+    /// Connections held past the leak threshold now.
+    pub suspected_leaks: Vec<Leak>,
+}
+
+impl PoolSnapshot {
+    /// Reads `pool` (without changing it).
+    pub fn of(pool: &Pool) -> PoolSnapshot {
+        PoolSnapshot { state: pool.state(), metrics: pool.metrics(), suspected_leaks: pool.suspected_leaks() }
+    }
+}
+
+/// The thresholds of the health model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Utilization above this is WARNING (0.80).
+    pub utilization_warning: f64,
+    /// Utilization above this is CRITICAL (0.95).
+    pub utilization_critical: f64,
+    /// Average query time above this is WARNING (100 ms).
+    pub query_time_warning_ms: f64,
+    /// Average query time above this is CRITICAL (500 ms).
+    pub query_time_critical_ms: f64,
+    /// Error rate above this is WARNING (1%).
+    pub error_rate_warning: f64,
+    /// Error rate above this is CRITICAL (5%).
+    pub error_rate_critical: f64,
+    /// Idle connections above this share of the pool (or of the database's connections) is WARNING (50%).
+    pub idle_share_warning: f64,
+    /// A connection idle longer than this is counted and alerted on (5 minutes).
+    pub idle_threshold: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Thresholds {
+        Thresholds {
+            utilization_warning: 0.80,
+            utilization_critical: 0.95,
+            query_time_warning_ms: 100.0,
+            query_time_critical_ms: 500.0,
+            error_rate_warning: 0.01,
+            error_rate_critical: 0.05,
+            idle_share_warning: 0.50,
+            idle_threshold: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Counts backends by state, in name order.
+pub(crate) fn by_state(backends: &[Backend]) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for backend in backends {
+        *counts.entry(backend.state.clone()).or_insert(0) += 1;
+    }
+    counts
+}

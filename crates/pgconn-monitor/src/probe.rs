@@ -1,0 +1,206 @@
+//! The server probe: what PostgreSQL says about its connections, bounded in time.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use pgconn_config::{Settings, Strategy};
+use pgconn_pool::{Error, ErrorKind};
+
+use crate::model::{Backend, QuerySource, QueryStats, ServerSnapshot, ServerView};
+
+/// The application name of the monitor's own connection, so it can be told apart.
+pub const MONITOR_APPLICATION_NAME: &str = "pgconn-monitor";
+
+/// How long the probe's statements may run on the server.
+pub const PROBE_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks PostgreSQL itself (never PgBouncer) about its connections. Keeps its connection between probes
+/// (`--watch`), and opens a new one when it broke.
+pub struct ServerProbe {
+    settings: Settings,
+    client: Option<postgres::Client>,
+    deadline: Duration,
+}
+
+impl ServerProbe {
+    /// A probe of the database in `settings`, connecting as its user with `application_name`
+    /// `pgconn-monitor` and a 5 s statement timeout.
+    pub fn new(settings: &Settings) -> ServerProbe {
+        let mut settings = settings.clone();
+        settings.strategy = Strategy::Direct;
+        settings.target = settings.database.clone();
+        settings.target.application_name = Some(MONITOR_APPLICATION_NAME.to_owned());
+        settings.statement_timeout = Some(PROBE_STATEMENT_TIMEOUT);
+        let deadline = settings.connect_timeout + PROBE_STATEMENT_TIMEOUT;
+        ServerProbe { settings, client: None, deadline }
+    }
+
+    /// Probes the server: connect if needed, then read `pg_stat_activity`, the settings and the query
+    /// statistics. Never waits longer than `DB_CONNECT_TIMEOUT` plus 5 s, even against a server that has
+    /// stopped answering; never fails: a refusal or an error is part of the view.
+    pub fn probe(&mut self) -> ServerView {
+        let client = self.client.take();
+        let settings = self.settings.clone();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let spawned = thread::Builder::new().name("pgconn-monitor-probe".into()).spawn(move || {
+            let result = run(client, &settings);
+            let _ = tx.send(result);
+        });
+        if let Err(e) = spawned {
+            return ServerView::Unreachable {
+                kind: "other",
+                message: format!("cannot start the probe thread: {e}"),
+            };
+        }
+        match rx.recv_timeout(self.deadline) {
+            Ok((client, view)) => {
+                self.client = client;
+                view
+            }
+            Err(_) => ServerView::Unreachable {
+                kind: ErrorKind::ConnectTimeout.as_str(),
+                message: format!("the server did not answer within {}s", self.deadline.as_secs()),
+            },
+        }
+    }
+}
+
+fn run(client: Option<postgres::Client>, settings: &Settings) -> (Option<postgres::Client>, ServerView) {
+    let mut client = match client.filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => match pgconn_pool::connect(settings) {
+            Ok(client) => client,
+            Err(e) => return (None, refused(&e)),
+        },
+    };
+    match snapshot(&mut client) {
+        Ok(snapshot) => (Some(client), ServerView::Reached(snapshot)),
+        Err(e) => {
+            let message = pgconn_pool::Error::Other { reason: describe(&e), source: std::sync::Arc::new(e) }
+                .to_string();
+            let keep = !client.is_closed();
+            (keep.then_some(client), ServerView::Unreachable { kind: ErrorKind::Other.as_str(), message })
+        }
+    }
+}
+
+fn refused(error: &Error) -> ServerView {
+    let cause = std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default();
+    match error.kind() {
+        ErrorKind::TooManyClients => ServerView::Full {
+            message: error
+                .code()
+                .map_or_else(|| error.to_string(), |_| "FATAL: sorry, too many clients already".to_owned()),
+        },
+        kind => ServerView::Unreachable { kind: kind.as_str(), message: format!("{error}{cause}") },
+    }
+}
+
+fn describe(error: &postgres::Error) -> String {
+    error.as_db_error().map_or_else(|| error.to_string(), |db| format!("{}: {}", db.severity(), db.message()))
+}
+
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)] // counts from PostgreSQL are >= 0
+fn snapshot(client: &mut postgres::Client) -> Result<ServerSnapshot, postgres::Error> {
+    let row = client.query_typed_one(
+        "SELECT current_setting('max_connections')::int4, \
+                current_setting('superuser_reserved_connections')::int4, \
+                pg_backend_pid(), current_database()::text",
+        &[],
+    )?;
+    let (max_connections, reserved, backend_pid, database): (i32, i32, i32, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let rows = client.query_typed(
+        "SELECT pid, datname::text, coalesce(usename::text, ''), coalesce(application_name, ''), \
+                coalesce(state, 'unknown'), \
+                coalesce(extract(epoch FROM now() - backend_start)::float8, 0), \
+                CASE WHEN state LIKE 'idle%' THEN extract(epoch FROM now() - state_change)::float8 END \
+         FROM pg_stat_activity WHERE backend_type = 'client backend' ORDER BY backend_start",
+        &[],
+    )?;
+    let mut server_connections = 0_u32;
+    let mut connections = Vec::new();
+    let mut own_age = 0.0;
+    for row in &rows {
+        server_connections += 1;
+        let pid: i32 = row.get(0);
+        let datname: Option<String> = row.get(1);
+        let backend = Backend {
+            pid,
+            state: row.get(4),
+            age_s: row.get(5),
+            idle_s: row.get(6),
+            user: row.get(2),
+            application_name: row.get(3),
+        };
+        if pid == backend_pid {
+            own_age = backend.age_s;
+        }
+        if datname.as_deref() == Some(database.as_str()) {
+            connections.push(backend);
+        }
+    }
+    let query_stats = query_stats(client).unwrap_or_else(|e| {
+        log::info!("query statistics unavailable: {}", describe(&e));
+        None
+    });
+    Ok(ServerSnapshot {
+        database,
+        max_connections: max_connections.max(0) as u32,
+        reserved_connections: reserved.max(0) as u32,
+        server_connections,
+        connections,
+        backend_pid,
+        connection_age: Duration::from_secs_f64(own_age.max(0.0)),
+        query_stats,
+    })
+}
+
+/// `pg_stat_statements` when it is installed and loaded, else `pg_stat_database`.
+#[allow(clippy::cast_sign_loss, clippy::cast_precision_loss)]
+fn query_stats(client: &mut postgres::Client) -> Result<Option<QueryStats>, postgres::Error> {
+    // to_jsonb reads columns that older servers lack (active_time) as null instead of failing.
+    let db = client.query_typed_one(
+        "SELECT (xact_commit + xact_rollback)::int8, xact_rollback::int8, \
+                (to_jsonb(d) ->> 'active_time')::float8 \
+         FROM pg_stat_database d WHERE datname = current_database()",
+        &[],
+    )?;
+    let (transactions, rollbacks, active_ms): (i64, i64, Option<f64>) = (db.get(0), db.get(1), db.get(2));
+    let installed: bool = client
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')",
+            &[],
+        )?
+        .get(0);
+    if installed {
+        let statements = client.query_typed_one(
+            "SELECT coalesce(sum(calls), 0)::int8, \
+                    coalesce(sum(coalesce((to_jsonb(s) ->> 'total_exec_time'), (to_jsonb(s) ->> 'total_time'))::float8), 0) \
+             FROM pg_stat_statements s WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        );
+        match statements {
+            Ok(row) => {
+                let (calls, total_ms): (i64, f64) = (row.get(0), row.get(1));
+                return Ok(Some(QueryStats {
+                    source: QuerySource::PgStatStatements,
+                    total_queries: calls.max(0) as u64,
+                    errors: rollbacks.max(0) as u64,
+                    avg_query_time_ms: (calls > 0).then(|| total_ms / calls as f64),
+                }));
+            }
+            Err(e) => log::info!(
+                "pg_stat_statements is installed but cannot be read ({}); using pg_stat_database",
+                describe(&e)
+            ),
+        }
+    }
+    Ok(Some(QueryStats {
+        source: QuerySource::PgStatDatabase,
+        total_queries: transactions.max(0) as u64,
+        errors: rollbacks.max(0) as u64,
+        avg_query_time_ms: active_ms.filter(|_| transactions > 0).map(|ms| ms / transactions as f64),
+    }))
+}

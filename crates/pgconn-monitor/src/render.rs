@@ -1,0 +1,381 @@
+//! Rendering a report: text for people, JSON for scripts, Prometheus text exposition for scrapers.
+
+use std::fmt::Write as _;
+
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+
+use crate::health::{Level, Status};
+use crate::model::QuerySource;
+use crate::report::Report;
+
+const RULE: &str = "======================================================================";
+/// Connections listed in the text report; the rest are counted.
+const LISTED: usize = 10;
+
+/// The report as text, in the documented layout; with `color`, the status and alerts are coloured (ANSI).
+pub fn text(report: &Report, color: bool) -> String {
+    let paint =
+        |code: &str, text: &str| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() };
+    let status_code = match report.status {
+        Status::Healthy => "1;32",
+        Status::Warning => "1;33",
+        Status::Critical => "1;31",
+        Status::Unknown => "1;35",
+    };
+    let unknown = || "unknown".to_owned();
+    let mut out = String::new();
+    let _ = writeln!(out, "{RULE}\nCONNECTION POOL HEALTH REPORT\n{RULE}\n");
+    let _ = writeln!(out, "Status: {}", paint(status_code, report.status.as_str()));
+    let _ = writeln!(out, "Timestamp: {}\n", report.timestamp);
+    let _ = writeln!(out, "Database: {}", report.database);
+    let _ = writeln!(
+        out,
+        "Connection Max Age: {}",
+        report.conn_max_age_s.map_or_else(|| "unlimited".to_owned(), |s| format!("{s}s"))
+    );
+    let _ = writeln!(
+        out,
+        "Active Connections: {}",
+        match (report.server_connections, report.max_connections) {
+            (Some(used), Some(max)) => format!("{used}/{max}"),
+            _ => unknown(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "Utilization: {}",
+        report.utilization_percent.map_or_else(unknown, |u| format!("{u:.1}%"))
+    );
+    let _ = writeln!(out, "Backend PID: {}", report.backend_pid.map_or_else(unknown, |p| p.to_string()));
+    let _ = writeln!(
+        out,
+        "Connection Age: {}\n",
+        report.connection_age_s.map_or_else(unknown, |a| format!("{a:.1}s"))
+    );
+
+    let _ = writeln!(out, "Query Statistics:");
+    match &report.query_stats {
+        Some(q) => {
+            let source = match q.source {
+                QuerySource::PgStatStatements => "pg_stat_statements",
+                QuerySource::PgStatDatabase => "pg_stat_database, per transaction",
+            };
+            let _ = writeln!(out, "  Total Queries: {}", q.total_queries);
+            let _ = writeln!(out, "  Errors: {}", q.errors);
+            let _ = writeln!(
+                out,
+                "  Avg Query Time: {}",
+                q.avg_query_time_ms.map_or_else(|| "n/a".to_owned(), ms)
+            );
+            let _ = writeln!(out, "  Source: {source}\n");
+        }
+        None => {
+            let _ = writeln!(out, "  unavailable\n");
+        }
+    }
+
+    if report.alerts.is_empty() {
+        let _ = writeln!(out, "{}\n", paint("32", "✓ No alerts"));
+    } else {
+        for alert in &report.alerts {
+            let (mark, code) = match alert.level {
+                Level::Critical => ("✗", "31"),
+                Level::Warning => ("⚠", "33"),
+            };
+            let _ = writeln!(out, "{} {}", paint(code, &format!("{mark} {}:", alert.level)), alert.message);
+        }
+        out.push('\n');
+    }
+
+    if !report.connections.is_empty() {
+        let _ = writeln!(out, "Active Connections:");
+        for b in report.connections.iter().take(LISTED) {
+            let idle = b.idle_s.map(|i| format!(", idle: {i:.0}s")).unwrap_or_default();
+            let app = if b.application_name.is_empty() {
+                String::new()
+            } else {
+                format!(", app: {}", b.application_name)
+            };
+            let _ = writeln!(
+                out,
+                "  PID {}: {} (age: {:.0}s{idle}, user: {}{app})",
+                b.pid, b.state, b.age_s, b.user
+            );
+        }
+        if report.connections.len() > LISTED {
+            let _ = writeln!(out, "  ... and {} more", report.connections.len() - LISTED);
+        }
+        out.push('\n');
+    }
+
+    if let Some(p) = &report.pool {
+        let m = &p.metrics;
+        let c = &m.connections_closed;
+        let _ = writeln!(out, "Pool:");
+        let _ = writeln!(
+            out,
+            "  Size: {}/{} ({} idle, {} in use, {} waiting)",
+            p.state.size, p.state.max_size, p.state.idle, p.state.in_use, p.state.waiting
+        );
+        let _ = writeln!(
+            out,
+            "  Checkouts: {} (wait p50 {:.3}ms, p99 {:.3}ms), timeouts: {}",
+            m.checkouts, m.checkout_wait_ms.p50, m.checkout_wait_ms.p99, m.checkout_timeouts
+        );
+        let _ = writeln!(
+            out,
+            "  Connections: {} opened, closed {} (max age {}, broken {}, idle {}, per request {})",
+            m.connections_opened,
+            c.max_age + c.broken + c.idle + c.per_request,
+            c.max_age,
+            c.broken,
+            c.idle,
+            c.per_request
+        );
+        let _ = writeln!(
+            out,
+            "  Queries: {} ({} errors, avg {:.3}ms), leak warnings: {}\n",
+            m.queries, m.query_errors, m.query_ms.mean, m.leak_warnings
+        );
+    }
+    let _ = writeln!(out, "{RULE}");
+    out
+}
+
+/// The report as one JSON object; `pretty` for people, compact (one line) for `--watch` streams.
+///
+/// # Panics
+/// Never: every field serializes.
+pub fn json(report: &Report, pretty: bool) -> String {
+    let result = if pretty { serde_json::to_string_pretty(report) } else { serde_json::to_string(report) };
+    result.expect("a report always serializes")
+}
+
+/// The report in the Prometheus text exposition format, `pgconn_`-prefixed. Values the report does not
+/// have (the server could not be asked) are left out; `pgconn_health_status` is always there.
+///
+/// # Panics
+/// Never: the metric names are fixed and valid.
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+#[allow(clippy::many_single_char_names)]
+pub fn prometheus(report: &Report) -> String {
+    let mut families = Vec::new();
+    let mut gauge = |name: &str, help: &str, samples: Vec<(Vec<(&str, String)>, f64)>| {
+        if samples.is_empty() {
+            return;
+        }
+        families.push(family(name, help, MetricType::GAUGE, samples, |v| {
+            let mut g = Gauge::default();
+            g.set_value(v);
+            let mut m = Metric::default();
+            m.set_gauge(g);
+            m
+        }));
+    };
+    gauge(
+        "pgconn_health_status",
+        "Health: 0 healthy, 1 warning, 2 critical, 3 unknown (server not reachable).",
+        vec![(vec![], f64::from(report.status.exit_code()))],
+    );
+    let alerts_by_level = |level| report.alerts.iter().filter(|a| a.level == level).count() as f64;
+    gauge(
+        "pgconn_alerts",
+        "Alerts in the report, by level.",
+        vec![
+            (vec![("level", "warning".into())], alerts_by_level(Level::Warning)),
+            (vec![("level", "critical".into())], alerts_by_level(Level::Critical)),
+        ],
+    );
+    if let (Some(used), Some(max), Some(db)) =
+        (report.server_connections, report.max_connections, report.database_connections)
+    {
+        gauge(
+            "pgconn_server_connections",
+            "Client backends on the whole server.",
+            vec![(vec![], f64::from(used))],
+        );
+        gauge("pgconn_max_connections", "The server's max_connections.", vec![(vec![], f64::from(max))]);
+        gauge(
+            "pgconn_utilization_ratio",
+            "Client backends over max_connections (0 to 1).",
+            vec![(vec![], report.utilization_percent.unwrap_or(0.0) / 100.0)],
+        );
+        gauge(
+            "pgconn_database_connections",
+            "Client backends on this database.",
+            vec![(vec![], f64::from(db))],
+        );
+        gauge(
+            "pgconn_database_connections_by_state",
+            "Client backends on this database, by state.",
+            report
+                .connections_by_state
+                .iter()
+                .map(|(s, n)| (vec![("state", s.clone())], f64::from(*n)))
+                .collect(),
+        );
+        gauge(
+            "pgconn_idle_over_threshold",
+            "This database's connections idle longer than the idle threshold.",
+            vec![(vec![], f64::from(report.idle_over_threshold))],
+        );
+    }
+    if let Some(q) = &report.query_stats {
+        gauge(
+            "pgconn_queries",
+            "Statements (pg_stat_statements) or transactions (pg_stat_database) since the statistics reset.",
+            vec![(vec![], q.total_queries as f64)],
+        );
+        gauge(
+            "pgconn_query_errors",
+            "Rolled-back transactions since the statistics reset.",
+            vec![(vec![], q.errors as f64)],
+        );
+        if let Some(avg) = q.avg_query_time_ms {
+            gauge(
+                "pgconn_avg_query_time_seconds",
+                "Mean query (or transaction) time.",
+                vec![(vec![], avg / 1000.0)],
+            );
+        }
+    }
+    let mut counters = Vec::new();
+    let mut histograms = Vec::new();
+    if let Some(p) = &report.pool {
+        let state = &p.state;
+        gauge(
+            "pgconn_pool_max_size",
+            "The pool's DB_POOL_MAX_SIZE.",
+            vec![(vec![], f64::from(state.max_size))],
+        );
+        gauge(
+            "pgconn_pool_connections",
+            "Connections open in the pool.",
+            vec![(vec![], f64::from(state.size))],
+        );
+        gauge("pgconn_pool_idle", "Idle connections in the pool.", vec![(vec![], f64::from(state.idle))]);
+        gauge("pgconn_pool_in_use", "Connections checked out.", vec![(vec![], f64::from(state.in_use))]);
+        gauge(
+            "pgconn_pool_waiting",
+            "Threads waiting for a connection.",
+            vec![(vec![], state.waiting as f64)],
+        );
+        let m = &p.metrics;
+        let c = &m.connections_closed;
+        let mut counter = |name: &str, help: &str, samples: Vec<(Vec<(&str, String)>, f64)>| {
+            counters.push(family(name, help, MetricType::COUNTER, samples, |v| {
+                let mut c = Counter::default();
+                c.set_value(v);
+                let mut m = Metric::default();
+                m.set_counter(c);
+                m
+            }));
+        };
+        counter("pgconn_pool_checkouts_total", "Successful checkouts.", vec![(vec![], m.checkouts as f64)]);
+        counter(
+            "pgconn_pool_checkout_timeouts_total",
+            "Failed checkouts.",
+            vec![(vec![], m.checkout_timeouts as f64)],
+        );
+        counter(
+            "pgconn_pool_connections_opened_total",
+            "Connections opened.",
+            vec![(vec![], m.connections_opened as f64)],
+        );
+        counter(
+            "pgconn_pool_connect_errors_total",
+            "Failed connection attempts.",
+            vec![(vec![], m.connect_errors as f64)],
+        );
+        counter(
+            "pgconn_pool_connections_closed_total",
+            "Connections closed, by reason.",
+            vec![
+                (vec![("reason", "max_age".into())], c.max_age as f64),
+                (vec![("reason", "broken".into())], c.broken as f64),
+                (vec![("reason", "idle".into())], c.idle as f64),
+                (vec![("reason", "per_request".into())], c.per_request as f64),
+            ],
+        );
+        counter(
+            "pgconn_pool_queries_total",
+            "Queries through the pool's API.",
+            vec![(vec![], m.queries as f64)],
+        );
+        counter(
+            "pgconn_pool_query_errors_total",
+            "Failed queries through the pool's API.",
+            vec![(vec![], m.query_errors as f64)],
+        );
+        counter(
+            "pgconn_pool_leak_warnings_total",
+            "Connections reported as possible leaks.",
+            vec![(vec![], m.leak_warnings as f64)],
+        );
+        let b = &m.checkout_wait_buckets;
+        let mut h = Histogram::default();
+        h.set_sample_count(b.count);
+        h.set_sample_sum(b.sum_ms / 1000.0);
+        h.set_bucket(
+            b.cumulative
+                .iter()
+                .map(|&(le_ms, n)| {
+                    let mut bucket = Bucket::default();
+                    bucket.set_upper_bound(le_ms / 1000.0);
+                    bucket.set_cumulative_count(n);
+                    bucket
+                })
+                .collect(),
+        );
+        let mut metric = Metric::default();
+        metric.set_histogram(h);
+        let mut f = MetricFamily::default();
+        f.set_name("pgconn_pool_checkout_wait_seconds".into());
+        f.set_help("Time from asking the pool for a connection to holding one.".into());
+        f.set_field_type(MetricType::HISTOGRAM);
+        f.set_metric(vec![metric]);
+        histograms.push(f);
+    }
+    families.extend(counters);
+    families.extend(histograms);
+    prometheus::TextEncoder::new().encode_to_string(&families).expect("valid metric families")
+}
+
+fn family(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: Vec<(Vec<(&str, String)>, f64)>,
+    make: impl Fn(f64) -> Metric,
+) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(kind);
+    f.set_metric(
+        samples
+            .into_iter()
+            .map(|(labels, value)| {
+                let mut metric = make(value);
+                metric.set_label(
+                    labels
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let mut pair = LabelPair::default();
+                            pair.set_name(k.into());
+                            pair.set_value(v);
+                            pair
+                        })
+                        .collect(),
+                );
+                metric
+            })
+            .collect(),
+    );
+    f
+}
+
+/// Milliseconds with the precision that matters: `0.042ms`, `12.3ms`.
+fn ms(value: f64) -> String {
+    if value < 10.0 { format!("{value:.3}ms") } else { format!("{value:.1}ms") }
+}

@@ -1,0 +1,125 @@
+//! The report: one type for the CLI and for a server's `/health`, built from snapshots.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use pgconn_config::Settings;
+use serde::Serialize;
+
+use crate::health::{Alert, Status, assess, utilization};
+use crate::model::{Backend, PoolSnapshot, QueryStats, ServerView, Thresholds, by_state};
+
+/// What the report is about, beyond the snapshots.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The database's name.
+    pub database: String,
+    /// `DB_CONN_MAX_AGE`: `None` when unlimited, `Some(0)` when not persistent.
+    pub conn_max_age_s: Option<u64>,
+    /// The health model's thresholds.
+    pub thresholds: Thresholds,
+}
+
+impl Context {
+    /// The context for `settings` with the default thresholds.
+    pub fn new(settings: &Settings) -> Context {
+        Context {
+            database: settings.database.dbname.clone(),
+            conn_max_age_s: settings.conn_max_age.limit().map(|age| age.as_secs()),
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// One health report. Its JSON keys are an interface (docs/monitoring.md); `None` fields are `null`, for
+/// instance when the server could not be asked.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// The worst alert's level (`HEALTHY` when none; `UNKNOWN` when the server could not be asked).
+    pub status: Status,
+    /// When the report was made, RFC 3339 in UTC.
+    pub timestamp: String,
+    /// The database's name.
+    pub database: String,
+    /// `DB_CONN_MAX_AGE` in seconds; `null` when unlimited, `0` when not persistent.
+    pub conn_max_age_s: Option<u64>,
+    /// Client backends on the whole server.
+    pub server_connections: Option<u32>,
+    /// Client backends on this database.
+    pub database_connections: Option<u32>,
+    /// The server's `max_connections`.
+    pub max_connections: Option<u32>,
+    /// `server_connections / max_connections × 100`.
+    pub utilization_percent: Option<f64>,
+    /// The monitor's own backend.
+    pub backend_pid: Option<i32>,
+    /// How long the monitor's own connection has been open.
+    pub connection_age_s: Option<f64>,
+    /// This database's client backends by state.
+    pub connections_by_state: BTreeMap<String, u32>,
+    /// This database's connections idle longer than the idle threshold.
+    pub idle_over_threshold: u32,
+    /// The idle threshold, in seconds.
+    pub idle_threshold_s: u64,
+    /// Query statistics, saying where they came from.
+    pub query_stats: Option<QueryStats>,
+    /// Alerts, worst first.
+    pub alerts: Vec<Alert>,
+    /// This database's client backends.
+    pub connections: Vec<Backend>,
+    /// The in-process pool, when the report was made from one.
+    pub pool: Option<PoolSnapshot>,
+    /// PgBouncer's pools and statistics; not read yet (`null`).
+    pub pgbouncer: Option<serde_json::Value>,
+}
+
+impl Report {
+    /// Builds the report for these snapshots at `now`: a pure function.
+    pub fn new(
+        context: &Context,
+        server: Option<&ServerView>,
+        pool: Option<&PoolSnapshot>,
+        now: SystemTime,
+    ) -> Report {
+        let (status, alerts) = assess(server, pool, &context.thresholds);
+        let mut report = Report {
+            status,
+            timestamp: humantime::format_rfc3339_micros(now).to_string(),
+            database: context.database.clone(),
+            conn_max_age_s: context.conn_max_age_s,
+            server_connections: None,
+            database_connections: None,
+            max_connections: None,
+            utilization_percent: None,
+            backend_pid: None,
+            connection_age_s: None,
+            connections_by_state: BTreeMap::new(),
+            idle_over_threshold: 0,
+            idle_threshold_s: context.thresholds.idle_threshold.as_secs(),
+            query_stats: None,
+            alerts,
+            connections: Vec::new(),
+            pool: pool.cloned(),
+            pgbouncer: None,
+        };
+        if let Some(ServerView::Reached(s)) = server {
+            let idle_limit = context.thresholds.idle_threshold.as_secs_f64();
+            report.database.clone_from(&s.database);
+            report.server_connections = Some(s.server_connections);
+            report.database_connections = Some(u32::try_from(s.connections.len()).unwrap_or(u32::MAX));
+            report.max_connections = Some(s.max_connections);
+            report.utilization_percent = Some(utilization(s.server_connections, s.max_connections) * 100.0);
+            report.backend_pid = Some(s.backend_pid);
+            report.connection_age_s = Some(s.connection_age.as_secs_f64());
+            report.connections_by_state = by_state(&s.connections);
+            report.idle_over_threshold = u32::try_from(
+                s.connections.iter().filter(|b| b.idle_s.is_some_and(|idle| idle > idle_limit)).count(),
+            )
+            .unwrap_or(u32::MAX);
+            report.query_stats.clone_from(&s.query_stats);
+            report.connections.clone_from(&s.connections);
+        }
+        report
+    }
+}
