@@ -4,4 +4,5 @@
 mod connect;
 mod faults;
 mod monitor;
+mod pgbouncer;
 mod pool;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use pgconn_config::Settings;
 #[doc(no_inline)]
 pub use pgconn_testkit::{self as testkit, Cluster, ClusterOptions, ConnInfo, ShutdownMode};
+#[doc(no_inline)]
+pub use pgconn_testkit::{PgBouncer, PgBouncerInfo, PgBouncerOptions};
 
 /// The variable holding the URL of the test role (scram-sha-256 password full of URL-special characters).
 pub const DATABASE_URL_VAR: &str = "PGCONN_TEST_DATABASE_URL";
@@ -19,6 +21,18 @@ pub const DATABASE_URL_VAR: &str = "PGCONN_TEST_DATABASE_URL";
 pub const ADMIN_URL_VAR: &str = "PGCONN_TEST_ADMIN_URL";
 /// The variable holding the cluster's Unix-socket directory.
 pub const SOCKET_DIR_VAR: &str = "PGCONN_TEST_SOCKET_DIR";
+/// The variable holding the URL of the test role through the shared PgBouncer (transaction mode).
+pub const PGBOUNCER_URL_VAR: &str = "PGCONN_TEST_PGBOUNCER_URL";
+/// The variable holding the URL of the shared PgBouncer's admin console (database `pgbouncer`, as the
+/// test role, which is its admin and stats user).
+pub const PGBOUNCER_ADMIN_URL_VAR: &str = "PGCONN_TEST_PGBOUNCER_ADMIN_URL";
+/// The variable holding the path of the shared PgBouncer's `pgbouncer.ini` (rendered by
+/// `pgconn pgbouncer-ini`).
+pub const PGBOUNCER_INI_VAR: &str = "PGCONN_TEST_PGBOUNCER_INI";
+/// The variable holding the path of the shared PgBouncer's userlist (mode 0600).
+pub const PGBOUNCER_AUTH_FILE_VAR: &str = "PGCONN_TEST_PGBOUNCER_AUTH_FILE";
+/// The variable holding the absolute path of the `pgconn` binary `cargo xtask test` built.
+pub const PGCONN_BIN_VAR: &str = testkit::PGCONN_BIN_VAR;
 
 /// Reads a variable that `cargo xtask test` sets.
 ///
@@ -100,6 +114,48 @@ pub fn private_cluster(options: &ClusterOptions) -> Cluster {
     })
 }
 
+/// The test role's URL through the shared PgBouncer.
+#[track_caller]
+pub fn pgbouncer_url() -> String {
+    require(PGBOUNCER_URL_VAR)
+}
+
+/// The shared PgBouncer's admin console URL.
+#[track_caller]
+pub fn pgbouncer_admin_url() -> String {
+    require(PGBOUNCER_ADMIN_URL_VAR)
+}
+
+/// The `pgconn` binary that `cargo xtask test` built (`PGCONN_TEST_PGCONN_BIN`).
+///
+/// # Panics
+/// When the variable is unset, with a message saying to run `cargo xtask test`.
+#[track_caller]
+pub fn pgconn_bin() -> std::path::PathBuf {
+    require(PGCONN_BIN_VAR).into()
+}
+
+/// Starts a private PgBouncer for one test in front of `cluster` (a [`private_cluster`]), configured by
+/// `pgconn pgbouncer-ini` (the binary of [`pgconn_bin`]) with `extra_env` on top of the cluster's URL and
+/// a free port: for example `&[("PGBOUNCER_DEFAULT_POOL_SIZE", "2")]` or
+/// `&[("PGBOUNCER_POOL_MODE", "session")]`. For tests that restart PgBouncer, `PAUSE` it, or fill its
+/// pools, without disturbing the shared one.
+///
+/// It runs in the test's process group, as the server user, with the soft limit on open files raised to
+/// the hard limit. [`PgBouncer::info`] gives its URLs ([`PgBouncerInfo::database_url`],
+/// [`PgBouncerInfo::admin_url`]); [`PgBouncer::restart`] brings it back on the same port. Declare it
+/// after the cluster, so that it is dropped (stopped) first.
+///
+/// # Panics
+/// When `PGCONN_TEST_PGCONN_BIN` is unset (run the tests with `cargo xtask test`), or PgBouncer cannot be
+/// started, with the reason (not installed, an invalid configuration, the end of its log, ...).
+#[track_caller]
+pub fn private_pgbouncer(cluster: &Cluster, extra_env: &[(&str, &str)]) -> PgBouncer {
+    let pgconn = pgconn_bin();
+    PgBouncer::in_front_of(cluster, &pgconn, extra_env, &PgBouncerOptions::default())
+        .unwrap_or_else(|err| panic!("cannot start a private PgBouncer for this test: {err:#}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +193,29 @@ mod tests {
         assert!(took < Duration::from_secs(8), "dropping took {took:?}");
         assert!(!std::path::Path::new(&format!("/proc/{backend}")).exists(), "the backend is gone");
         drop(client);
+    }
+
+    #[test]
+    fn a_private_pgbouncer_serves_the_app_role_in_session_mode() {
+        let cluster = private_cluster(&ClusterOptions::default());
+        let bouncer = private_pgbouncer(&cluster, &[("PGBOUNCER_POOL_MODE", "session")]);
+        let mut config: postgres::Config = bouncer.info().database_url().parse().expect("the URL parses");
+        config.connect_timeout(Duration::from_secs(10));
+        let mut client = config.connect(postgres::NoTls).expect("the app role connects through PgBouncer");
+        let row = client.simple_query("select current_user, current_setting('statement_timeout')");
+        let row = row
+            .expect("the query runs")
+            .into_iter()
+            .find_map(|message| match message {
+                postgres::SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .expect("the query returns a row");
+        assert_eq!(row.get(0), Some("pgconn_app"));
+        assert_eq!(row.get(1), Some("30s"), "connect_query sets the default statement timeout");
+        let pid = bouncer.pid().expect("it runs");
+        drop(client);
+        drop(bouncer);
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "dropping it stops PgBouncer");
     }
 }

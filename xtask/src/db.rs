@@ -1,15 +1,20 @@
-//! `cargo xtask db start|stop|status|env`: a development PostgreSQL that outlives xtask.
+//! `cargo xtask db start|stop|status|env`: a development PostgreSQL with PgBouncer in front, both
+//! outliving xtask.
 //!
-//! The cluster is the same as the one `cargo xtask test` uses, kept under `target/pgconn-db/cluster`.
-//! When xtask runs as root and the `postgres` user cannot reach that directory (a workspace under a
-//! mode-0700 `/root`), the cluster goes to `$TMPDIR/pgconn-db-<hash of the workspace path>` instead.
-//! Either way `target/pgconn-db/state` (mode 0600, `KEY=value` lines) records where it is, its port,
-//! postmaster pid and password.
+//! The cluster and PgBouncer are the same as the ones `cargo xtask test` uses, kept under
+//! `target/pgconn-db/cluster` (PgBouncer's ini, userlist and log in its `pgbouncer/`). When xtask runs as
+//! root and the `postgres` user cannot reach that directory (a workspace under a mode-0700 `/root`), the
+//! cluster goes to `$TMPDIR/pgconn-db-<hash of the workspace path>` instead. Either way
+//! `target/pgconn-db/state` (mode 0600, `KEY=value` lines) records where it is, its port, postmaster pid
+//! and password, and PgBouncer's pid, port and ini.
 //!
 //! A pid read from the state file is signalled only while `/proc/PID/cmdline` shows a `postgres` for
-//! the recorded data directory.
+//! the recorded data directory, or a `pgbouncer` for the recorded ini. A state file written before
+//! PgBouncer was part of `db` (no `pgbouncer_*` lines) still works: `db start` then starts PgBouncer in
+//! front of the running cluster.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -18,7 +23,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 
 use pgconn_testkit::{
-    Cluster, ConnInfo, Inaccessible, POSTGRES_STOP, ServerUser, find_bindir, is_postgres_for, stop_pid,
+    Cluster, ConnInfo, Inaccessible, Interrupted, PGBOUNCER_STOP, PGCONN_BIN_VAR, POSTGRES_STOP, PgBouncer,
+    PgBouncerInfo, ServerUser, find_bindir, find_pgbouncer, is_pgbouncer_for, is_postgres_for,
+    stop_pgbouncers_in, stop_pid,
 };
 
 use crate::process;
@@ -26,8 +33,8 @@ use crate::process;
 /// The `db` subcommands, for help and errors.
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask db <start|stop|status|env>
-  start    start the development PostgreSQL (kept under target/pgconn-db/), leave it running
-  stop     stop it and remove its directory
+  start    start the development PostgreSQL and PgBouncer (kept under target/pgconn-db/), leave them running
+  stop     stop them and remove their directory
   status   say whether it runs (exit 0) or not (exit 1)
   env      print `export ...` lines: eval \"$(cargo xtask db env)\"
 ";
@@ -89,6 +96,30 @@ struct State {
     cluster_dir: PathBuf,
     data_dir: PathBuf,
     info: ConnInfo,
+    /// `None` in a state file written before `db start` started PgBouncer.
+    bouncer: Option<BouncerState>,
+}
+
+/// The PgBouncer in front of the development cluster.
+struct BouncerState {
+    pid: u32,
+    port: u16,
+    ini: PathBuf,
+}
+
+impl BouncerState {
+    fn of(bouncer: &PgBouncer) -> Result<Self> {
+        Ok(Self {
+            pid: bouncer.pid().context("PgBouncer is not running")?,
+            port: bouncer.port(),
+            ini: bouncer.ini().to_path_buf(),
+        })
+    }
+
+    /// Whether the recorded pgbouncer still runs with the recorded ini.
+    fn running(&self) -> bool {
+        is_pgbouncer_for(self.pid, &self.ini)
+    }
 }
 
 impl State {
@@ -97,9 +128,14 @@ impl State {
         is_postgres_for(self.pid, &self.data_dir)
     }
 
+    /// The recorded PgBouncer, if it still runs.
+    fn bouncer_running(&self) -> Option<&BouncerState> {
+        self.bouncer.as_ref().filter(|bouncer| bouncer.running())
+    }
+
     fn render(&self) -> String {
         let info = &self.info;
-        format!(
+        let mut text = format!(
             "# written by cargo xtask db start\nport={}\npid={}\npassword={}\ncluster_dir={}\ndata_dir={}\n\
              socket_dir={}\nbindir={}\n",
             info.port,
@@ -109,7 +145,17 @@ impl State {
             self.data_dir.display(),
             info.socket_dir.display(),
             info.bindir.display(),
-        )
+        );
+        if let Some(bouncer) = &self.bouncer {
+            let _ = write!(
+                text,
+                "pgbouncer_pid={}\npgbouncer_port={}\npgbouncer_ini={}\n",
+                bouncer.pid,
+                bouncer.port,
+                bouncer.ini.display()
+            );
+        }
+        text
     }
 
     fn parse(text: &str) -> Result<Self, String> {
@@ -122,16 +168,29 @@ impl State {
         let number = |key: &str| -> Result<u32, String> {
             get(key)?.parse().map_err(|_| format!("`{key}` is not a number"))
         };
+        let port = |key: &str| -> Result<u16, String> {
+            u16::try_from(number(key)?).map_err(|_| format!("`{key}` is out of range"))
+        };
+        let bouncer = if values.contains_key("pgbouncer_pid") {
+            Some(BouncerState {
+                pid: number("pgbouncer_pid")?,
+                port: port("pgbouncer_port")?,
+                ini: get("pgbouncer_ini")?.into(),
+            })
+        } else {
+            None
+        };
         Ok(Self {
             pid: number("pid")?,
             cluster_dir: get("cluster_dir")?.into(),
             data_dir: get("data_dir")?.into(),
             info: ConnInfo {
-                port: u16::try_from(number("port")?).map_err(|_| "`port` is out of range".to_owned())?,
+                port: port("port")?,
                 password: get("password")?.to_owned(),
                 socket_dir: get("socket_dir")?.into(),
                 bindir: get("bindir")?.into(),
             },
+            bouncer,
         })
     }
 }
@@ -169,11 +228,21 @@ fn write_state(paths: &Paths, state: &State) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// `db start`: start the cluster unless it runs, record it, leave it running.
+/// `db start`: start the cluster and PgBouncer unless they run, record them, leave them running.
 fn start(paths: &Paths) -> Result<u8> {
-    if let Some(state) = read_state(paths)? {
+    if let Some(mut state) = read_state(paths)? {
         if state.running() {
-            println!("xtask: the development database is already running");
+            if state.bouncer_running().is_some() {
+                println!("xtask: the development database is already running");
+            } else {
+                eprintln!("xtask: the development database runs without PgBouncer; starting PgBouncer");
+                let bouncer = restart_bouncer(&state)?;
+                state.bouncer = Some(BouncerState::of(&bouncer)?);
+                // If this fails, `bouncer` is dropped and stopped.
+                write_state(paths, &state)?;
+                bouncer.detach();
+                println!("xtask: the development database is running");
+            }
             print_status(&state);
             return Ok(0);
         }
@@ -182,6 +251,7 @@ fn start(paths: &Paths) -> Result<u8> {
             paths.state_file.display(),
             state.pid
         );
+        stop_bouncer(&state)?;
         remove_cluster(paths, &state.cluster_dir)?;
     }
     for dir in [&paths.preferred, &paths.fallback] {
@@ -194,8 +264,16 @@ fn start(paths: &Paths) -> Result<u8> {
                 paths.state_file.display()
             );
         }
+        if paths.is_ours(dir) {
+            for pid in stop_pgbouncers_in(dir)? {
+                eprintln!("xtask: stopped a PgBouncer (pid {pid}) left in {}", dir.display());
+            }
+        }
         remove_cluster(paths, dir)?;
     }
+    // Before the cluster: these fail for setup reasons, and need no server.
+    find_pgbouncer()?;
+    let pgconn = crate::build_pgconn()?;
     fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
 
@@ -209,26 +287,73 @@ fn start(paths: &Paths) -> Result<u8> {
         }
         result => result?,
     };
+    // Declared after the cluster, so that on an error it is dropped (stopped) first.
+    let bouncer = PgBouncer::in_front_of(&cluster, &pgconn, &[], &process::pgbouncer_options())?;
     let state = State {
         pid: cluster.pid().context("the server is not running")?,
         cluster_dir: cluster.dir().to_path_buf(),
         data_dir: cluster.data_dir(),
         info: cluster.info().clone(),
+        bouncer: Some(BouncerState::of(&bouncer)?),
     };
-    // If this fails, `cluster` is dropped and the server stopped: better than one nobody can find.
+    // If this fails, both are dropped and stopped: better than servers nobody can find.
     write_state(paths, &state)?;
+    bouncer.detach();
     cluster.detach();
     println!("xtask: the development database is running; stop it with `cargo xtask db stop`");
     print_status(&state);
     Ok(0)
 }
 
-/// `db stop`: stop the recorded server and remove its directories.
+/// Starts PgBouncer in front of the running development cluster: with the recorded ini, so on the same
+/// port, when there is one; else (or when that fails) with a fresh one from `pgconn pgbouncer-ini`.
+fn restart_bouncer(state: &State) -> Result<PgBouncer> {
+    let options = process::pgbouncer_options();
+    let user = ServerUser::detect()?;
+    if let Some(ini) = state.bouncer.as_ref().map(|bouncer| &bouncer.ini).filter(|ini| ini.is_file()) {
+        let dir = ini.parent().unwrap_or(&state.cluster_dir);
+        match PgBouncer::start(dir, ini, &state.info.bindir, user, &options) {
+            Ok(bouncer) => return Ok(bouncer),
+            Err(err) if err.is::<Interrupted>() => return Err(err),
+            Err(err) => eprintln!(
+                "xtask: cannot start PgBouncer with {}: {err:#}; rendering a new one",
+                ini.display()
+            ),
+        }
+    }
+    find_pgbouncer()?;
+    let pgconn = crate::build_pgconn()?;
+    PgBouncer::render_and_start(
+        &state.cluster_dir.join("pgbouncer"),
+        &state.info,
+        user,
+        &pgconn,
+        &[],
+        &options,
+    )
+}
+
+/// Stops the recorded PgBouncer, and any other the testkit recorded in the cluster directory, if they
+/// run (checked against `/proc`).
+fn stop_bouncer(state: &State) -> Result<()> {
+    if let Some(bouncer) = state.bouncer_running() {
+        let (pid, ini) = (bouncer.pid, &bouncer.ini);
+        eprintln!("xtask: stopping PgBouncer (pid {pid})");
+        stop_pid(pid, PGBOUNCER_STOP, || is_pgbouncer_for(pid, ini))?;
+    }
+    for pid in stop_pgbouncers_in(&state.cluster_dir)? {
+        eprintln!("xtask: stopped PgBouncer (pid {pid})");
+    }
+    Ok(())
+}
+
+/// `db stop`: stop the recorded PgBouncer and server and remove their directories.
 fn stop(paths: &Paths) -> Result<u8> {
     let Some(state) = read_state(paths)? else {
         println!("xtask: the development database is not running");
         return Ok(0);
     };
+    stop_bouncer(&state)?;
     let pid = state.pid;
     if state.running() {
         eprintln!("xtask: stopping PostgreSQL (pid {pid})");
@@ -249,6 +374,9 @@ fn status(paths: &Paths) -> Result<u8> {
         Some(state) if state.running() => {
             println!("running");
             print_status(&state);
+            if state.bouncer_running().is_none() {
+                println!("PgBouncer is not running; `cargo xtask db start` starts it");
+            }
             Ok(0)
         }
         _ => {
@@ -269,7 +397,19 @@ fn env(paths: &Paths) -> Result<u8> {
         bail!("the development database is not running; start it with `cargo xtask db start`");
     };
     println!("export DATABASE_URL={}", shell_quote(&state.info.database_url()));
-    for (name, value) in state.info.test_env() {
+    let mut vars = state.info.test_env();
+    match state.bouncer_running() {
+        Some(bouncer) => vars.extend(PgBouncerInfo::read(&bouncer.ini)?.test_env()),
+        None => eprintln!(
+            "xtask: warning: PgBouncer is not running, so PGCONN_TEST_PGBOUNCER_* are not set; \
+             `cargo xtask db start` starts it"
+        ),
+    }
+    let pgconn = crate::pgconn_bin();
+    if pgconn.is_file() {
+        vars.push((PGCONN_BIN_VAR, pgconn.to_string_lossy().into_owned()));
+    }
+    for (name, value) in vars {
         println!("export {name}={}", shell_quote(&value));
     }
     Ok(0)
@@ -282,6 +422,14 @@ fn print_status(state: &State) {
     println!("  admin URL:    {}", info.admin_url());
     println!("  socket dir:   {}", info.socket_dir.display());
     println!("  directory:    {}", state.cluster_dir.display());
+    if let Some(bouncer) = state.bouncer_running() {
+        println!(
+            "  PgBouncer:    127.0.0.1:{} (pid {}, {})",
+            bouncer.port,
+            bouncer.pid,
+            bouncer.ini.display()
+        );
+    }
 }
 
 /// The pid in `data_dir/postmaster.pid`, if that process is a live postgres for `data_dir`.
@@ -333,11 +481,24 @@ mod tests {
                 socket_dir: "/w/target/pgconn-db/cluster/socket".into(),
                 bindir: "/usr/lib/postgresql/15/bin".into(),
             },
+            bouncer: Some(BouncerState {
+                pid: 4243,
+                port: 54322,
+                ini: "/w/target/pgconn-db/cluster/pgbouncer/pgbouncer.ini".into(),
+            }),
         };
         let parsed = State::parse(&state.render()).expect("what render writes parses");
         assert_eq!(parsed.render(), state.render());
         assert_eq!(parsed.info.password, "p@ss:w/rd?#%=00");
+        assert_eq!(parsed.bouncer.as_ref().map(|b| (b.pid, b.port)), Some((4243, 54322)));
         assert!(State::parse("port=1\n").is_err());
+
+        // A state file from before PgBouncer was part of `db start` still parses.
+        let text = state.render();
+        let old: Vec<&str> = text.lines().filter(|line| !line.starts_with("pgbouncer_")).collect();
+        let parsed = State::parse(&old.join("\n")).expect("an old state file parses");
+        assert!(parsed.bouncer.is_none());
+        assert_eq!(parsed.pid, 4242);
     }
 
     #[test]

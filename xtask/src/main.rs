@@ -1,9 +1,11 @@
 //! `cargo xtask`: the project's automation, in Rust rather than shell scripts or CI YAML.
 //!
 //! `cargo xtask` lists the tasks. The central one is `cargo xtask test`: it starts a throwaway
-//! PostgreSQL, runs the workspace's tests against it and always stops it again. The clusters themselves
-//! come from `pgconn-testkit`, which the tests use for private clusters of their own; xtask keeps the
-//! task dispatch, the `db` and `test` tasks, CI, and the Ctrl-C/SIGTERM handling.
+//! PostgreSQL with a real PgBouncer in front, runs the workspace's tests against them and always stops
+//! both again. The clusters and PgBouncer themselves come from `pgconn-testkit`, which the tests use for
+//! private ones of their own; xtask keeps the task dispatch, the `db` and `test` tasks, CI, and the
+//! Ctrl-C/SIGTERM handling. xtask links no pgconn crate: it builds and runs the `pgconn` binary (for
+//! `pgconn pgbouncer-ini`, which renders PgBouncer's configuration).
 
 // xtask is a command-line program: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -15,10 +17,10 @@ mod process;
 mod test_task;
 
 use std::ffi::OsString;
-use std::path::Path;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use pgconn_testkit::Interrupted;
 
 const TASKS: &str = "\
@@ -26,7 +28,8 @@ usage: cargo xtask <task> [args]
 
 tasks:
   test [ARGS...]              run `cargo test ARGS` (default: --workspace) against a throwaway PostgreSQL
-  db start|stop|status|env    a development PostgreSQL under target/pgconn-db/
+                              with PgBouncer in front
+  db start|stop|status|env    a development PostgreSQL and PgBouncer under target/pgconn-db/
   ci                          fmt, clippy, test, doc: what CI runs
   monitor [ARGS...]           `pgconn monitor ARGS` against DATABASE_URL, or the development database
 ";
@@ -79,4 +82,39 @@ pub(crate) fn workspace_root() -> &'static Path {
 /// The cargo that runs xtask (`$CARGO`), or `cargo` from `PATH`.
 pub(crate) fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Where `cargo build -p pgconn-cli` puts the `pgconn` binary: `$CARGO_TARGET_DIR/debug/pgconn` (or
+/// `$CARGO_BUILD_TARGET_DIR`; a relative one is taken from the workspace root, where xtask runs cargo),
+/// else `target/debug/pgconn` in the workspace.
+pub(crate) fn pgconn_bin() -> PathBuf {
+    let target = ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
+        .into_iter()
+        .find_map(|var| std::env::var_os(var).filter(|dir| !dir.is_empty()))
+        .map_or_else(|| workspace_root().join("target"), |dir| workspace_root().join(dir));
+    target.join("debug").join("pgconn")
+}
+
+/// Builds the `pgconn` binary (`cargo build -p pgconn-cli`, debug) and returns its absolute path
+/// ([`pgconn_bin`]).
+pub(crate) fn build_pgconn() -> Result<PathBuf> {
+    eprintln!("xtask: cargo build -p pgconn-cli");
+    let mut cmd = Command::new(cargo());
+    cmd.args(["build", "--package", "pgconn-cli"]).current_dir(workspace_root());
+    let status = process::run(&mut cmd, "cargo build -p pgconn-cli")?;
+    if !status.success() {
+        bail!(
+            "cargo build -p pgconn-cli failed ({status}); its `pgconn pgbouncer-ini` renders PgBouncer's \
+             configuration"
+        );
+    }
+    let bin = pgconn_bin();
+    if !bin.is_file() {
+        bail!(
+            "cargo build -p pgconn-cli succeeded but {} does not exist; if a cargo configuration sets \
+             build.target-dir, set CARGO_TARGET_DIR to the same directory",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }

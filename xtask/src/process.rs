@@ -2,10 +2,10 @@
 //!
 //! xtask installs one signal handler at start ([`install_interrupt_handler`]) that only sets a flag.
 //! It is a handler, not `SIG_IGN`, so the children xtask spawns keep the default signal behaviour. The
-//! places that wait (for `cargo test` here, for a server to become ready in `pgconn-testkit`, which is
-//! given [`interrupted`] through [`ClusterOptions::interrupted`]) poll the flag and unwind through the
-//! normal error path, so every cluster and guarded child is dropped, and its process stopped, on the way
-//! out.
+//! places that wait (for `cargo test` here, for a server or PgBouncer to become ready in
+//! `pgconn-testkit`, which is given [`interrupted`] through [`ClusterOptions::interrupted`]) poll the flag
+//! and unwind through the normal error path, so every cluster, PgBouncer and guarded child is dropped,
+//! and its process stopped, on the way out.
 
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitStatus};
@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use pgconn_testkit::{ClusterOptions, Interrupted, signal};
+use pgconn_testkit::{ClusterOptions, Interrupted, PgBouncerOptions, signal};
 
 /// How often waiting loops look at a child and at the interrupt flag.
 const POLL: Duration = Duration::from_millis(100);
@@ -44,6 +44,12 @@ pub(crate) fn cluster_options() -> ClusterOptions {
         own_process_group: true,
         ..ClusterOptions::default()
     }
+}
+
+/// The options of every PgBouncer xtask starts: those of [`cluster_options`] (progress, Ctrl-C, a
+/// process group of its own).
+pub(crate) fn pgbouncer_options() -> PgBouncerOptions {
+    PgBouncerOptions::from(&cluster_options())
 }
 
 /// Runs `cmd` (named `what` in errors) to completion, in a process group of its own, polling every 100 ms.

@@ -1,33 +1,53 @@
-//! `cargo xtask test [ARGS...]`: `cargo test` against a throwaway PostgreSQL cluster.
+//! `cargo xtask test [ARGS...]`: `cargo test` against a throwaway PostgreSQL cluster with a real PgBouncer
+//! in front.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Result;
-use pgconn_testkit::{Cluster, remove_abandoned_clusters};
+use pgconn_testkit::{Cluster, PGCONN_BIN_VAR, PgBouncer, find_pgbouncer, remove_abandoned_clusters};
 
 use crate::process;
 
-/// Starts a cluster in a fresh temporary directory (`$TMPDIR/pgconn-test-*`, or `/tmp` when the server user
-/// cannot reach `$TMPDIR`), runs `cargo test ARGS` (default `--workspace`) with the `PGCONN_TEST_*`
-/// variables set, then stops the cluster and removes its directory whatever happened. Returns
-/// `cargo test`'s exit code.
+/// Builds the `pgconn` binary, starts a cluster in a fresh temporary directory (`$TMPDIR/pgconn-test-*`,
+/// or `/tmp` when the server user cannot reach `$TMPDIR`) and PgBouncer in front of it (configured by
+/// `pgconn pgbouncer-ini`), runs `cargo test ARGS` (default `--workspace`) with the `PGCONN_TEST_*`
+/// variables set, then stops PgBouncer, then the cluster, and removes its directory whatever happened.
+/// Returns `cargo test`'s exit code.
+///
+/// The variables: the cluster's ([`ConnInfo::test_env`](pgconn_testkit::ConnInfo::test_env)),
+/// PgBouncer's ([`PgBouncerInfo::test_env`](pgconn_testkit::PgBouncerInfo::test_env)) and
+/// `PGCONN_TEST_PGCONN_BIN`, the absolute path of the `pgconn` binary.
 ///
 /// Before and after, removes the private clusters that test binaries which did not end normally left
 /// behind (see [`remove_abandoned_clusters`]), including the ones of this run when it is interrupted.
 pub(crate) fn run(args: &[String]) -> Result<u8> {
     remove_abandoned();
+    // Before anything is started: a missing PgBouncer is the most likely setup problem.
+    find_pgbouncer()?;
+    let pgconn = crate::build_pgconn()?;
     let cluster = Cluster::start_temp(&process::cluster_options())?;
+    // Declared after the cluster, so that on an early return it is dropped (stopped) first.
+    let mut bouncer = PgBouncer::in_front_of(&cluster, &pgconn, &[], &process::pgbouncer_options())?;
 
     let args: Vec<&str> =
         if args.is_empty() { vec!["--workspace"] } else { args.iter().map(String::as_str).collect() };
     eprintln!("xtask: cargo test {}", args.join(" "));
     let mut cargo_test = Command::new(crate::cargo());
-    cargo_test.arg("test").args(&args).current_dir(crate::workspace_root()).envs(cluster.info().test_env());
+    cargo_test
+        .arg("test")
+        .args(&args)
+        .current_dir(crate::workspace_root())
+        .envs(cluster.info().test_env())
+        .envs(bouncer.info().test_env())
+        .env(PGCONN_BIN_VAR, &pgconn);
     let waited = process::run(&mut cargo_test, "cargo test");
     remove_abandoned();
+    let bouncer_stopped = bouncer.stop();
+    drop(bouncer);
     let stopped = cluster.stop();
     let status = waited?;
+    bouncer_stopped?;
     stopped?;
     if !status.success() {
         eprintln!("xtask: cargo test failed ({status})");

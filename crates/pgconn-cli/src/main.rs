@@ -6,6 +6,7 @@
 mod config_cmd;
 mod load_cmd;
 mod monitor_cmd;
+mod pgbouncer_cmd;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Report the health of the server's connections: utilization, ages, idle connections, query
     /// statistics and alerts; once, or every interval with --watch.
     Monitor(monitor_cmd::MonitorArgs),
+    /// Print a pgbouncer.ini for this environment (and with --auth-file write its userlist, mode 0600).
+    #[command(name = "pgbouncer-ini")]
+    PgbouncerIni(pgbouncer_cmd::IniArgs),
     /// One probe, one line; exit 0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (for Nagios and Kubernetes).
     Check,
 }
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load_cmd::run(&args),
         Command::Monitor(args) => monitor_cmd::monitor(&args),
         Command::Check => return monitor_cmd::check(),
+        Command::PgbouncerIni(args) => pgbouncer_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use pgconn_config::Settings;
-use pgconn_monitor::{Context, Report, ServerProbe, ServerView, Status, render};
+use pgconn_monitor::{Context, PgBouncerProbe, Report, ServerProbe, ServerView, Status, render};
 
 use crate::EXIT_INVALID;
 
@@ -63,13 +63,17 @@ pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
     let terminal = std::io::stdout().is_terminal();
     let color = terminal && std::env::var_os("NO_COLOR").is_none();
     let mut probe = ServerProbe::new(&settings);
+    let mut pgbouncer = PgBouncerProbe::new(&settings);
     let mut stdout = std::io::stdout().lock();
     let mut reported = 0_u64;
     let last_reached = loop {
         let started = Instant::now();
         let server = probe.probe();
         let reached = !matches!(server, ServerView::Unreachable { .. });
-        let report = Report::new(&context, Some(&server), None, SystemTime::now());
+        let mut report = Report::new(&context, Some(&server), None, SystemTime::now());
+        if let Some(pgbouncer) = &mut pgbouncer {
+            report = report.with_pgbouncer(&pgbouncer.probe(), &context.thresholds);
+        }
         let text = match format {
             Format::Text => render::text(&report, color),
             Format::Json => render::json(&report, !watch) + "\n",
@@ -98,7 +102,11 @@ pub(crate) fn check() -> ExitCode {
         return ExitCode::from(Status::Unknown.exit_code());
     };
     let server = ServerProbe::new(&settings).probe();
-    let report = Report::new(&Context::new(&settings), Some(&server), None, SystemTime::now());
+    let context = Context::new(&settings);
+    let mut report = Report::new(&context, Some(&server), None, SystemTime::now());
+    if let Some(mut pgbouncer) = PgBouncerProbe::new(&settings) {
+        report = report.with_pgbouncer(&pgbouncer.probe(), &context.thresholds);
+    }
     println!("{}", summary(&report));
     ExitCode::from(report.status.exit_code())
 }

@@ -344,10 +344,27 @@ impl Raw {
                 .filter_map(|(name, value)| value.as_ref().map(|_| name))
                 .collect();
                 if use_pgbouncer == Some(false) && !ignored.is_empty() {
-                    log::warn!("{} set but USE_PGBOUNCER is not true: ignored", ignored.join(", "));
+                    log::warn!(
+                        "{} set but USE_PGBOUNCER is not true: the pool connects to PostgreSQL directly",
+                        ignored.join(", ")
+                    );
                 }
                 database.clone()
             }
+        };
+
+        // Where a rendered pgbouncer.ini listens. Without USE_PGBOUNCER a bad PGBOUNCER_PORT is only
+        // warned about: it routes nothing then.
+        let listen_host = self.pgbouncer_host.as_deref().map_or("localhost", str::trim).to_owned();
+        let listen_port = if use_pgbouncer == Some(true) {
+            check.port("PGBOUNCER_PORT", self.pgbouncer_port.as_deref(), DEFAULT_PGBOUNCER_PORT)
+        } else {
+            let mut lenient = Check::default();
+            let port = lenient.port("PGBOUNCER_PORT", self.pgbouncer_port.as_deref(), DEFAULT_PGBOUNCER_PORT);
+            for problem in lenient.problems {
+                log::warn!("{problem}; using {DEFAULT_PGBOUNCER_PORT}");
+            }
+            Some(port.unwrap_or(DEFAULT_PGBOUNCER_PORT))
         };
 
         let pool_mode = match self.pgbouncer_pool_mode.as_deref().map(|t| t.trim().to_ascii_lowercase()) {
@@ -410,6 +427,7 @@ impl Raw {
             Some(min_idle),
             Some(checkout_timeout),
             Some(leak_threshold),
+            Some(listen_port),
             Some(pool_mode),
             Some(max_client_conn),
             Some(default_pool_size),
@@ -426,6 +444,7 @@ impl Raw {
             min_idle,
             checkout_timeout,
             leak_threshold,
+            listen_port,
             pool_mode,
             max_client_conn,
             default_pool_size,
@@ -447,6 +466,8 @@ impl Raw {
             statement_timeout,
             pool: PoolSettings { max_size, min_idle, checkout_timeout, leak_threshold },
             pgbouncer: PgBouncerSettings {
+                listen_host,
+                listen_port,
                 pool_mode,
                 max_client_conn,
                 default_pool_size,

@@ -30,6 +30,7 @@
 mod conn;
 mod env;
 mod error;
+mod pgbouncer;
 mod settings;
 mod url;
 
@@ -41,6 +42,10 @@ pub use env::{
     DEFAULT_POOL_MAX_SIZE, DEFAULT_POOL_MIN_IDLE, DEFAULT_POOL_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, VARIABLES,
 };
 pub use error::{Error, Problem};
+pub use pgbouncer::{
+    DEFAULT_AUTH_FILE, pgbouncer_fd_need, render_ini as render_pgbouncer_ini,
+    render_userlist as render_pgbouncer_userlist,
+};
 pub use settings::{
     ConnMaxAge, DEFAULT_APPLICATION_NAME, PgBouncerSettings, PoolMode, PoolSettings, Settings, Strategy,
 };

@@ -56,6 +56,8 @@ impl Settings {
             ("DB_POOL_TIMEOUT", self.pool.checkout_timeout.as_millis().to_string()),
             ("DB_POOL_LEAK_THRESHOLD", self.pool.leak_threshold.map_or(0, |t| t.as_millis()).to_string()),
             ("USE_PGBOUNCER", (self.strategy == Strategy::PgBouncer).to_string()),
+            ("PGBOUNCER_HOST", self.pgbouncer.listen_host.clone()),
+            ("PGBOUNCER_PORT", self.pgbouncer.listen_port.to_string()),
             ("PGBOUNCER_POOL_MODE", self.pgbouncer.pool_mode.as_str().to_owned()),
             ("PGBOUNCER_MAX_CLIENT_CONN", self.pgbouncer.max_client_conn.to_string()),
             ("PGBOUNCER_DEFAULT_POOL_SIZE", self.pgbouncer.default_pool_size.to_string()),
@@ -175,8 +177,12 @@ impl fmt::Display for PoolMode {
 }
 
 /// The PgBouncer settings `pgconn pgbouncer-ini` renders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgBouncerSettings {
+    /// `listen_addr` (`PGBOUNCER_HOST`). Defaults to `localhost`.
+    pub listen_host: String,
+    /// `listen_port` (`PGBOUNCER_PORT`). Defaults to 6432.
+    pub listen_port: u16,
     /// `pool_mode`. Defaults to `transaction`.
     pub pool_mode: PoolMode,
     /// `max_client_conn`. Defaults to 1000.

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{PoolSnapshot, ServerView, Thresholds};
+use crate::model::{PgBouncerSnapshot, PgBouncerView, PoolSnapshot, ServerView, Thresholds};
 
 /// Overall health. Ordered: `Healthy < Warning < Critical`; `Unknown` when the server could not be asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -300,4 +300,70 @@ pub fn assess(
         None => Status::Healthy,
     };
     (status, alerts)
+}
+
+/// The alerts for PgBouncer's view: clients waiting, waiting too long, pools at their limit, or the admin
+/// console unreadable.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small counts
+pub fn assess_pgbouncer(view: &PgBouncerView, t: &Thresholds) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    let snapshot = match view {
+        PgBouncerView::Reached(snapshot) => snapshot,
+        PgBouncerView::Unreachable { message } => {
+            alerts.push(Alert {
+                level: Level::Warning,
+                metric: "pgbouncer",
+                message: format!("cannot read PgBouncer's admin console: {message}"),
+            });
+            return alerts;
+        }
+    };
+    let number = PgBouncerSnapshot::number;
+    for pool in &snapshot.pools {
+        let name = format!(
+            "{}/{}",
+            PgBouncerSnapshot::text(pool, "database"),
+            PgBouncerSnapshot::text(pool, "user")
+        );
+        let waiting = number(pool, "cl_waiting");
+        let maxwait = number(pool, "maxwait") + number(pool, "maxwait_us") / 1e6;
+        if maxwait > t.pgbouncer_maxwait_critical.as_secs_f64() {
+            alerts.push(Alert { level: Level::Critical, metric: "pgbouncer_maxwait", message: format!("a client of PgBouncer pool {name} has waited {maxwait:.1}s for a server connection (above {}s); raise PGBOUNCER_DEFAULT_POOL_SIZE if PostgreSQL has room, or find the slow transactions", t.pgbouncer_maxwait_critical.as_secs()) });
+        } else if maxwait > t.pgbouncer_maxwait_warning.as_secs_f64() {
+            alerts.push(Alert { level: Level::Warning, metric: "pgbouncer_maxwait", message: format!("a client of PgBouncer pool {name} has waited {maxwait:.1}s for a server connection (above {}s)", t.pgbouncer_maxwait_warning.as_secs()) });
+        }
+        if waiting > 0.0 {
+            alerts.push(Alert {
+                level: Level::Warning,
+                metric: "pgbouncer_waiting",
+                message: format!(
+                    "{waiting:.0} client(s) waiting for a server connection in PgBouncer pool {name}"
+                ),
+            });
+        }
+        let servers: f64 = ["sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"]
+            .iter()
+            .map(|c| number(pool, c))
+            .sum();
+        let database = PgBouncerSnapshot::text(pool, "database");
+        if let Some(db) = snapshot.databases.iter().find(|db| PgBouncerSnapshot::text(db, "name") == database)
+        {
+            let limit = number(db, "pool_size") + number(db, "reserve_pool");
+            if limit > 0.0 && servers >= limit {
+                alerts.push(Alert { level: Level::Warning, metric: "pgbouncer_pool_full", message: format!("PgBouncer pool {name} has {servers:.0} server connections, its pool_size + reserve_pool ({limit:.0}): further clients wait") });
+            }
+        }
+    }
+    alerts
+}
+
+/// The status for `alerts` on top of an earlier `status`.
+pub(crate) fn combine(status: Status, alerts: &[Alert]) -> Status {
+    let worst = alerts.iter().map(|a| a.level).max();
+    match (status, worst) {
+        (_, Some(Level::Critical)) | (Status::Critical, _) => Status::Critical,
+        (Status::Unknown, _) => Status::Unknown,
+        (_, Some(Level::Warning)) | (Status::Warning, _) => Status::Warning,
+        (Status::Healthy, None) => Status::Healthy,
+    }
 }

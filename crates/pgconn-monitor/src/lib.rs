@@ -30,7 +30,10 @@ mod probe;
 pub mod render;
 mod report;
 
-pub use health::{Alert, Level, Status, assess, utilization};
-pub use model::{Backend, PoolSnapshot, QuerySource, QueryStats, ServerSnapshot, ServerView, Thresholds};
-pub use probe::{MONITOR_APPLICATION_NAME, PROBE_STATEMENT_TIMEOUT, ServerProbe};
-pub use report::{Context, Report};
+pub use health::{Alert, Level, Status, assess, assess_pgbouncer, utilization};
+pub use model::{
+    Backend, PgBouncerRow, PgBouncerSnapshot, PgBouncerView, PoolSnapshot, QuerySource, QueryStats,
+    ServerSnapshot, ServerView, Thresholds,
+};
+pub use probe::{MONITOR_APPLICATION_NAME, PROBE_STATEMENT_TIMEOUT, PgBouncerProbe, ServerProbe};
+pub use report::{Context, PgBouncerSection, Report};

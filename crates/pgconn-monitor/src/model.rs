@@ -126,6 +126,10 @@ pub struct Thresholds {
     pub idle_share_warning: f64,
     /// A connection idle longer than this is counted and alerted on (5 minutes).
     pub idle_threshold: Duration,
+    /// A PgBouncer client waiting longer than this for a server connection is WARNING (1 s).
+    pub pgbouncer_maxwait_warning: Duration,
+    /// ... and CRITICAL above this (5 s).
+    pub pgbouncer_maxwait_critical: Duration,
 }
 
 impl Default for Thresholds {
@@ -139,6 +143,8 @@ impl Default for Thresholds {
             error_rate_critical: 0.05,
             idle_share_warning: 0.50,
             idle_threshold: Duration::from_secs(300),
+            pgbouncer_maxwait_warning: Duration::from_secs(1),
+            pgbouncer_maxwait_critical: Duration::from_secs(5),
         }
     }
 }
@@ -150,4 +156,42 @@ pub(crate) fn by_state(backends: &[Backend]) -> BTreeMap<String, u32> {
         *counts.entry(backend.state.clone()).or_insert(0) += 1;
     }
     counts
+}
+
+/// One row of a PgBouncer `SHOW` command: PgBouncer's column names, numbers as numbers.
+pub type PgBouncerRow = BTreeMap<String, serde_json::Value>;
+
+/// What PgBouncer's admin console says, from one probe (its own admin pseudo-database left out).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PgBouncerSnapshot {
+    /// `SHOW POOLS`: clients and server connections per database and user.
+    pub pools: Vec<PgBouncerRow>,
+    /// `SHOW STATS`: totals and averages per database.
+    pub stats: Vec<PgBouncerRow>,
+    /// `SHOW DATABASES`: each database's `pool_size` and `reserve_pool`, among others.
+    pub databases: Vec<PgBouncerRow>,
+}
+
+impl PgBouncerSnapshot {
+    /// A numeric column of a row, 0 when absent or not a number.
+    pub fn number(row: &PgBouncerRow, column: &str) -> f64 {
+        row.get(column).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
+    }
+
+    /// A text column of a row, empty when absent.
+    pub fn text<'a>(row: &'a PgBouncerRow, column: &str) -> &'a str {
+        row.get(column).and_then(serde_json::Value::as_str).unwrap_or("")
+    }
+}
+
+/// The outcome of probing PgBouncer's admin console.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PgBouncerView {
+    /// The probe ran.
+    Reached(PgBouncerSnapshot),
+    /// The admin console could not be read.
+    Unreachable {
+        /// What went wrong.
+        message: String,
+    },
 }

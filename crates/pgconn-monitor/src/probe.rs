@@ -7,7 +7,10 @@ use std::time::Duration;
 use pgconn_config::{Settings, Strategy};
 use pgconn_pool::{Error, ErrorKind};
 
-use crate::model::{Backend, QuerySource, QueryStats, ServerSnapshot, ServerView};
+use crate::model::{
+    Backend, PgBouncerRow, PgBouncerSnapshot, PgBouncerView, QuerySource, QueryStats, ServerSnapshot,
+    ServerView,
+};
 
 /// The application name of the monitor's own connection, so it can be told apart.
 pub const MONITOR_APPLICATION_NAME: &str = "pgconn-monitor";
@@ -203,4 +206,112 @@ fn query_stats(client: &mut postgres::Client) -> Result<Option<QueryStats>, post
         errors: rollbacks.max(0) as u64,
         avg_query_time_ms: active_ms.filter(|_| transactions > 0).map(|ms| ms / transactions as f64),
     }))
+}
+
+/// Reads PgBouncer's admin console (`SHOW POOLS`, `SHOW STATS`, `SHOW DATABASES`, simple query protocol
+/// only) as the target's user, who must be in its `admin_users` or `stats_users` (the ini that
+/// `pgconn pgbouncer-ini` renders puts the database user in both). Bounded like [`ServerProbe`].
+pub struct PgBouncerProbe {
+    settings: Settings,
+    client: Option<postgres::Client>,
+    deadline: Duration,
+}
+
+impl PgBouncerProbe {
+    /// A probe of the PgBouncer the settings route through; `None` for the direct strategy.
+    pub fn new(settings: &Settings) -> Option<PgBouncerProbe> {
+        if settings.strategy != Strategy::PgBouncer {
+            return None;
+        }
+        let mut settings = settings.clone();
+        "pgbouncer".clone_into(&mut settings.target.dbname);
+        settings.target.application_name = Some(MONITOR_APPLICATION_NAME.to_owned());
+        let deadline = settings.connect_timeout + PROBE_STATEMENT_TIMEOUT;
+        Some(PgBouncerProbe { settings, client: None, deadline })
+    }
+
+    /// Probes the admin console; never fails: an error is part of the view.
+    pub fn probe(&mut self) -> PgBouncerView {
+        let client = self.client.take();
+        let settings = self.settings.clone();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let spawned = thread::Builder::new().name("pgconn-pgbouncer-probe".into()).spawn(move || {
+            let _ = tx.send(read_pgbouncer(client, &settings));
+        });
+        if let Err(e) = spawned {
+            return PgBouncerView::Unreachable { message: format!("cannot start the probe thread: {e}") };
+        }
+        match rx.recv_timeout(self.deadline) {
+            Ok((client, view)) => {
+                self.client = client;
+                view
+            }
+            Err(_) => PgBouncerView::Unreachable {
+                message: format!("PgBouncer did not answer within {}s", self.deadline.as_secs()),
+            },
+        }
+    }
+}
+
+fn read_pgbouncer(
+    client: Option<postgres::Client>,
+    settings: &Settings,
+) -> (Option<postgres::Client>, PgBouncerView) {
+    let mut client = match client.filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => match pgconn_pool::connect(settings) {
+            Ok(client) => client,
+            Err(e) => {
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                return (None, PgBouncerView::Unreachable { message: format!("{e}{cause}") });
+            }
+        },
+    };
+    let mut show = |what: &str| -> Result<Vec<PgBouncerRow>, postgres::Error> {
+        let messages = client.simple_query(&format!("SHOW {what}"))?;
+        Ok(messages
+            .iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .map(|row| {
+                row.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, column)| (column.name().to_owned(), value(row.get(i))))
+                    .collect::<PgBouncerRow>()
+            })
+            .filter(|row| {
+                PgBouncerSnapshot::text(row, "database") != "pgbouncer"
+                    && PgBouncerSnapshot::text(row, "name") != "pgbouncer"
+            })
+            .collect())
+    };
+    let snapshot = (|| {
+        Ok::<_, postgres::Error>(PgBouncerSnapshot {
+            pools: show("POOLS")?,
+            stats: show("STATS")?,
+            databases: show("DATABASES")?,
+        })
+    })();
+    match snapshot {
+        Ok(snapshot) => (Some(client), PgBouncerView::Reached(snapshot)),
+        Err(e) => {
+            let keep = !client.is_closed();
+            (keep.then_some(client), PgBouncerView::Unreachable { message: describe(&e) })
+        }
+    }
+}
+
+/// A `SHOW` value: a number when it is one, else text; `null` for NULL.
+fn value(text: Option<&str>) -> serde_json::Value {
+    match text {
+        None => serde_json::Value::Null,
+        Some(text) => text
+            .parse::<i64>()
+            .map(serde_json::Value::from)
+            .or_else(|_| text.parse::<f64>().map(serde_json::Value::from))
+            .unwrap_or_else(|_| serde_json::Value::from(text)),
+    }
 }

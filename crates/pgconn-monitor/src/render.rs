@@ -5,8 +5,11 @@ use std::fmt::Write as _;
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::health::{Level, Status};
-use crate::model::QuerySource;
+use crate::model::{PgBouncerRow, PgBouncerSnapshot, QuerySource};
 use crate::report::Report;
+
+/// One sample: its labels and value.
+type Sample<'a> = (Vec<(&'a str, String)>, f64);
 
 const RULE: &str = "======================================================================";
 /// Connections listed in the text report; the rest are counted.
@@ -137,6 +140,41 @@ pub fn text(report: &Report, color: bool) -> String {
             "  Queries: {} ({} errors, avg {:.3}ms), leak warnings: {}\n",
             m.queries, m.query_errors, m.query_ms.mean, m.leak_warnings
         );
+    }
+    if let Some(b) = &report.pgbouncer {
+        let _ = writeln!(out, "PgBouncer:");
+        if let Some(error) = &b.error {
+            let _ = writeln!(out, "  unavailable: {error}");
+        }
+        let n = |row: &PgBouncerRow, column: &str| PgBouncerSnapshot::number(row, column);
+        for pool in &b.pools {
+            let _ = writeln!(
+                out,
+                "  Pool {}/{} ({}): clients {} active, {} waiting; servers {} active, {} idle, {} used; maxwait {:.1}s",
+                PgBouncerSnapshot::text(pool, "database"),
+                PgBouncerSnapshot::text(pool, "user"),
+                PgBouncerSnapshot::text(pool, "pool_mode"),
+                n(pool, "cl_active"),
+                n(pool, "cl_waiting"),
+                n(pool, "sv_active"),
+                n(pool, "sv_idle"),
+                n(pool, "sv_used"),
+                n(pool, "maxwait") + n(pool, "maxwait_us") / 1e6,
+            );
+        }
+        for stats in &b.stats {
+            let _ = writeln!(
+                out,
+                "  Stats {}: {} transactions, {} queries, avg transaction {}, avg query {}, avg wait {}",
+                PgBouncerSnapshot::text(stats, "database"),
+                n(stats, "total_xact_count"),
+                n(stats, "total_query_count"),
+                ms(n(stats, "avg_xact_time") / 1000.0),
+                ms(n(stats, "avg_query_time") / 1000.0),
+                ms(n(stats, "avg_wait_time") / 1000.0),
+            );
+        }
+        out.push('\n');
     }
     let _ = writeln!(out, "{RULE}");
     out
@@ -336,6 +374,46 @@ pub fn prometheus(report: &Report) -> String {
         f.set_metric(vec![metric]);
         histograms.push(f);
     }
+    if let Some(b) = &report.pgbouncer {
+        let numeric = |row: &PgBouncerRow| -> Vec<(String, f64)> {
+            row.iter()
+                .filter_map(|(column, value)| value.as_f64().and_then(|v| prometheus_column(column, v, row)))
+                .collect()
+        };
+        let mut by_name: std::collections::BTreeMap<String, Vec<Sample<'_>>> =
+            std::collections::BTreeMap::new();
+        for pool in &b.pools {
+            let labels = vec![
+                ("database", PgBouncerSnapshot::text(pool, "database").to_owned()),
+                ("user", PgBouncerSnapshot::text(pool, "user").to_owned()),
+            ];
+            for (column, v) in numeric(pool) {
+                by_name
+                    .entry(format!("pgconn_pgbouncer_pools_{column}"))
+                    .or_default()
+                    .push((labels.clone(), v));
+            }
+        }
+        for stats in &b.stats {
+            let labels = vec![("database", PgBouncerSnapshot::text(stats, "database").to_owned())];
+            for (column, v) in numeric(stats) {
+                by_name
+                    .entry(format!("pgconn_pgbouncer_stats_{column}"))
+                    .or_default()
+                    .push((labels.clone(), v));
+            }
+        }
+        for (name, samples) in by_name {
+            let source = if name.contains("_pools_") { "SHOW POOLS" } else { "SHOW STATS" };
+            let help = format!("From PgBouncer's {source} (times in seconds, sizes in bytes).");
+            gauge(&name, &help, samples);
+        }
+        gauge(
+            "pgconn_pgbouncer_up",
+            "Whether PgBouncer's admin console could be read.",
+            vec![(vec![], if b.error.is_none() { 1.0 } else { 0.0 })],
+        );
+    }
     families.extend(counters);
     families.extend(histograms);
     prometheus::TextEncoder::new().encode_to_string(&families).expect("valid metric families")
@@ -378,4 +456,28 @@ fn family(
 /// Milliseconds with the precision that matters: `0.042ms`, `12.3ms`.
 fn ms(value: f64) -> String {
     if value < 10.0 { format!("{value:.3}ms") } else { format!("{value:.1}ms") }
+}
+
+/// A PgBouncer column as a Prometheus metric name and value, in base units and without the suffixes
+/// Prometheus reserves: times (µs) in seconds, byte counts named `_bytes`, `*_count` as plurals, `maxwait`
+/// and `maxwait_us` as one `maxwait_seconds`.
+fn prometheus_column(column: &str, value: f64, row: &PgBouncerRow) -> Option<(String, f64)> {
+    let named = |name: &str, value: f64| Some((name.to_owned(), value));
+    match column {
+        "maxwait_us" => None,
+        "maxwait" => named("maxwait_seconds", value + PgBouncerSnapshot::number(row, "maxwait_us") / 1e6),
+        "total_received" | "total_sent" | "avg_recv" | "avg_sent" => named(&format!("{column}_bytes"), value),
+        _ if column.ends_with("_time") => named(&format!("{column}_seconds"), value / 1e6),
+        _ => match column.strip_suffix("_count") {
+            Some(stem) => named(
+                &match stem.rsplit_once('_') {
+                    Some((prefix, "query")) => format!("{prefix}_queries"),
+                    Some((prefix, "xact")) => format!("{prefix}_transactions"),
+                    _ => format!("{stem}s"),
+                },
+                value,
+            ),
+            None => named(column, value),
+        },
+    }
 }

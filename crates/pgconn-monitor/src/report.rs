@@ -6,8 +6,10 @@ use std::time::SystemTime;
 use pgconn_config::Settings;
 use serde::Serialize;
 
-use crate::health::{Alert, Status, assess, utilization};
-use crate::model::{Backend, PoolSnapshot, QueryStats, ServerView, Thresholds, by_state};
+use crate::health::{Alert, Status, assess, assess_pgbouncer, combine, utilization};
+use crate::model::{
+    Backend, PgBouncerRow, PgBouncerView, PoolSnapshot, QueryStats, ServerView, Thresholds, by_state,
+};
 
 /// What the report is about, beyond the snapshots.
 #[derive(Debug, Clone)]
@@ -70,8 +72,21 @@ pub struct Report {
     pub connections: Vec<Backend>,
     /// The in-process pool, when the report was made from one.
     pub pool: Option<PoolSnapshot>,
-    /// PgBouncer's pools and statistics; not read yet (`null`).
-    pub pgbouncer: Option<serde_json::Value>,
+    /// PgBouncer's pools, statistics and databases, with the pgbouncer strategy; `null` otherwise.
+    pub pgbouncer: Option<PgBouncerSection>,
+}
+
+/// The `pgbouncer` section of a report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PgBouncerSection {
+    /// `SHOW POOLS`, one object per row with PgBouncer's column names.
+    pub pools: Vec<PgBouncerRow>,
+    /// `SHOW STATS`.
+    pub stats: Vec<PgBouncerRow>,
+    /// `SHOW DATABASES`.
+    pub databases: Vec<PgBouncerRow>,
+    /// Why the admin console could not be read, if it could not.
+    pub error: Option<String>,
 }
 
 impl Report {
@@ -121,5 +136,29 @@ impl Report {
             report.connections.clone_from(&s.connections);
         }
         report
+    }
+
+    /// Adds PgBouncer's view: its section and its alerts (the status follows).
+    #[must_use]
+    pub fn with_pgbouncer(mut self, view: &PgBouncerView, thresholds: &Thresholds) -> Report {
+        let alerts = assess_pgbouncer(view, thresholds);
+        self.status = combine(self.status, &alerts);
+        self.alerts.extend(alerts);
+        self.alerts.sort_by_key(|alert| std::cmp::Reverse(alert.level));
+        self.pgbouncer = Some(match view {
+            PgBouncerView::Reached(s) => PgBouncerSection {
+                pools: s.pools.clone(),
+                stats: s.stats.clone(),
+                databases: s.databases.clone(),
+                error: None,
+            },
+            PgBouncerView::Unreachable { message } => PgBouncerSection {
+                pools: Vec::new(),
+                stats: Vec::new(),
+                databases: Vec::new(),
+                error: Some(message.clone()),
+            },
+        });
+        self
     }
 }

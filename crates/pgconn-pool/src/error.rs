@@ -90,6 +90,20 @@ pub enum Error {
         #[source]
         source: Arc<postgres::Error>,
     },
+    /// The statement needs session state, which PgBouncer's transaction (or statement) pooling cannot keep:
+    /// refused before it was sent.
+    #[error(
+        "{what} does not work through PgBouncer in {pool_mode} mode: it would stay on whichever server \
+         connection ran it and leak to other clients; {instead}"
+    )]
+    TransactionMode {
+        /// The construct.
+        what: &'static str,
+        /// PgBouncer's pool mode (`PGBOUNCER_POOL_MODE`).
+        pool_mode: &'static str,
+        /// What to do instead.
+        instead: &'static str,
+    },
     /// The configuration asks for something this build cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -171,7 +185,7 @@ impl Error {
             Error::ConnectFailed { .. } => ErrorKind::ConnectFailed,
             Error::StatementTimeout { .. } => ErrorKind::StatementTimeout,
             Error::ConnectionLost { .. } => ErrorKind::ConnectionLost,
-            Error::Unsupported(_) | Error::Other { .. } => ErrorKind::Other,
+            Error::TransactionMode { .. } | Error::Unsupported(_) | Error::Other { .. } => ErrorKind::Other,
         }
     }
 

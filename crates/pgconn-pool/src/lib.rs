@@ -35,6 +35,7 @@ mod error;
 mod manager;
 mod metrics;
 mod pool;
+mod txmode;
 
 pub use connect::{MAX_ABANDONED, abandoned_connects, connect};
 pub use error::{Error, ErrorKind};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgconn_config::{ConnMaxAge, Settings};
+use pgconn_config::{ConnMaxAge, PoolMode, Settings, Strategy};
 use postgres::types::{ToSql, Type};
 use postgres::{Row, SimpleQueryMessage};
 use serde::Serialize;
@@ -238,8 +238,17 @@ impl PooledConn {
     /// closed on return.
     fn run<T>(
         &mut self,
+        sql: &str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
+        let pgbouncer = &self.shared.settings.pgbouncer;
+        if self.shared.settings.strategy == Strategy::PgBouncer
+            && pgbouncer.pool_mode != PoolMode::Session
+            && let Some((what, instead)) = crate::txmode::mistake(sql)
+        {
+            self.shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::TransactionMode { what, pool_mode: pgbouncer.pool_mode.as_str(), instead });
+        }
         let metrics = Arc::clone(&self.shared.metrics);
         let started = Instant::now();
         let conn = self.conn();
@@ -262,7 +271,7 @@ impl PooledConn {
     /// The server's error, classified ([`Error::StatementTimeout`], [`Error::ConnectionLost`], ...).
     pub fn query(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Vec<Row>, Error> {
         let typed = typed(params);
-        self.run(|client| client.query_typed(sql, &typed))
+        self.run(sql, |client| client.query_typed(sql, &typed))
     }
 
     /// Runs a statement that returns exactly one row.
@@ -271,7 +280,7 @@ impl PooledConn {
     /// As [`PooledConn::query`], and an error when the statement returns no row or several.
     pub fn query_one(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Row, Error> {
         let typed = typed(params);
-        self.run(|client| client.query_typed_one(sql, &typed))
+        self.run(sql, |client| client.query_typed_one(sql, &typed))
     }
 
     /// Runs a statement that returns at most one row.
@@ -280,7 +289,7 @@ impl PooledConn {
     /// As [`PooledConn::query`], and an error when the statement returns several rows.
     pub fn query_opt(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Option<Row>, Error> {
         let typed = typed(params);
-        self.run(|client| client.query_typed_opt(sql, &typed))
+        self.run(sql, |client| client.query_typed_opt(sql, &typed))
     }
 
     /// Runs a statement and returns how many rows it changed.
@@ -289,7 +298,7 @@ impl PooledConn {
     /// As [`PooledConn::query`].
     pub fn execute(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<u64, Error> {
         let typed = typed(params);
-        self.run(|client| client.execute_typed(sql, &typed))
+        self.run(sql, |client| client.execute_typed(sql, &typed))
     }
 
     /// Runs one or more statements with the simple query protocol; values come back as text.
@@ -297,7 +306,7 @@ impl PooledConn {
     /// # Errors
     /// As [`PooledConn::query`].
     pub fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
-        self.run(|client| client.simple_query(sql))
+        self.run(sql, |client| client.simple_query(sql))
     }
 
     /// Runs one or more statements, without parameters or results.
@@ -305,7 +314,7 @@ impl PooledConn {
     /// # Errors
     /// As [`PooledConn::query`].
     pub fn batch_execute(&mut self, sql: &str) -> Result<(), Error> {
-        self.run(|client| client.batch_execute(sql))
+        self.run(sql, |client| client.batch_execute(sql))
     }
 
     /// The `postgres::Client` itself, for transactions, `COPY` and the rest of its API.
@@ -327,7 +336,7 @@ impl PooledConn {
         if let Some(pid) = self.conn_ref().backend_pid {
             return Ok(pid);
         }
-        let pid: i32 = self.run(|client| client.query_typed_one("SELECT pg_backend_pid()", &[]))?.get(0);
+        let pid: i32 = self.run("", |client| client.query_typed_one("SELECT pg_backend_pid()", &[]))?.get(0);
         self.conn().backend_pid = Some(pid);
         Ok(pid)
     }

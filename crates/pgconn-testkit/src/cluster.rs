@@ -8,7 +8,6 @@
 //!
 //! Layout of a cluster directory (mode 0755): `data/` (0700), `socket/` (0755), `postgres.log`.
 
-use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
@@ -645,20 +644,7 @@ impl Cluster {
 
     /// The last lines of `postgres.log` from byte `from` on, for error messages.
     fn log_tail(&self, from: u64) -> String {
-        let read = || -> io::Result<String> {
-            let mut file = File::open(self.log_file())?;
-            file.seek(SeekFrom::Start(from))?;
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        };
-        match read() {
-            Ok(text) => {
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-            }
-            Err(err) => format!("(cannot read the log: {err})"),
-        }
+        log_tail(&self.log_file(), from)
     }
 
     /// Stops the server (if any) and removes the directory; does nothing the second time.
@@ -719,10 +705,12 @@ const TEMP_PREFIX: &str = "pgconn-test-";
 
 /// Removes the clusters that [`Cluster::start_temp`] left in `parent` because the process that started
 /// them died without dropping them (killed by a signal, aborted): `pgconn-test-<pid>-*` directories whose
-/// `<pid>` no longer runs. A postmaster still running on one (its `data/postmaster.pid`, checked with
-/// [`is_postgres_for`]) is stopped first. Directories of running processes are left alone, so this is safe
-/// while other test runs go on. Returns the directories removed; when some could not be removed, the
-/// others still are and the error lists the failures.
+/// `<pid>` no longer runs. A PgBouncer still running in front of one (recorded in a `pgbouncer*/`
+/// directory, see [`stop_pgbouncers_in`](crate::stop_pgbouncers_in)) and a postmaster still running on it
+/// (its `data/postmaster.pid`, checked with [`is_postgres_for`]) are stopped first. Directories of
+/// running processes are left alone, so this is safe while other test runs go on. Returns the
+/// directories removed; when some could not be removed, the others still are and the error lists the
+/// failures.
 ///
 /// `cargo xtask test` calls it for the temporary directory and `/tmp` before and after the tests, so that
 /// an interrupted run leaves no cluster behind.
@@ -767,8 +755,10 @@ pub fn remove_abandoned_clusters(parent: &Path) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// Stops the postmaster still running on the abandoned cluster `dir`, if any, and removes `dir`.
+/// Stops the PgBouncer processes and the postmaster still running on the abandoned cluster `dir`, if
+/// any, and removes `dir`.
 fn remove_abandoned(dir: &Path) -> Result<()> {
+    crate::pgbouncer::stop_pgbouncers_in(dir)?;
     let data_dir = dir.join("data");
     let postmaster = fs::read_to_string(data_dir.join("postmaster.pid"))
         .ok()
@@ -794,6 +784,24 @@ fn temp_cluster_dir(parent: &Path) -> PathBuf {
     parent.join(format!("{TEMP_PREFIX}{}-{n}-{nanos}", std::process::id()))
 }
 
+/// The last lines of the log file `path` from byte `from` on, for error messages.
+pub(crate) fn log_tail(path: &Path, from: u64) -> String {
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(from))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        }
+        Err(err) => format!("(cannot read the log: {err})"),
+    }
+}
+
 /// Sends `SIGCONT` to every child of `pid` (a postmaster's backends and auxiliary processes), so that one
 /// a test stopped with `SIGSTOP` does not hold up the shutdown. Best effort: errors are ignored.
 fn resume_children(pid: u32) {
@@ -817,7 +825,7 @@ fn parent_pid(stat: &str) -> Option<u32> {
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (bind port 0, read the port, let go).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener =
         TcpListener::bind(("127.0.0.1", 0)).context("cannot bind 127.0.0.1:0 to find a free port")?;
     Ok(listener.local_addr().context("cannot read the address of a bound socket")?.port())
@@ -838,7 +846,7 @@ fn password() -> Result<String> {
 }
 
 /// Percent-encodes every byte except the URL-unreserved `A-Z a-z 0-9 - . _ ~`.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for &byte in text.as_bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -853,20 +861,7 @@ fn percent_encode(text: &str) -> String {
 /// Whether `pid` is a live (not zombie) `postgres` process whose command line names `data_dir`: the only
 /// check that makes signalling a pid read from a file safe.
 pub fn is_postgres_for(pid: u32, data_dir: &Path) -> bool {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let Ok(stat) = fs::read_to_string(proc.join("stat")) else { return false };
-    // `pid (comm) S ...`: the state follows the last `)`.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    if matches!(state, None | Some("Z" | "X")) {
-        return false;
-    }
-    let Ok(cmdline) = fs::read(proc.join("cmdline")) else { return false };
-    let mut args = cmdline.split(|&b| b == 0).map(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes);
-    let is_postgres = args
-        .next()
-        .and_then(|program| Path::new(program).file_name())
-        .is_some_and(|name| name == "postgres" || name == "postmaster");
-    is_postgres && args.any(|arg| Path::new(arg) == data_dir)
+    crate::process::runs_with_arg(pid, &["postgres", "postmaster"], data_dir)
 }
 
 #[cfg(test)]

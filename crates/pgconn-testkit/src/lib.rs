@@ -24,6 +24,23 @@
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user
 //! ([`ServerUser`]); as a normal user it runs as that user.
 //!
+//! A real PgBouncer goes in front of a cluster with [`PgBouncer::in_front_of`], configured by the
+//! `pgbouncer.ini` that `pgconn pgbouncer-ini` renders (the caller names the `pgconn` binary; `cargo
+//! xtask test` exports its path as [`PGCONN_BIN_VAR`]). PgBouncer runs as the same user as the server:
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use pgconn_testkit::{Cluster, ClusterOptions, PgBouncer, PgBouncerOptions};
+//!
+//! let cluster = Cluster::start_temp(&ClusterOptions::default())?;
+//! let pgconn = Path::new("target/debug/pgconn");
+//! let env = [("PGBOUNCER_DEFAULT_POOL_SIZE", "5")];
+//! let mut bouncer = PgBouncer::in_front_of(&cluster, pgconn, &env, &PgBouncerOptions::default())?;
+//! let url = bouncer.info().database_url(); // pgconn_app through PgBouncer
+//! bouncer.restart()?; // same port: `url` still points at it
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
 //! This is test infrastructure, not part of pgconn: it returns [`anyhow::Error`]s (the caller only reports
 //! them), uses `unsafe` for `kill(2)` in [`signal`], and prints nothing unless asked to
 //! ([`ClusterOptions::progress`]); only a failure to clean up while dropping, which cannot be returned, is
@@ -31,6 +48,7 @@
 
 mod cluster;
 mod host;
+mod pgbouncer;
 mod process;
 pub mod signal;
 
@@ -42,4 +60,8 @@ pub use host::{ServerUser, find_bindir};
 /// The signal numbers for [`signal::kill`] and the other libc items of this crate's interface.
 #[doc(no_inline)]
 pub use libc;
+pub use pgbouncer::{
+    AUTH_FILE, INI_FILE, LOG_FILE, PGBOUNCER_STOP, PGCONN_BIN_VAR, PID_FILE, PgBouncer, PgBouncerInfo,
+    PgBouncerOptions, find_pgbouncer, is_pgbouncer_for, stop_pgbouncers_in,
+};
 pub use process::{GuardedChild, Interrupted, StopStep, stop_pid};

@@ -4,9 +4,13 @@
 //! Stopping is a list of [`StopStep`]s (a signal, then a wait for the process to exit) that always ends
 //! with `SIGKILL`. A process that has already exited is only reaped, never signalled.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::fs;
 use std::io;
 use std::iter;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -132,6 +136,29 @@ impl Drop for GuardedChild {
 pub fn stop_pid(pid: u32, stop: &[StopStep], still_ours: impl Fn() -> bool) -> Result<()> {
     escalate(stop, |sig| if still_ours() { signal::kill(pid, sig) } else { Ok(()) }, || Ok(!still_ours()))
         .with_context(|| format!("cannot stop pid {pid}"))
+}
+
+/// Whether `pid` is a live (not zombie) process of one of the `programs` (by file name) whose command
+/// line has `arg` as one of its arguments: the only check that makes signalling a pid read from a file
+/// safe.
+pub(crate) fn runs_with_arg(pid: u32, programs: &[&str], arg: &Path) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let proc = Path::new("/proc").join(pid.to_string());
+    let Ok(stat) = fs::read_to_string(proc.join("stat")) else { return false };
+    // `pid (comm) S ...`: the state follows the last `)`.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    if matches!(state, None | Some("Z" | "X")) {
+        return false;
+    }
+    let Ok(cmdline) = fs::read(proc.join("cmdline")) else { return false };
+    let mut args = cmdline.split(|&b| b == 0).map(OsStr::from_bytes);
+    let is_program = args
+        .next()
+        .and_then(|program| Path::new(program).file_name())
+        .is_some_and(|name| programs.iter().any(|program| name == *program));
+    is_program && args.any(|candidate| Path::new(candidate) == arg)
 }
 
 /// Sends each step's signal and waits for `exited`; ends with SIGKILL.

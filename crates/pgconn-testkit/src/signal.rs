@@ -1,14 +1,18 @@
-//! The few libc calls the testkit needs, each behind a safe function.
+//! The few libc calls the testkit needs, each behind a safe function: signals, the effective user, and
+//! the limit on open files.
 //!
 //! Public so that tests can signal the processes of their own clusters (for example `SIGSTOP` and
 //! `SIGCONT` to a backend whose pid `pg_backend_pid()` returned); the signal numbers are in
 //! [`libc`](https://docs.rs/libc), re-exported as `pgconn_testkit::libc`.
 
 // `unsafe` is confined to this module: libc's functions are foreign functions and so unsafe to call by
-// definition. The ones here take and return plain integers; no memory of ours is involved.
+// definition. The ones here take and return plain integers or fill a struct we own; `pre_exec` is unsafe
+// because its closure runs between fork and exec.
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::process::Command;
 
 /// Sends `signal` to the single process `pid`.
 ///
@@ -42,6 +46,35 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// This process's limits on open file descriptors (`RLIMIT_NOFILE`): `(soft, hard)`. A child inherits
+/// both; [`raise_nofile_limit`] lifts a child's soft limit to the hard one.
+pub fn nofile_limits() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit(2) writes one `rlimit` into the struct we own, which outlives the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) };
+    if rc == 0 { Ok((limit.rlim_cur, limit.rlim_max)) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Makes the program that `cmd` runs start with its soft limit on open file descriptors raised to its
+/// hard limit (`ulimit -n $(ulimit -Hn)`), as PgBouncer needs for more than about 1000 clients. Set in
+/// the child after it switched user, which may always raise its soft limit up to the hard one. Best
+/// effort: when the kernel refuses (a hard limit of "unlimited" above `fs.nr_open`), the child starts
+/// with the limit it inherited.
+pub fn raise_nofile_limit(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec. It allocates nothing, takes no lock and
+    // calls only getrlimit(2) and setrlimit(2), which are async-signal-safe, on a struct on its stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +94,20 @@ mod tests {
     #[test]
     fn signal_zero_probes_our_own_process() {
         kill(std::process::id(), 0).expect("this process exists");
+    }
+
+    #[test]
+    fn a_child_gets_the_hard_limit_on_open_files() {
+        let (_, hard) = nofile_limits().expect("getrlimit works");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -n"]);
+        raise_nofile_limit(&mut cmd);
+        let out = cmd.output().expect("sh runs");
+        let soft = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let expected = if hard == libc::RLIM_INFINITY { "unlimited".to_owned() } else { hard.to_string() };
+        // A hard limit of "unlimited" cannot always be the soft one; then the inherited one stays.
+        if hard != libc::RLIM_INFINITY {
+            assert_eq!(soft, expected);
+        }
     }
 }

@@ -146,6 +146,9 @@ fn the_password_is_never_printed() {
 fn ignored_pgbouncer_variables_are_warned_about() {
     let run = pgconn(&["config"], &[("DATABASE_URL", "postgresql://app@db/app"), ("PGBOUNCER_HOST", "pgb")]);
     assert_eq!(run.code, 0);
-    assert_eq!(run.stderr, "pgconn: warn: PGBOUNCER_HOST set but USE_PGBOUNCER is not true: ignored\n");
+    assert_eq!(
+        run.stderr,
+        "pgconn: warn: PGBOUNCER_HOST set but USE_PGBOUNCER is not true: the pool connects to PostgreSQL directly\n"
+    );
     assert!(run.stdout.starts_with("strategy            direct\n"), "{}", run.stdout);
 }

@@ -4,6 +4,7 @@
 mod config;
 mod load;
 mod monitor;
+mod pgbouncer;
 
 use std::process::Command;
 

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use pgconn_monitor::{Level, PoolSnapshot, QuerySource, QueryStats, ServerView, Status, Thresholds, assess};
+use pgconn_monitor::{
+    Level, PgBouncerRow, PgBouncerSnapshot, PgBouncerView, PoolSnapshot, QuerySource, QueryStats, ServerView,
+    Status, Thresholds, assess, assess_pgbouncer,
+};
 use pgconn_pool::{PoolMetrics, PoolState};
 
 use crate::{backend, server};
@@ -136,4 +139,46 @@ fn pool_alerts() {
     let (status, alerts) = assess(None, Some(&leaking), &Thresholds::default());
     assert_eq!(status, Status::Warning);
     assert!(alerts[0].message.contains("src/handler.rs:10:5"), "{}", alerts[0].message);
+}
+
+/// A PgBouncer view with one pool row (numbers from `pool`) and its database's limits.
+pub(crate) fn pgbouncer(pool: &[(&str, f64)], pool_size: f64, reserve: f64) -> PgBouncerView {
+    let mut row: PgBouncerRow = pool.iter().map(|(k, v)| ((*k).to_owned(), serde_json::json!(v))).collect();
+    row.insert("database".into(), "app".into());
+    row.insert("user".into(), "app".into());
+    row.insert("pool_mode".into(), "transaction".into());
+    let database: PgBouncerRow = [
+        ("name".to_owned(), serde_json::json!("app")),
+        ("pool_size".to_owned(), serde_json::json!(pool_size)),
+        ("reserve_pool".to_owned(), serde_json::json!(reserve)),
+    ]
+    .into_iter()
+    .collect();
+    PgBouncerView::Reached(PgBouncerSnapshot { pools: vec![row], stats: vec![], databases: vec![database] })
+}
+
+#[track_caller]
+fn check_pgbouncer(view: &PgBouncerView, alerts: &[(Level, &str)]) {
+    let actual: Vec<(Level, &str)> =
+        assess_pgbouncer(view, &Thresholds::default()).iter().map(|a| (a.level, a.metric)).collect();
+    assert_eq!(actual, alerts);
+}
+
+#[test]
+fn pgbouncer_alerts() {
+    check_pgbouncer(&pgbouncer(&[("cl_active", 10.0), ("sv_active", 5.0), ("sv_idle", 5.0)], 25.0, 5.0), &[]);
+    check_pgbouncer(&pgbouncer(&[("cl_waiting", 3.0)], 25.0, 5.0), &[(Level::Warning, "pgbouncer_waiting")]);
+    check_pgbouncer(
+        &pgbouncer(&[("maxwait", 1.0), ("maxwait_us", 500_000.0)], 25.0, 5.0),
+        &[(Level::Warning, "pgbouncer_maxwait")],
+    );
+    check_pgbouncer(&pgbouncer(&[("maxwait", 6.0)], 25.0, 5.0), &[(Level::Critical, "pgbouncer_maxwait")]);
+    check_pgbouncer(
+        &pgbouncer(&[("sv_active", 25.0), ("sv_used", 3.0), ("sv_login", 2.0)], 25.0, 5.0),
+        &[(Level::Warning, "pgbouncer_pool_full")],
+    );
+    check_pgbouncer(
+        &PgBouncerView::Unreachable { message: "connection refused".into() },
+        &[(Level::Warning, "pgbouncer")],
+    );
 }

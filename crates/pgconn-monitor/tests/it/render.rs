@@ -185,3 +185,47 @@ fn a_pool_section_in_text_and_json() {
     assert_eq!(json["pool"]["max_size"], 10);
     assert_eq!(json["pool"]["checkouts"], 42);
 }
+
+#[test]
+fn a_pgbouncer_section_in_every_format() {
+    let mut view = crate::health::pgbouncer(
+        &[
+            ("cl_active", 7.0),
+            ("cl_waiting", 2.0),
+            ("sv_active", 5.0),
+            ("maxwait", 0.0),
+            ("maxwait_us", 250_000.0),
+        ],
+        25.0,
+        5.0,
+    );
+    if let pgconn_monitor::PgBouncerView::Reached(s) = &mut view {
+        s.stats = vec![
+            [
+                ("database", serde_json::json!("app")),
+                ("total_xact_count", serde_json::json!(1000)),
+                ("avg_query_time", serde_json::json!(250)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        ];
+    }
+    let report = Report::new(&context(), Some(&server(15, 100, vec![])), None, at())
+        .with_pgbouncer(&view, &Thresholds::default());
+    assert_eq!(report.status, pgconn_monitor::Status::Warning);
+    let json: serde_json::Value = serde_json::from_str(&render::json(&report, false)).unwrap();
+    assert_eq!(json["pgbouncer"]["pools"][0]["cl_waiting"], 2.0);
+    assert_eq!(json["pgbouncer"]["stats"][0]["total_xact_count"], 1000);
+    assert_eq!(json["alerts"][0]["metric"], "pgbouncer_waiting");
+    let text = render::text(&report, false);
+    assert!(text.contains("PgBouncer:\n  Pool app/app (transaction): clients 7 active, 2 waiting; servers 5 active, 0 idle, 0 used; maxwait 0.2s\n  Stats app: 1000 transactions, 0 queries, avg transaction 0.000ms, avg query 0.250ms"), "{text}");
+    let metrics = render::prometheus(&report);
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str| scrape.samples.iter().find(|s| s.metric == name).map(|s| s.value.clone());
+    assert_eq!(value("pgconn_pgbouncer_pools_cl_waiting"), Some(Value::Gauge(2.0)));
+    assert_eq!(value("pgconn_pgbouncer_pools_maxwait_seconds"), Some(Value::Gauge(0.25)));
+    assert_eq!(value("pgconn_pgbouncer_stats_total_transactions"), Some(Value::Gauge(1000.0)));
+    assert_eq!(value("pgconn_pgbouncer_stats_avg_query_time_seconds"), Some(Value::Gauge(0.00025)));
+    assert_eq!(value("pgconn_pgbouncer_up"), Some(Value::Gauge(1.0)));
+}

@@ -1,0 +1,173 @@
+//! What PgBouncer's transaction mode cannot do, caught before it is sent where pgconn can see it.
+//!
+//! In transaction mode each transaction may run on a different server connection, and a server connection
+//! serves other clients in between. Session state set by one client (a `SET`, a `LISTEN`, a session
+//! advisory lock, an SQL `PREPARE`, a `WITH HOLD` cursor) stays on whichever server connection ran it:
+//! lost for that client, leaked to the next. The check looks at the statement's leading keywords and for
+//! the session advisory-lock functions, outside quotes and comments; it is a guard against the common
+//! mistakes, not a parser.
+
+/// The mistake in `sql`, if it is one transaction pooling cannot honour: `(what, what to do instead)`.
+pub(crate) fn mistake(sql: &str) -> Option<(&'static str, &'static str)> {
+    let code = strip(sql);
+    for statement in code.split(';') {
+        let words: Vec<&str> = statement.split_whitespace().take(3).collect();
+        let first = words.first().map(|w| w.to_ascii_lowercase());
+        let second = words.get(1).map(|w| w.to_ascii_lowercase());
+        match (first.as_deref(), second.as_deref()) {
+            (Some("set"), Some("local" | "transaction" | "constraints")) => {}
+            (Some("set"), _) => {
+                return Some((
+                    "a session-level SET",
+                    "use SET LOCAL inside a transaction, or set it for every server connection in \
+                     pgbouncer.ini (connect_query)",
+                ));
+            }
+            (Some("listen"), _) => {
+                return Some((
+                    "LISTEN",
+                    "notifications need a session of their own: open a dedicated connection to PostgreSQL \
+                     (pgconn_pool::connect with the direct settings)",
+                ));
+            }
+            (Some("prepare"), _) => {
+                return Some((
+                    "an SQL PREPARE",
+                    "let the pool's query API send unnamed statements, or prepare inside a transaction and \
+                     DEALLOCATE before it ends",
+                ));
+            }
+            (Some("declare"), _) if statement.to_ascii_lowercase().contains("with hold") => {
+                return Some(("a WITH HOLD cursor", "use a cursor without HOLD inside a transaction"));
+            }
+            _ => {}
+        }
+    }
+    let lower = code.to_ascii_lowercase();
+    let session_locks = [
+        "pg_advisory_lock",
+        "pg_try_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_try_advisory_lock_shared",
+    ];
+    if session_locks.iter().any(|f| contains_call(&lower, f)) {
+        return Some((
+            "a session-level advisory lock",
+            "use pg_advisory_xact_lock (released at the end of the transaction) inside a transaction",
+        ));
+    }
+    None
+}
+
+/// `sql` without comments and with the contents of quoted strings and identifiers blanked, so that
+/// keywords inside them are not mistaken for code.
+fn strip(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '-' if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                out.push(' ');
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+                out.push(' ');
+            }
+            '\'' | '"' => {
+                for inner in chars.by_ref() {
+                    if inner == c {
+                        break;
+                    }
+                }
+                out.push_str(" x ");
+            }
+            '$' => {
+                // A dollar-quoted string: $tag$ ... $tag$.
+                let mut tag = String::from("$");
+                while let Some(&next) = chars.peek() {
+                    chars.next();
+                    tag.push(next);
+                    if next == '$' {
+                        break;
+                    }
+                    if !(next.is_alphanumeric() || next == '_') {
+                        break;
+                    }
+                }
+                if tag.len() >= 2 && tag.ends_with('$') {
+                    let mut body = String::new();
+                    for c in chars.by_ref() {
+                        body.push(c);
+                        if body.ends_with(&tag) {
+                            break;
+                        }
+                    }
+                    out.push_str(" x ");
+                } else {
+                    out.push_str(&tag);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `code` calls `function` (the name followed by `(`, not part of a longer name).
+fn contains_call(code: &str, function: &str) -> bool {
+    code.match_indices(function).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + function.len()..].trim_start().chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after == Some('(')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mistake;
+
+    #[track_caller]
+    fn check(sql: &str, expected: Option<&str>) {
+        assert_eq!(mistake(sql).map(|(what, _)| what), expected, "{sql}");
+    }
+
+    #[test]
+    fn session_state_is_caught() {
+        check("SET statement_timeout = 0", Some("a session-level SET"));
+        check("  set search_path to app", Some("a session-level SET"));
+        check("SET SESSION work_mem = '1GB'", Some("a session-level SET"));
+        check("BEGIN; SET work_mem = '1GB'; COMMIT", Some("a session-level SET"));
+        check("LISTEN jobs", Some("LISTEN"));
+        check("PREPARE q AS SELECT 1", Some("an SQL PREPARE"));
+        check("DECLARE c CURSOR WITH HOLD FOR SELECT 1", Some("a WITH HOLD cursor"));
+        check("SELECT pg_advisory_lock(42)", Some("a session-level advisory lock"));
+        check("select pg_try_advisory_lock (1, 2)", Some("a session-level advisory lock"));
+    }
+
+    #[test]
+    fn transaction_scoped_and_quoted_text_is_not() {
+        check("SET LOCAL statement_timeout = 0", None);
+        check("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", None);
+        check("SELECT pg_advisory_xact_lock(42)", None);
+        check("SELECT 'SET x = 1; LISTEN y; pg_advisory_lock(1)'", None);
+        check("SELECT $$ SET a = 1 $$, $t$ pg_advisory_lock(1) $t$", None);
+        check("-- SET x = 1\nSELECT 1", None);
+        check("/* LISTEN x */ SELECT \"pg_advisory_lock\"", None);
+        check("SELECT my_pg_advisory_lock(1)", None);
+        check("DECLARE c CURSOR FOR SELECT 1", None);
+        check("UPDATE settings SET value = 1", None);
+        check("SELECT 1", None);
+    }
+}
