@@ -14,6 +14,7 @@ mod ci;
 mod db;
 mod monitor_task;
 mod process;
+mod scale;
 mod test_task;
 
 use std::ffi::OsString;
@@ -32,6 +33,7 @@ tasks:
   db start|stop|status|env    a development PostgreSQL and PgBouncer under target/pgconn-db/
   ci                          fmt, clippy, test, doc: what CI runs
   monitor [ARGS...]           `pgconn monitor ARGS` against DATABASE_URL, or the development database
+  scale [--quick]             connect-per-request vs PgBouncer at 150 / 1000 / 5000 clients on max_connections = 100
 ";
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn run(args: &[String]) -> Result<u8> {
         "db" => db::run(rest),
         "ci" if rest.is_empty() => ci::run(),
         "monitor" => monitor_task::run(rest),
+        "scale" => scale::run(rest),
         _ => {
             eprintln!("xtask: unknown task `{}`\n", args.join(" "));
             eprint!("{TASKS}");
@@ -98,9 +101,21 @@ pub(crate) fn pgconn_bin() -> PathBuf {
 /// Builds the `pgconn` binary (`cargo build -p pgconn-cli`, debug) and returns its absolute path
 /// ([`pgconn_bin`]).
 pub(crate) fn build_pgconn() -> Result<PathBuf> {
-    eprintln!("xtask: cargo build -p pgconn-cli");
+    build_pgconn_profile(false)
+}
+
+/// Builds `pgconn` in the release profile, for measurements; returns its absolute path.
+pub(crate) fn build_pgconn_release() -> Result<PathBuf> {
+    build_pgconn_profile(true)
+}
+
+fn build_pgconn_profile(release: bool) -> Result<PathBuf> {
+    eprintln!("xtask: cargo build -p pgconn-cli{}", if release { " --release" } else { "" });
     let mut cmd = Command::new(cargo());
     cmd.args(["build", "--package", "pgconn-cli"]).current_dir(workspace_root());
+    if release {
+        cmd.arg("--release");
+    }
     let status = process::run(&mut cmd, "cargo build -p pgconn-cli")?;
     if !status.success() {
         bail!(
@@ -108,7 +123,11 @@ pub(crate) fn build_pgconn() -> Result<PathBuf> {
              configuration"
         );
     }
-    let bin = pgconn_bin();
+    let bin = if release {
+        pgconn_bin().with_file_name("").parent().map_or_else(pgconn_bin, |t| t.join("release").join("pgconn"))
+    } else {
+        pgconn_bin()
+    };
     if !bin.is_file() {
         bail!(
             "cargo build -p pgconn-cli succeeded but {} does not exist; if a cargo configuration sets \

@@ -31,6 +31,9 @@ pub(crate) struct LoadArgs {
     /// Run for this many seconds instead of a number of requests.
     #[arg(long)]
     duration: Option<f64>,
+    /// Seconds of requests before the measurement starts (not counted; lets the pool fill up).
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// The statement each request runs (no parameters).
     #[arg(long, default_value = "SELECT 1")]
     query: String,
@@ -72,6 +75,10 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         && !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0)
     {
         eprintln!("--duration must be a number of seconds above 0 and at most 86400, got {seconds}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    if !(args.warmup.is_finite() && (0.0..=3600.0).contains(&args.warmup)) {
+        eprintln!("--warmup must be a number of seconds from 0 to 3600, got {}", args.warmup);
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     let pool = match Pool::new(&settings) {
@@ -125,11 +132,11 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             .context("cannot start the request threads")?;
         handles.push(handle);
     }
+    let start = Instant::now() + Duration::from_secs_f64(args.warmup);
     let budget = match (args.requests, args.duration) {
-        (_, Some(seconds)) => Budget::Until(Instant::now() + Duration::from_secs_f64(seconds)),
+        (_, Some(seconds)) => Budget::Until(start + Duration::from_secs_f64(seconds)),
         (requests, None) => Budget::Requests(requests.unwrap_or(DEFAULT_REQUESTS)),
     };
-    let start = Instant::now();
     let _ = start_slot.set((start, budget));
     barrier.wait();
     let reporter = progress.spawn_reporter(start);
@@ -163,6 +170,11 @@ fn request_loop(
     };
     loop {
         let began = Instant::now();
+        if began < start {
+            // Warming up: the request runs, nothing is counted.
+            let _ = request(query);
+            continue;
+        }
         match budget {
             Budget::Requests(total) if claimed.fetch_add(1, Ordering::Relaxed) >= total => break,
             Budget::Until(deadline) if began >= deadline => break,
