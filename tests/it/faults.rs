@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pgconn_config::Settings;
 use pgconn_pool::{ErrorKind, Pool};
-use pgconn_tests::{ClusterOptions, ShutdownMode, private_cluster};
+use pgconn_tests::{ClusterOptions, ShutdownMode, private_cluster, private_pgbouncer};
 
 /// What one request saw: when it started, how long it took, and its error kind if it failed.
 type Outcome = (Instant, Duration, Option<ErrorKind>);
@@ -99,4 +99,179 @@ fn a_fast_restart_mid_load_recovers_within_a_second() {
 #[test]
 fn an_immediate_restart_mid_load_recovers_within_a_second() {
     restart_mid_load(ShutdownMode::Immediate);
+}
+
+/// Builds a pool for `url` with `extra` settings.
+#[track_caller]
+fn pool_for(url: &str, extra: &[(&str, &str)]) -> Pool {
+    let mut vars = vec![("DATABASE_URL".to_owned(), url.to_owned())];
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Pool::new(&Settings::from_vars(vars).unwrap()).unwrap()
+}
+
+#[test]
+fn terminating_every_pooled_connection_mid_load_costs_at_most_one_request_each() {
+    let app = "pgconn_it_fault_terminate";
+    let url = format!("{}?application_name={app}", pgconn_tests::database_url());
+    let pool = pool_for(&url, &[("DB_POOL_MAX_SIZE", "4")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handles, outcomes) = load(&pool, 4, &stop);
+    let mut terminated = 0_i64;
+    for _ in 0..2 {
+        thread::sleep(Duration::from_millis(400));
+        terminated += pgconn_tests::admin()
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .unwrap()
+            .get::<_, i64>(0);
+    }
+    thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap();
+    let failed: Vec<ErrorKind> = outcomes.iter().filter_map(|(_, _, e)| *e).collect();
+    assert!(terminated >= 2, "nothing was terminated");
+    assert!(
+        failed.len() as i64 <= terminated,
+        "{} failures for {terminated} terminated connections",
+        failed.len()
+    );
+    assert!(failed.iter().all(|k| *k == ErrorKind::ConnectionLost), "{failed:?}");
+    let last = outcomes.iter().rev().take(50).filter(|(_, _, e)| e.is_some()).count();
+    assert_eq!(last, 0, "the pool serves normally afterwards");
+}
+
+#[test]
+fn an_unresolvable_host_fails_at_once() {
+    let settings = Settings::from_vars([
+        ("DATABASE_URL", "postgresql://app@no-such-host.invalid/app"),
+        ("DB_CONNECT_TIMEOUT", "5"),
+    ])
+    .unwrap();
+    let started = Instant::now();
+    let error = Pool::new(&settings).err().expect("no pool for a host that does not resolve");
+    assert_eq!(error.kind(), ErrorKind::ConnectFailed, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        error.to_string().starts_with("cannot connect to app@no-such-host.invalid:5432/app: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_full_server_is_reported_as_such_and_the_pool_grows_back_when_slots_free() {
+    // 20 slots, 3 reserved for superusers: 17 for the application role.
+    let cluster = private_cluster(&ClusterOptions::default().setting("max_connections", "20"));
+    let pool = pool_for(
+        &cluster.info().database_url(),
+        &[("DB_POOL_MAX_SIZE", "5"), ("DB_POOL_MIN_IDLE", "0"), ("DB_POOL_TIMEOUT", "1000")],
+    );
+    let held: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+    drop(held);
+    // Other clients take every remaining slot.
+    let others_url = cluster.info().database_url().replace("/pgconn_test", "/postgres");
+    let mut others: Vec<postgres::Client> = (0..14)
+        .map(|_| {
+            let mut config: postgres::Config = others_url.parse().unwrap();
+            config.connect_timeout(Duration::from_secs(10));
+            config.connect(postgres::NoTls).unwrap()
+        })
+        .collect();
+    let mut ours: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+    let started = Instant::now();
+    let error = pool.get().err().expect("the server is full");
+    assert_eq!(error.kind(), ErrorKind::TooManyClients, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    // The pool's own connections keep serving.
+    for conn in &mut ours {
+        conn.query("SELECT 1", &[]).unwrap();
+    }
+    // Slots free up: the pool grows again.
+    others.truncate(9);
+    let grown: Vec<_> = (0..2).map(|_| pool.get().unwrap()).collect();
+    assert_eq!(pool.state().size, 5);
+    drop((ours, grown, others));
+}
+
+#[test]
+fn pgbouncer_restart_and_pause_mid_load() {
+    let cluster = private_cluster(&ClusterOptions::default());
+    let mut bouncer = private_pgbouncer(&cluster, &[]);
+    let settings = Settings::from_vars([
+        ("DATABASE_URL", cluster.info().database_url()),
+        ("USE_PGBOUNCER", "true".to_owned()),
+        ("PGBOUNCER_URL", bouncer.info().database_url()),
+        ("DB_CONNECT_TIMEOUT", "2".to_owned()),
+        ("DB_POOL_TIMEOUT", "1000".to_owned()),
+        ("DB_POOL_MAX_SIZE", "4".to_owned()),
+    ])
+    .unwrap();
+    let pool = Pool::new(&settings).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handles, outcomes) = load(&pool, 4, &stop);
+
+    // PAUSE holds new transactions until RESUME: requests wait, none fails.
+    thread::sleep(Duration::from_millis(300));
+    let mut admin: postgres::Config = bouncer.info().admin_url().parse().unwrap();
+    admin.connect_timeout(Duration::from_secs(10));
+    let mut admin = admin.connect(postgres::NoTls).unwrap();
+    let paused = Instant::now();
+    admin.simple_query("PAUSE").unwrap();
+    thread::sleep(Duration::from_millis(800));
+    admin.simple_query("RESUME").unwrap();
+    let resumed = Instant::now();
+    drop(admin);
+    thread::sleep(Duration::from_millis(500));
+
+    // A restart: bounded failures, then every request succeeds again.
+    let down = Instant::now();
+    bouncer.restart().unwrap();
+    let back = Instant::now();
+    thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap();
+    let bound = settings.pool.checkout_timeout + settings.connect_timeout + Duration::from_millis(500);
+    for &(started, took, error) in outcomes.iter() {
+        assert!(took < bound, "a request took {took:?}");
+        if let Some(kind) = error {
+            assert!(
+                started >= resumed && started >= down.checked_sub(bound).unwrap(),
+                "{kind} outside the restart"
+            );
+            assert!(
+                started < back + Duration::from_secs(1),
+                "{kind} {:?} after PgBouncer was back",
+                started - back
+            );
+        }
+    }
+    let during_pause = outcomes.iter().filter(|(s, _, _)| *s >= paused && *s < resumed).count();
+    assert!(during_pause > 0, "no request ran during the pause");
+    assert!(outcomes.iter().filter(|(s, _, _)| *s > back + Duration::from_secs(1)).count() > 100);
+}
+
+#[test]
+fn leaked_connections_time_out_checkouts_and_are_named() {
+    let pool = pool_for(
+        &pgconn_tests::database_url(),
+        &[("DB_POOL_MAX_SIZE", "2"), ("DB_POOL_TIMEOUT", "300"), ("DB_POOL_LEAK_THRESHOLD", "200")],
+    );
+    let (first, first_line) = (pool.get().unwrap(), line!());
+    let (second, second_line) = (pool.get().unwrap(), line!());
+    let error = pool.get().err().expect("both connections leaked");
+    assert_eq!(error.kind(), ErrorKind::PoolTimeout, "{error}");
+    thread::sleep(Duration::from_millis(300));
+    let mut locations: Vec<String> = pool.suspected_leaks().into_iter().map(|leak| leak.location).collect();
+    locations.sort();
+    assert_eq!(locations.len(), 2);
+    assert!(locations[0].starts_with(&format!("tests/it/faults.rs:{first_line}:")), "{locations:?}");
+    assert!(locations[1].starts_with(&format!("tests/it/faults.rs:{second_line}:")), "{locations:?}");
+    drop((first, second));
 }

@@ -315,3 +315,26 @@ fn value(text: Option<&str>) -> serde_json::Value {
             .unwrap_or_else(|_| serde_json::Value::from(text)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::value;
+
+    proptest! {
+        /// Whatever PgBouncer's admin console sends, reading a value never panics, numbers come back as
+        /// numbers and anything else as the same text.
+        #[test]
+        fn any_admin_console_value_is_read(text in any::<Option<String>>(), n in any::<i64>(), x in -1e12_f64..1e12) {
+            let read = value(text.as_deref());
+            match &text {
+                None => prop_assert!(read.is_null()),
+                Some(t) if t.parse::<f64>().is_err() => prop_assert_eq!(read.as_str(), Some(t.as_str())),
+                Some(_) => prop_assert!(read.is_number() || read.is_null()),
+            }
+            prop_assert_eq!(value(Some(&n.to_string())).as_i64(), Some(n));
+            prop_assert_eq!(value(Some(&x.to_string())).as_f64(), Some(x));
+        }
+    }
+}

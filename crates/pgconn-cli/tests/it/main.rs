@@ -5,6 +5,7 @@ mod config;
 mod load;
 mod monitor;
 mod pgbouncer;
+mod secrets;
 
 use std::process::Command;
 
