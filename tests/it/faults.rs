@@ -136,7 +136,7 @@ fn terminating_every_pooled_connection_mid_load_costs_at_most_one_request_each()
     let failed: Vec<ErrorKind> = outcomes.iter().filter_map(|(_, _, e)| *e).collect();
     assert!(terminated >= 2, "nothing was terminated");
     assert!(
-        failed.len() as i64 <= terminated,
+        i64::try_from(failed.len()).unwrap() <= terminated,
         "{} failures for {terminated} terminated connections",
         failed.len()
     );

@@ -2,6 +2,9 @@
 
 use crate::pgconn;
 
+/// A command's environment.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 #[test]
 fn no_command_prints_the_password_even_at_trace_level() {
     let url = pgconn_tests::database_url();
@@ -24,7 +27,7 @@ fn no_command_prints_the_password_even_at_trace_level() {
     let auth_file = std::env::temp_dir().join(format!("pgconn-secrets-it-{}", std::process::id()));
     let auth_file = auth_file.to_str().unwrap();
     let ini_args = ["pgbouncer-ini", "--auth-file", auth_file];
-    let runs: Vec<(&[&str], &[(&str, &str)])> = vec![
+    let runs: Vec<(&[&str], Env<'_>)> = vec![
         (&["config"], direct),
         (&["config", "--json"], through_pgbouncer),
         (&["config"], invalid),
