@@ -275,3 +275,93 @@ fn leaked_connections_time_out_checkouts_and_are_named() {
     assert!(locations[1].starts_with(&format!("tests/it/faults.rs:{second_line}:")), "{locations:?}");
     drop((first, second));
 }
+
+/// The server process behind a connection, stopped with SIGSTOP until dropped (then SIGCONT).
+struct Stopped(u32);
+
+impl Stopped {
+    fn backend_of(conn: &mut pgconn_pool::PooledConn) -> Stopped {
+        let pid = u32::try_from(conn.backend_pid().unwrap()).unwrap();
+        pgconn_tests::testkit::signal::kill(pid, pgconn_tests::testkit::libc::SIGSTOP).unwrap();
+        // Should the pool ever block on this server, the test must fail, not hang: resume it in any case.
+        thread::spawn(move || {
+            thread::sleep(Duration::from_secs(20));
+            let _ = pgconn_tests::testkit::signal::kill(pid, pgconn_tests::testkit::libc::SIGCONT);
+        });
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = pgconn_tests::testkit::signal::kill(self.0, pgconn_tests::testkit::libc::SIGCONT);
+    }
+}
+
+#[test]
+fn a_hung_backend_fails_its_holder_within_the_query_timeout_and_nobody_else() {
+    let cluster = private_cluster(&ClusterOptions::default());
+    let pool = pool_for(
+        &cluster.info().database_url(),
+        &[
+            ("DB_STATEMENT_TIMEOUT", "500"),
+            ("DB_QUERY_TIMEOUT", "1500"),
+            ("DB_CONNECT_TIMEOUT", "2"),
+            ("DB_POOL_MAX_SIZE", "4"),
+            ("DB_POOL_MIN_IDLE", "0"),
+        ],
+    );
+    // The holder of a connection whose server process hangs.
+    let mut hung = pool.get().unwrap();
+    assert!(hung.has_deadline(), "DB_QUERY_TIMEOUT must be enforced on a TCP connection");
+    let stopped = Stopped::backend_of(&mut hung);
+    let others = {
+        let pool = pool.clone();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let mut served = 0;
+            while started.elapsed() < Duration::from_millis(1500) {
+                pool.get().unwrap().query("SELECT 1", &[]).unwrap();
+                served += 1;
+            }
+            served
+        })
+    };
+    let started = Instant::now();
+    let error = hung.query("SELECT 1", &[]).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(error.kind(), ErrorKind::QueryTimeout, "{error}");
+    let bound = Duration::from_millis(1500) + pgconn_pool::WATCHDOG_PERIOD + Duration::from_millis(300);
+    assert!(took >= Duration::from_millis(1500) && took < bound, "took {took:?}");
+    drop(hung);
+    assert!(others.join().unwrap() > 100, "the rest of the pool kept serving");
+    assert!(pool.metrics().connections_closed.broken >= 1);
+    drop(stopped);
+
+    // An idle connection whose server process hangs fails its validation within the deadline, and the
+    // checkout gets another connection.
+    let mut idle = pool.get().unwrap();
+    let idle_pid = idle.backend_pid().unwrap();
+    drop(idle);
+    thread::sleep(pgconn_pool::VALIDATION_BYPASS + Duration::from_millis(100));
+    let mut held: Vec<_> = Vec::new();
+    let stopped = {
+        // Take the idle connection out once more to find it, then stop its server and put it back.
+        let mut conn = pool.get().unwrap();
+        while conn.backend_pid().unwrap() != idle_pid {
+            held.push(conn);
+            conn = pool.get().unwrap();
+        }
+        let stopped = Stopped::backend_of(&mut conn);
+        drop(conn);
+        drop(held);
+        stopped
+    };
+    thread::sleep(pgconn_pool::VALIDATION_BYPASS + Duration::from_millis(100));
+    let started = Instant::now();
+    let mut checked_out: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "validation of the hung connection took {took:?}");
+    assert!(checked_out.iter_mut().all(|c| c.backend_pid().unwrap() != idle_pid));
+    drop(stopped);
+}

@@ -2,7 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod connect;
+mod example;
+mod failover;
 mod faults;
 mod monitor;
 mod pgbouncer;
 mod pool;
+mod tls;

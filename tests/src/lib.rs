@@ -114,6 +114,46 @@ pub fn private_cluster(options: &ClusterOptions) -> Cluster {
     })
 }
 
+/// Starts a streaming standby of `primary` (a [`private_cluster`]) for one test, with `options` for the
+/// standby (for example `ClusterOptions::default().setting("log_connections", "on")`): a base backup on a
+/// port of its own, read-only until [`Cluster::promote`]d, with the same roles, database and password as
+/// the primary. Returns once it accepts connections and streams from the primary. Dropping it stops it
+/// and removes its directory; declare it after the primary, so that it is dropped first.
+///
+/// Settings that size shared memory (`max_connections`, `max_worker_processes`, `max_wal_senders`,
+/// `max_prepared_transactions`, `max_locks_per_transaction`) must not be lower on the standby than on
+/// the primary, or the standby refuses to start.
+///
+/// # Panics
+/// When the standby cannot be started, with the reason (the end of its log).
+#[track_caller]
+pub fn private_standby(primary: &Cluster, options: &ClusterOptions) -> Cluster {
+    primary
+        .start_standby(options)
+        .unwrap_or_else(|err| panic!("cannot start a standby of the private cluster for this test: {err:#}"))
+}
+
+/// The test role's URL naming several clusters as hosts, in order, with the query string `query` (empty
+/// for none): `postgresql://pgconn_app:<password>@127.0.0.1:<port 1>,127.0.0.1:<port 2>/pgconn_test?<query>`,
+/// the password percent-encoded. For a primary and its [`private_standby`], which share the password.
+///
+/// # Panics
+/// When `clusters` is empty or their passwords differ.
+#[track_caller]
+pub fn multi_host_url(clusters: &[&Cluster], query: &str) -> String {
+    let first = clusters.first().expect("at least one cluster").info();
+    assert!(
+        clusters.iter().all(|cluster| cluster.info().password == first.password),
+        "the clusters do not share the test role's password: start the others with private_standby"
+    );
+    let hosts: Vec<String> =
+        clusters.iter().map(|cluster| format!("127.0.0.1:{}", cluster.info().port)).collect();
+    // The percent-encoded password contains no `@`, so this is the authority's host part.
+    let single = format!("@127.0.0.1:{}/", first.port);
+    let url = first.database_url().replacen(&single, &format!("@{}/", hosts.join(",")), 1);
+    if query.is_empty() { url } else { format!("{url}?{query}") }
+}
+
 /// The test role's URL through the shared PgBouncer.
 #[track_caller]
 pub fn pgbouncer_url() -> String {

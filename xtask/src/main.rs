@@ -10,8 +10,10 @@
 // xtask is a command-line program: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod ci;
 mod db;
+mod demo;
 mod monitor_task;
 mod process;
 mod scale;
@@ -28,11 +30,15 @@ const TASKS: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
+  demo [--clients N] [--seconds S]
+                              the example server connecting per request, pooled and through PgBouncer,
+                              under load, side by side (a throwaway PostgreSQL unless DATABASE_URL is set)
   test [ARGS...]              run `cargo test ARGS` (default: --workspace) against a throwaway PostgreSQL
                               with PgBouncer in front
   db start|stop|status|env    a development PostgreSQL and PgBouncer under target/pgconn-db/
   ci                          fmt, clippy, test, doc: what CI runs
   monitor [ARGS...]           `pgconn monitor ARGS` against DATABASE_URL, or the development database
+  bench [--quick]             every performance figure side by side; writes docs/benchmarks.md (--quick: under 2 min)
   scale [--quick]             connect-per-request vs PgBouncer at 150 / 1000 / 5000 clients on max_connections = 100
 ";
 
@@ -64,11 +70,13 @@ fn run(args: &[String]) -> Result<u8> {
             print!("{TASKS}");
             Ok(0)
         }
+        "demo" => demo::run(rest),
         "test" => test_task::run(rest),
         "db" => db::run(rest),
         "ci" if rest.is_empty() => ci::run(),
         "monitor" => monitor_task::run(rest),
         "scale" => scale::run(rest),
+        "bench" => bench::run(rest),
         _ => {
             eprintln!("xtask: unknown task `{}`\n", args.join(" "));
             eprint!("{TASKS}");

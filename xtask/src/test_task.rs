@@ -4,10 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use pgconn_testkit::{Cluster, PGCONN_BIN_VAR, PgBouncer, find_pgbouncer, remove_abandoned_clusters};
 
 use crate::process;
+
+/// The variable holding the absolute path of the example server `thread_per_request` (debug build), for
+/// `tests/it/example.rs`.
+pub(crate) const EXAMPLE_BIN_VAR: &str = "PGCONN_TEST_EXAMPLE_BIN";
 
 /// Builds the `pgconn` binary, starts a cluster in a fresh temporary directory (`$TMPDIR/pgconn-test-*`,
 /// or `/tmp` when the server user cannot reach `$TMPDIR`) and PgBouncer in front of it (configured by
@@ -16,8 +20,9 @@ use crate::process;
 /// Returns `cargo test`'s exit code.
 ///
 /// The variables: the cluster's ([`ConnInfo::test_env`](pgconn_testkit::ConnInfo::test_env)),
-/// PgBouncer's ([`PgBouncerInfo::test_env`](pgconn_testkit::PgBouncerInfo::test_env)) and
-/// `PGCONN_TEST_PGCONN_BIN`, the absolute path of the `pgconn` binary.
+/// PgBouncer's ([`PgBouncerInfo::test_env`](pgconn_testkit::PgBouncerInfo::test_env)),
+/// `PGCONN_TEST_PGCONN_BIN`, the absolute path of the `pgconn` binary, and [`EXAMPLE_BIN_VAR`], that of
+/// the example server (cargo builds examples for `cargo test` but tells no test where they are).
 ///
 /// Before and after, removes the private clusters that test binaries which did not end normally left
 /// behind (see [`remove_abandoned_clusters`]), including the ones of this run when it is interrupted.
@@ -26,6 +31,7 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
     // Before anything is started: a missing PgBouncer is the most likely setup problem.
     find_pgbouncer()?;
     let pgconn = crate::build_pgconn()?;
+    let example = build_example()?;
     let cluster = Cluster::start_temp(&process::cluster_options())?;
     // Declared after the cluster, so that on an early return it is dropped (stopped) first.
     let mut bouncer = PgBouncer::in_front_of(&cluster, &pgconn, &[], &process::pgbouncer_options())?;
@@ -40,7 +46,8 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
         .current_dir(crate::workspace_root())
         .envs(cluster.info().test_env())
         .envs(bouncer.info().test_env())
-        .env(PGCONN_BIN_VAR, &pgconn);
+        .env(PGCONN_BIN_VAR, &pgconn)
+        .env(EXAMPLE_BIN_VAR, &example);
     let waited = process::run(&mut cargo_test, "cargo test");
     remove_abandoned();
     let bouncer_stopped = bouncer.stop();
@@ -53,6 +60,25 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
         eprintln!("xtask: cargo test failed ({status})");
     }
     Ok(process::exit_code(status))
+}
+
+/// Builds the example server (`cargo build -p pgconn-pool --example thread_per_request`, debug) and returns
+/// its absolute path, beside the `pgconn` binary's directory.
+fn build_example() -> Result<PathBuf> {
+    eprintln!("xtask: cargo build -p pgconn-pool --example thread_per_request");
+    let mut cmd = Command::new(crate::cargo());
+    cmd.args(["build", "--package", "pgconn-pool", "--example", "thread_per_request"])
+        .current_dir(crate::workspace_root());
+    let status = process::run(&mut cmd, "cargo build --example thread_per_request")?;
+    if !status.success() {
+        bail!("cargo build -p pgconn-pool --example thread_per_request failed ({status})");
+    }
+    let pgconn = crate::pgconn_bin();
+    let bin = pgconn.with_file_name("examples").join("thread_per_request");
+    if !bin.is_file() {
+        bail!("cargo build --example thread_per_request succeeded but {} does not exist", bin.display());
+    }
+    Ok(bin)
 }
 
 /// [`remove_abandoned_clusters`] in the temporary directory and in `/tmp`, where

@@ -36,6 +36,8 @@ struct ConfigJson {
     connect_timeout_s: u64,
     /// `0` when off.
     statement_timeout_ms: u128,
+    /// `0` when off.
+    query_timeout_ms: u128,
     application_name: String,
     database: EndpointJson,
     target: EndpointJson,
@@ -95,6 +97,7 @@ impl ConfigJson {
             conn_max_age_s: s.conn_max_age.limit().map(|age| age.as_secs()),
             connect_timeout_s: s.connect_timeout.as_secs(),
             statement_timeout_ms: s.statement_timeout.map_or(0, |t| t.as_millis()),
+            query_timeout_ms: s.query_timeout.map_or(0, |t| t.as_millis()),
             application_name: s.application_name().to_owned(),
             database: EndpointJson::new(&s.database),
             target: EndpointJson::new(&s.target),

@@ -21,6 +21,7 @@ const DEFAULT_REQUESTS: u64 = 10_000;
 
 /// `pgconn load` options.
 #[derive(clap::Args)]
+#[allow(clippy::struct_excessive_bools)] // command-line flags
 pub(crate) struct LoadArgs {
     /// Concurrent request threads.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -41,8 +42,15 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     json: bool,
     /// Baseline: each thread uses one dedicated connection of its own, no pool (same query, same settings).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["r2d2", "checkout_only"])]
     dedicated: bool,
+    /// Baseline: bare r2d2 + `r2d2_postgres` with their defaults (10 connections, a validation round trip on
+    /// every checkout, no connect deadline), same query, same target.
+    #[arg(long, conflicts_with = "checkout_only")]
+    r2d2: bool,
+    /// Measure the checkout alone: check out and return, no query.
+    #[arg(long)]
+    checkout_only: bool,
 }
 
 /// How much work: a number of requests, or until a deadline.
@@ -103,7 +111,10 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     // The budget's clock starts when every thread is ready.
     let start_slot = Arc::new(std::sync::OnceLock::<(Instant, Budget)>::new());
     let dedicated = args.dedicated;
+    let checkout_only = args.checkout_only;
+    let bare = if args.r2d2 { Some(bare_r2d2(&settings)?) } else { None };
     for i in 0..clients {
+        let bare = bare.clone();
         let (pool, barrier, claimed, query, start_slot, progress) = (
             pool.clone(),
             Arc::clone(&barrier),
@@ -118,8 +129,14 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
                 let mut dedicated = dedicated.then(|| pgconn_pool::connect(pool.settings()));
                 barrier.wait();
                 let &(start, budget) = start_slot.get().expect("set before the barrier opens");
+                if let Some(Err(e)) = &dedicated {
+                    // No connection of its own: this client is one failure, not a loop of them.
+                    return ThreadResult::failed_to_connect(e.kind());
+                }
                 let mut request = |sql: &str| -> Result<(), pgconn_pool::Error> {
                     match &mut dedicated {
+                        None if checkout_only => pool.get().map(drop),
+                        None if bare.is_some() => bare_request(bare.as_ref(), sql),
                         None => pool.get().and_then(|mut conn| conn.query(sql, &[]).map(drop)),
                         Some(Ok(client)) => client.query_typed(sql, &[]).map(drop).map_err(|e| {
                             pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) }
@@ -154,6 +171,41 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// The bare r2d2 baseline: r2d2's defaults over `r2d2_postgres`, the target of the settings.
+type BarePool = r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>;
+
+fn bare_r2d2(settings: &Settings) -> anyhow::Result<BarePool> {
+    let mut config = settings.target.to_postgres_config();
+    config.application_name(settings.application_name());
+    let manager = r2d2_postgres::PostgresConnectionManager::new(config, postgres::NoTls);
+    r2d2::Pool::new(manager).context("cannot build the bare r2d2 pool")
+}
+
+fn bare_request(pool: Option<&BarePool>, sql: &str) -> Result<(), pgconn_pool::Error> {
+    let other = |reason: String| pgconn_pool::Error::Unsupported(reason);
+    let pool = pool.ok_or_else(|| other("no bare r2d2 pool".into()))?;
+    let mut conn = pool.get().map_err(|e| other(format!("r2d2: {e}")))?;
+    conn.query_typed(sql, &[]).map(drop).map_err(|e| other(e.to_string()))
+}
+
+impl ThreadResult {
+    fn empty() -> ThreadResult {
+        ThreadResult {
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
+            timeline: Vec::new(),
+            errors: BTreeMap::new(),
+            ok: 0,
+        }
+    }
+
+    fn failed_to_connect(kind: ErrorKind) -> ThreadResult {
+        let mut result = ThreadResult::empty();
+        result.errors.insert(kind, 1);
+        result.timeline.push((0, 1));
+        result
+    }
+}
+
 fn request_loop(
     request: &mut dyn FnMut(&str) -> Result<(), pgconn_pool::Error>,
     query: &str,
@@ -162,12 +214,7 @@ fn request_loop(
     claimed: &AtomicU64,
     progress: &Progress,
 ) -> ThreadResult {
-    let mut result = ThreadResult {
-        latency: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
-        timeline: Vec::new(),
-        errors: BTreeMap::new(),
-        ok: 0,
-    };
+    let mut result = ThreadResult::empty();
     loop {
         let began = Instant::now();
         if began < start {
@@ -272,6 +319,9 @@ struct Report {
     persistent: bool,
     /// `--dedicated`: one connection per thread, no pool.
     dedicated: bool,
+    /// What served the requests: `pgconn`, `dedicated`, `r2d2` (bare r2d2 + `r2d2_postgres`) or
+    /// `pgconn-checkout` (`--checkout-only`).
+    baseline: &'static str,
     clients: u32,
     query: String,
     requests: u64,
@@ -338,6 +388,12 @@ impl Report {
             strategy: settings.strategy.as_str(),
             persistent: settings.persistent(),
             dedicated: args.dedicated,
+            baseline: match (args.dedicated, args.r2d2, args.checkout_only) {
+                (true, _, _) => "dedicated",
+                (_, true, _) => "r2d2",
+                (_, _, true) => "pgconn-checkout",
+                _ => "pgconn",
+            },
             clients: args.clients,
             query: args.query.clone(),
             requests: ok + errors,
@@ -369,10 +425,12 @@ impl Report {
              checkout wait   p50 {:.3}ms  p99 {:.3}ms\n\
              pool            size {} (max {}), opened {}, closed {}, validations {} (skipped {})\n",
             self.strategy,
-            match (self.dedicated, self.persistent) {
-                (true, _) => "dedicated connection per thread, no pool",
-                (false, true) => "persistent",
-                (false, false) => "connect per request",
+            match (self.baseline, self.persistent) {
+                ("dedicated", _) => "dedicated connection per thread, no pool",
+                ("r2d2", _) => "bare r2d2 + r2d2_postgres, defaults",
+                ("pgconn-checkout", _) => "checkout and return only, no query",
+                (_, true) => "persistent",
+                (_, false) => "connect per request",
             },
             self.clients,
             self.requests,

@@ -24,6 +24,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_CONN_MAX_AGE",
     "DB_CONNECT_TIMEOUT",
     "DB_STATEMENT_TIMEOUT",
+    "DB_QUERY_TIMEOUT",
     "DB_POOL_MAX_SIZE",
     "DB_POOL_MIN_IDLE",
     "DB_POOL_TIMEOUT",
@@ -45,6 +46,9 @@ pub const DEFAULT_CONN_MAX_AGE: Duration = Duration::from_secs(600);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `DB_STATEMENT_TIMEOUT` when unset.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than the statement timeout the client waits for an answer, when `DB_QUERY_TIMEOUT` is
+/// unset: the server cancels first; the client gives up only on a server that cannot answer.
+pub const QUERY_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// `DB_POOL_MAX_SIZE` when unset.
 pub const DEFAULT_POOL_MAX_SIZE: u32 = 10;
 /// `DB_POOL_MIN_IDLE` when unset (never above the pool's size).
@@ -69,6 +73,7 @@ struct Raw {
     db_conn_max_age: Option<String>,
     db_connect_timeout: Option<String>,
     db_statement_timeout: Option<String>,
+    db_query_timeout: Option<String>,
     db_pool_max_size: Option<String>,
     db_pool_min_idle: Option<String>,
     db_pool_timeout: Option<String>,
@@ -279,6 +284,19 @@ impl Raw {
             )
             .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
 
+        let query_timeout = match self.db_query_timeout.as_deref() {
+            None => statement_timeout.map(|statement| statement.map(|t| t + QUERY_TIMEOUT_GRACE)),
+            text => check
+                .number(
+                    "DB_QUERY_TIMEOUT",
+                    text,
+                    0,
+                    (0, u64::from(i32::MAX.unsigned_abs())),
+                    "milliseconds (0 turns it off)",
+                )
+                .map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
+        };
+
         let max_size = check.count(
             "DB_POOL_MAX_SIZE",
             self.db_pool_max_size.as_deref(),
@@ -423,6 +441,7 @@ impl Raw {
             Some(conn_max_age),
             Some(connect_timeout),
             Some(statement_timeout),
+            Some(query_timeout),
             Some(max_size),
             Some(min_idle),
             Some(checkout_timeout),
@@ -440,6 +459,7 @@ impl Raw {
             conn_max_age,
             connect_timeout,
             statement_timeout,
+            query_timeout,
             max_size,
             min_idle,
             checkout_timeout,
@@ -464,6 +484,7 @@ impl Raw {
             conn_max_age,
             connect_timeout,
             statement_timeout,
+            query_timeout,
             pool: PoolSettings { max_size, min_idle, checkout_timeout, leak_threshold },
             pgbouncer: PgBouncerSettings {
                 listen_host,

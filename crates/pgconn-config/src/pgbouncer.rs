@@ -91,6 +91,14 @@ pub fn render_ini(settings: &Settings, auth_file: Option<&Path>) -> String {
     );
     let _ = writeln!(out, "ignore_startup_parameters = extra_float_digits");
     let _ = writeln!(out, "server_connect_timeout = {}", settings.connect_timeout.as_secs().max(1));
+    if let Some(timeout) = settings.query_timeout {
+        let _ = writeln!(
+            out,
+            ";; DB_QUERY_TIMEOUT: a query with no answer this long (a hung server) is cancelled and its server \
+             connection closed."
+        );
+        let _ = writeln!(out, "query_timeout = {}", timeout.as_millis().div_ceil(1000));
+    }
     out
 }
 

@@ -25,6 +25,11 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// The server-side statement timeout; `None` when off (`DB_STATEMENT_TIMEOUT=0`).
     pub statement_timeout: Option<Duration>,
+    /// The client-side deadline of one call through the pool's query API, after which the connection is
+    /// closed and the call fails; for a server that cannot answer at all (a stopped backend, a dead
+    /// network path), where the server-side statement timeout cannot act. `None` when off
+    /// (`DB_QUERY_TIMEOUT`, ms; by default the statement timeout plus 5 s, off when that is off).
+    pub query_timeout: Option<Duration>,
     /// Pool sizing and the checkout wait.
     pub pool: PoolSettings,
     /// What `pgconn pgbouncer-ini` renders.
@@ -51,6 +56,7 @@ impl Settings {
             ("DB_CONN_MAX_AGE", self.conn_max_age.to_string()),
             ("DB_CONNECT_TIMEOUT", self.connect_timeout.as_secs().to_string()),
             ("DB_STATEMENT_TIMEOUT", self.statement_timeout.map_or(0, |t| t.as_millis()).to_string()),
+            ("DB_QUERY_TIMEOUT", self.query_timeout.map_or(0, |t| t.as_millis()).to_string()),
             ("DB_POOL_MAX_SIZE", self.pool.max_size.to_string()),
             ("DB_POOL_MIN_IDLE", self.pool.min_idle.to_string()),
             ("DB_POOL_TIMEOUT", self.pool.checkout_timeout.as_millis().to_string()),
@@ -220,6 +226,12 @@ impl fmt::Display for Settings {
         writeln!(f, "conn max age        {max_age}")?;
         writeln!(f, "connect timeout     {}s", self.connect_timeout.as_secs())?;
         writeln!(f, "statement timeout   {statement_timeout}")?;
+        writeln!(
+            f,
+            "query timeout       {}",
+            self.query_timeout
+                .map_or_else(|| "off".to_owned(), |t| format!("{}ms (client side)", t.as_millis()))
+        )?;
         writeln!(
             f,
             "pool                max {}, min idle {}, checkout timeout {}ms, leak threshold {}",

@@ -7,6 +7,9 @@
 //! its own thread; its connection, if it ever arrives, is closed. To keep a server that stays silent from
 //! piling up such threads, at most [`MAX_ABANDONED`] may be outstanding per process; past that, connects
 //! fail at once until some finish.
+//!
+//! TLS ([`crate::tls`]) is set up here too, once per connector: reading `sslrootcert` and building the
+//! rustls configuration happen when the pool is built, and each connect only clones an `Arc`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -17,6 +20,7 @@ use std::time::Duration;
 use pgconn_config::{Settings, SslMode, Strategy};
 
 use crate::Error;
+use crate::tls::Tls;
 
 /// Connect attempts given up on whose threads have not finished yet, per process, at most.
 pub const MAX_ABANDONED: usize = 32;
@@ -27,6 +31,9 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: postgres::Config,
+    /// `None`: plain connections only (`sslmode=disable`, or Unix sockets), exactly as without TLS.
+    tls: Option<Tls>,
+    sslmode: SslMode,
     timeout: Duration,
     /// `user@host:port/dbname`, for messages.
     pub(crate) target: String,
@@ -36,16 +43,23 @@ impl Connector {
     /// The `postgres` configuration for the settings' target: its parameters, the application name, the
     /// TCP connect bound and, for the direct strategy, the statement timeout as a startup option (so it
     /// costs no round trip). Through PgBouncer nothing session-level is sent: PgBouncer 1.18 refuses the
-    /// `options` startup parameter.
+    /// `options` startup parameter. The TLS configuration follows the target's own `sslmode` and
+    /// `sslrootcert` (for PgBouncer, `PGBOUNCER_URL`'s).
+    ///
+    /// # Errors
+    /// When `sslrootcert` is needed and cannot be used (missing, unreadable, no CA certificate in it).
     pub(crate) fn new(settings: &Settings) -> Result<Connector, Error> {
-        if !matches!(settings.target.sslmode, SslMode::Disable | SslMode::Allow | SslMode::Prefer) {
-            return Err(Error::Unsupported(format!(
-                "sslmode={} needs TLS, which this build of pgconn does not have yet; use sslmode=disable or \
-                 prefer (plain connections) until it does",
-                settings.target.sslmode
-            )));
-        }
+        let var = match settings.strategy {
+            Strategy::Direct => "DATABASE_URL",
+            Strategy::PgBouncer => "PGBOUNCER_URL",
+        };
+        let tls = Tls::new(&settings.target, var)?;
         let mut config = settings.target.to_postgres_config();
+        if tls.is_none() {
+            // Nothing to try: `disable`, or only Unix sockets, where PostgreSQL offers no TLS (and libpq
+            // ignores sslmode).
+            config.ssl_mode(postgres::config::SslMode::Disable);
+        }
         config.application_name(settings.application_name());
         config.connect_timeout(settings.connect_timeout);
         if settings.strategy == Strategy::Direct
@@ -58,7 +72,13 @@ impl Connector {
             };
             config.options(&options);
         }
-        Ok(Connector { config, timeout: settings.connect_timeout, target: settings.target.to_string() })
+        Ok(Connector {
+            config,
+            tls,
+            sslmode: settings.target.sslmode,
+            timeout: settings.connect_timeout,
+            target: settings.target.to_string(),
+        })
     }
 
     /// Opens one connection, or fails within the connect timeout with the reason.
@@ -75,8 +95,12 @@ impl Connector {
         let state = Arc::new(AtomicU8::new(WAITING));
         let thread_state = Arc::clone(&state);
         let config = self.config.clone();
+        let tls = self.tls.as_ref().map(|tls| tls.connect.clone());
         let spawned = thread::Builder::new().name("pgconn-connect".into()).spawn(move || {
-            let result = config.connect(postgres::NoTls);
+            let result = match tls {
+                Some(tls) => config.connect(tls),
+                None => config.connect(postgres::NoTls),
+            };
             if thread_state.compare_exchange(WAITING, DONE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 let _ = tx.send(result);
             } else {
@@ -99,7 +123,10 @@ impl Connector {
             ABANDONED.fetch_sub(1, Ordering::AcqRel);
             rx.recv().map_err(|_| timed_out())?
         };
-        result.map_err(|e| Error::from_connect(e, &self.target))
+        result.map_err(|e| match self.tls.as_ref().and_then(|tls| tls.failure(&e, self.sslmode)) {
+            Some(reason) => Error::ConnectFailed { target: self.target.clone(), reason, source: Arc::new(e) },
+            None => Error::from_connect(e, &self.target),
+        })
     }
 }
 

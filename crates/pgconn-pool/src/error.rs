@@ -80,6 +80,17 @@ pub enum Error {
         #[source]
         source: Arc<postgres::Error>,
     },
+    /// The server did not answer a call within `DB_QUERY_TIMEOUT` (it is stopped, or the network path is
+    /// dead): the pool closed the connection under the call.
+    #[error(
+        "no answer from the server within {}ms (DB_QUERY_TIMEOUT): the connection was closed; the server \
+         may be hung or unreachable",
+        timeout.as_millis()
+    )]
+    QueryTimeout {
+        /// The deadline that passed.
+        timeout: Duration,
+    },
     /// The connection broke while in use (server restart, `pg_terminate_backend`, network); the pool
     /// closes it, and a retry gets another.
     #[error("connection lost while in use ({reason}); the pool discards it, a retry gets a new one")]
@@ -135,13 +146,15 @@ pub enum ErrorKind {
     StatementTimeout,
     /// [`Error::ConnectionLost`].
     ConnectionLost,
+    /// [`Error::QueryTimeout`].
+    QueryTimeout,
     /// [`Error::Unsupported`] and [`Error::Other`].
     Other,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::PoolTimeout,
         ErrorKind::ConnectTimeout,
         ErrorKind::TooManyClients,
@@ -149,11 +162,12 @@ impl ErrorKind {
         ErrorKind::ConnectFailed,
         ErrorKind::StatementTimeout,
         ErrorKind::ConnectionLost,
+        ErrorKind::QueryTimeout,
         ErrorKind::Other,
     ];
 
     /// The stable snake-case name: `pool_timeout`, `connect_timeout`, `too_many_clients`, `auth_failed`,
-    /// `connect_failed`, `statement_timeout`, `connection_lost`, `other`.
+    /// `connect_failed`, `statement_timeout`, `connection_lost`, `query_timeout`, `other`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::PoolTimeout => "pool_timeout",
@@ -163,6 +177,7 @@ impl ErrorKind {
             ErrorKind::ConnectFailed => "connect_failed",
             ErrorKind::StatementTimeout => "statement_timeout",
             ErrorKind::ConnectionLost => "connection_lost",
+            ErrorKind::QueryTimeout => "query_timeout",
             ErrorKind::Other => "other",
         }
     }
@@ -185,6 +200,7 @@ impl Error {
             Error::ConnectFailed { .. } => ErrorKind::ConnectFailed,
             Error::StatementTimeout { .. } => ErrorKind::StatementTimeout,
             Error::ConnectionLost { .. } => ErrorKind::ConnectionLost,
+            Error::QueryTimeout { .. } => ErrorKind::QueryTimeout,
             Error::TransactionMode { .. } | Error::Unsupported(_) | Error::Other { .. } => ErrorKind::Other,
         }
     }

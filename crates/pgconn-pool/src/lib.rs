@@ -31,13 +31,17 @@
 //! ```
 
 mod connect;
+mod deadline;
 mod error;
 mod manager;
 mod metrics;
 mod pool;
+mod socket;
+mod tls;
 mod txmode;
 
 pub use connect::{MAX_ABANDONED, abandoned_connects, connect};
+pub use deadline::WATCHDOG_PERIOD;
 pub use error::{Error, ErrorKind};
 pub use manager::{MAX_AGE_JITTER, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
 pub use metrics::{Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, WAIT_BUCKETS_MS, quantiles};

@@ -2,13 +2,14 @@
 //! jittered lifetime per connection.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::connect::Connector;
 use crate::metrics::{CloseReason, Metrics};
+use crate::socket::Socket;
 
 /// A connection returned this recently is handed out again without a validation round trip (HikariCP's
 /// choice too): in steady state a checkout then costs no network round trip.
@@ -30,7 +31,8 @@ pub const MAX_AGE_JITTER: f64 = 0.025;
 
 /// One pooled connection and what the pool knows about it.
 pub(crate) struct Conn {
-    pub(crate) client: postgres::Client,
+    /// Present until the connection is dropped.
+    client: Option<postgres::Client>,
     pub(crate) opened: Instant,
     /// Not handed out at or after this instant; `None` when `DB_CONN_MAX_AGE=none`.
     pub(crate) deadline: Option<Instant>,
@@ -41,10 +43,17 @@ pub(crate) struct Conn {
     close_reason: Option<CloseReason>,
     /// The server process id, once asked.
     pub(crate) backend_pid: Option<i32>,
+    /// Its TCP socket in this process, when calls have a client-side deadline.
+    pub(crate) socket: Option<Socket>,
     metrics: Arc<Metrics>,
 }
 
 impl Conn {
+    /// The client.
+    pub(crate) fn client(&mut self) -> &mut postgres::Client {
+        self.client.as_mut().expect("a connection holds its client until dropped")
+    }
+
     fn expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }
@@ -63,6 +72,37 @@ impl Drop for Conn {
             CloseReason::Idle
         });
         self.metrics.closed(reason);
+        let Some(client) = self.client.take() else { return };
+        if reason != CloseReason::Broken {
+            // A healthy close: the server answers the terminate message and closes its end.
+            return drop(client);
+        }
+        // A broken connection's server may never answer (stopped, unreachable), and the `postgres` crate
+        // waits for the server to close its end: never let that hold the caller.
+        match self.socket {
+            Some(socket) => {
+                socket.shutdown();
+                drop(client);
+            }
+            None => close_in_background(client),
+        }
+    }
+}
+
+/// Closes `client` on a thread of its own, so that a server that does not answer holds only that thread.
+fn close_in_background(client: postgres::Client) {
+    static CLOSING: AtomicUsize = AtomicUsize::new(0);
+    let closing = CLOSING.fetch_add(1, Ordering::Relaxed) + 1;
+    if closing > 32 && closing.is_power_of_two() {
+        log::warn!("{closing} broken connections are still waiting for their server to close them");
+    }
+    let spawned = std::thread::Builder::new().name("pgconn-close".into()).spawn(move || {
+        drop(client);
+        CLOSING.fetch_sub(1, Ordering::Relaxed);
+    });
+    if let Err(e) = spawned {
+        CLOSING.fetch_sub(1, Ordering::Relaxed);
+        log::warn!("cannot start a thread to close a broken connection, leaving it open: {e}");
     }
 }
 
@@ -104,6 +144,8 @@ pub(crate) struct Manager {
     pub(crate) validation_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) last_error: Arc<LastConnectError>,
+    /// Whether each new connection's socket is looked up, for `DB_QUERY_TIMEOUT`.
+    pub(crate) find_socket: bool,
     random: RandomState,
 }
 
@@ -120,6 +162,7 @@ impl Manager {
             validation_timeout: VALIDATION_TIMEOUT.min(connect_timeout),
             metrics,
             last_error: Arc::default(),
+            find_socket: false,
             random: RandomState::new(),
         }
     }
@@ -128,13 +171,19 @@ impl Manager {
     pub(crate) fn open(&self) -> Result<Conn, Error> {
         let started = Instant::now();
         match self.connector.connect() {
-            Ok(client) => {
+            Ok(mut client) => {
+                let socket = if self.find_socket { Socket::of(&mut client) } else { None };
+                if self.find_socket && socket.is_none() {
+                    log::debug!(
+                        "no socket found for a new connection: DB_QUERY_TIMEOUT is not enforced on it"
+                    );
+                }
                 let opened = Instant::now();
                 self.metrics.opened.fetch_add(1, Ordering::Relaxed);
                 self.metrics.connect_time.record(opened - started);
                 self.last_error.set(None);
                 Ok(Conn {
-                    client,
+                    client: Some(client),
                     opened,
                     deadline: self
                         .max_age
@@ -143,6 +192,7 @@ impl Manager {
                     broken: false,
                     close_reason: None,
                     backend_pid: None,
+                    socket,
                     metrics: Arc::clone(&self.metrics),
                 })
             }
@@ -177,7 +227,7 @@ impl r2d2::ManageConnection for Manager {
             conn.close_as(CloseReason::MaxAge);
             return Err(ManagerError::Expired);
         }
-        if conn.client.is_closed() {
+        if conn.client().is_closed() {
             conn.close_as(CloseReason::Broken);
             return Err(ManagerError::Invalid(Error::Unsupported("connection closed while idle".into())));
         }
@@ -186,7 +236,7 @@ impl r2d2::ManageConnection for Manager {
             return Ok(());
         }
         self.metrics.validations.fetch_add(1, Ordering::Relaxed);
-        conn.client.is_valid(self.validation_timeout).map_err(|e| {
+        conn.client().is_valid(self.validation_timeout).map_err(|e| {
             conn.close_as(CloseReason::Broken);
             ManagerError::Invalid(Error::from_query(e, true))
         })
@@ -195,7 +245,7 @@ impl r2d2::ManageConnection for Manager {
     fn has_broken(&self, conn: &mut Conn) -> bool {
         let now = Instant::now();
         conn.returned = Some(now);
-        if conn.broken || conn.client.is_closed() {
+        if conn.broken || conn.client().is_closed() {
             conn.close_as(CloseReason::Broken);
             true
         } else if conn.expired(now) {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::connect::Connector;
+use crate::deadline::{Deadlines, spawn_watchdog};
 use crate::manager::{Conn, ErrorLog, LastConnectError, Manager};
 use crate::metrics::{Checkouts, CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
 
@@ -31,6 +32,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     checkouts: Arc<Checkouts>,
     last_error: Arc<LastConnectError>,
+    /// Calls in progress with a client-side deadline, when `DB_QUERY_TIMEOUT` is on.
+    deadlines: Option<Arc<Deadlines>>,
 }
 
 enum Mode {
@@ -69,7 +72,14 @@ impl Pool {
         let connector = Connector::new(settings)?;
         let metrics = Arc::new(Metrics::new());
         let max_age = settings.conn_max_age.limit();
-        let manager = Manager::new(connector, max_age, settings.connect_timeout, Arc::clone(&metrics));
+        let mut manager = Manager::new(connector, max_age, settings.connect_timeout, Arc::clone(&metrics));
+        // Through PgBouncer the deadline is PgBouncer's query_timeout (in the rendered ini): the server
+        // cannot tell us which of our sockets is which.
+        manager.find_socket = settings.query_timeout.is_some() && settings.strategy == Strategy::Direct;
+        let deadlines = manager.find_socket.then(|| Arc::new(Deadlines::new()));
+        if let Some(deadlines) = &deadlines {
+            spawn_watchdog(Arc::downgrade(deadlines));
+        }
         let mut probe = manager.open()?;
         let last_error = Arc::clone(&manager.last_error);
         let mode = if settings.conn_max_age == ConnMaxAge::PerRequest {
@@ -96,7 +106,14 @@ impl Pool {
             spawn_leak_detector(Arc::downgrade(&checkouts), Arc::downgrade(&metrics), threshold);
         }
         Ok(Pool {
-            shared: Arc::new(Shared { mode, settings: settings.clone(), metrics, checkouts, last_error }),
+            shared: Arc::new(Shared {
+                mode,
+                settings: settings.clone(),
+                metrics,
+                checkouts,
+                last_error,
+                deadlines,
+            }),
         })
     }
 
@@ -250,14 +267,31 @@ impl PooledConn {
             return Err(Error::TransactionMode { what, pool_mode: pgbouncer.pool_mode.as_str(), instead });
         }
         let metrics = Arc::clone(&self.shared.metrics);
+        let deadlines = self.shared.deadlines.clone();
+        let timeout = self.shared.settings.query_timeout;
         let started = Instant::now();
         let conn = self.conn();
-        let result = f(&mut conn.client);
+        let call = match (&deadlines, conn.socket, timeout) {
+            (Some(deadlines), Some(socket), Some(timeout)) => {
+                Some(deadlines.start(socket, started + timeout))
+            }
+            _ => None,
+        };
+        let result = f(conn.client());
+        let expired = match (call, &deadlines) {
+            (Some(call), Some(deadlines)) => deadlines.finish(call),
+            _ => false,
+        };
         metrics.queries.fetch_add(1, Ordering::Relaxed);
         metrics.query_time.record(started.elapsed());
+        if expired {
+            metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            conn.broken = true;
+            return Err(Error::QueryTimeout { timeout: timeout.unwrap_or_default() });
+        }
         result.map_err(|e| {
             metrics.query_errors.fetch_add(1, Ordering::Relaxed);
-            let error = Error::from_query(e, conn.client.is_closed());
+            let error = Error::from_query(e, conn.client().is_closed());
             if error.breaks_connection() {
                 conn.broken = true;
             }
@@ -325,7 +359,7 @@ impl PooledConn {
     /// (`SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors). Queries made here are not counted
     /// in the pool's query metrics; a connection this breaks is still closed on return.
     pub fn client(&mut self) -> &mut postgres::Client {
-        &mut self.conn().client
+        self.conn().client()
     }
 
     /// The server process id of this connection (asked once, then remembered).
@@ -339,6 +373,12 @@ impl PooledConn {
         let pid: i32 = self.run("", |client| client.query_typed_one("SELECT pg_backend_pid()", &[]))?.get(0);
         self.conn().backend_pid = Some(pid);
         Ok(pid)
+    }
+
+    /// Whether `DB_QUERY_TIMEOUT` is enforced on this connection's calls (it is for TCP connections of the
+    /// direct strategy when the timeout is on; through PgBouncer, PgBouncer's `query_timeout` is).
+    pub fn has_deadline(&self) -> bool {
+        self.shared.deadlines.is_some() && self.conn_ref().socket.is_some()
     }
 
     /// When this connection was opened.

@@ -56,12 +56,15 @@ const LOG_TAIL_LINES: usize = 30;
 /// Settings the cluster decides itself: where it listens is what [`ConnInfo`] reports.
 const RESERVED_SETTINGS: &[&str] = &["listen_addresses", "port", "unix_socket_directories"];
 
-/// `pg_hba.conf`: the superuser is trusted locally, everyone else proves a SCRAM password.
+/// `pg_hba.conf`: the superuser is trusted locally, everyone else proves a SCRAM password. The superuser
+/// may also stream the WAL from loopback (`replication` is not matched by `all`), for
+/// [`Cluster::start_standby`]'s `pg_basebackup` and the standby's WAL receiver.
 const PG_HBA: &str = "\
 # written by pgconn-testkit
 local all postgres trust
 host  all postgres 127.0.0.1/32 trust
 host  all postgres ::1/128 trust
+host  replication postgres 127.0.0.1/32 trust
 local all all scram-sha-256
 host  all all 127.0.0.1/32 scram-sha-256
 host  all all ::1/128 scram-sha-256
@@ -119,6 +122,10 @@ pub struct ClusterOptions {
     /// handler: when the terminal's Ctrl-C or `cargo xtask test`'s SIGTERM ends it, the server receives
     /// the signal too and shuts down instead of running on.
     pub own_process_group: bool,
+    /// Turn on `ssl` with certificates made for this cluster ([`crate::tls`]): a new CA
+    /// ([`Cluster::ca_file`]) and a server certificate it signs for `localhost` only (not 127.0.0.1).
+    /// `false` (the default): no TLS.
+    pub tls: bool,
 }
 
 impl ClusterOptions {
@@ -129,8 +136,15 @@ impl ClusterOptions {
         self
     }
 
+    /// Sets [`tls`](Self::tls).
+    #[must_use]
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Refuses settings that would break `postgresql.conf` or the cluster's own listening settings.
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         for (name, value) in &self.extra_settings {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
                 bail!("the server setting name {name:?} is not a PostgreSQL parameter name");
@@ -289,6 +303,27 @@ impl Cluster {
     /// On any error, and when interrupted ([`Interrupted`]), what was started is stopped and `dir`
     /// removed. When `user` cannot use `dir`, the error is [`Inaccessible`].
     pub fn start(dir: &Path, bindir: &Path, user: ServerUser, options: &ClusterOptions) -> Result<Self> {
+        let info = ConnInfo {
+            port: 0,
+            password: password()?,
+            socket_dir: dir.join("socket"),
+            bindir: bindir.to_path_buf(),
+        };
+        let mut cluster = Self::create_dir(dir, user, info, options)?;
+        cluster.init()?;
+        cluster.launch()?;
+        cluster.create_role_and_database()?;
+        Ok(cluster)
+    }
+
+    /// Checks `options`, creates `dir` (which must not exist, mode 0755) and returns a cluster with no
+    /// server yet: from here on, dropping it removes `dir`. `info.port` is chosen by [`Cluster::launch`].
+    pub(crate) fn create_dir(
+        dir: &Path,
+        user: ServerUser,
+        info: ConnInfo,
+        options: &ClusterOptions,
+    ) -> Result<Self> {
         options.check()?;
         if dir.exists() {
             bail!("{} already exists; remove it or choose another directory", dir.display());
@@ -297,24 +332,7 @@ impl Cluster {
             .mode(0o755)
             .create(dir)
             .with_context(|| format!("cannot create the cluster directory {}", dir.display()))?;
-        // From here on, dropping `cluster` removes `dir`.
-        let mut cluster = Self {
-            dir: dir.to_path_buf(),
-            user,
-            info: ConnInfo {
-                port: 0,
-                password: password()?,
-                socket_dir: dir.join("socket"),
-                bindir: bindir.to_path_buf(),
-            },
-            options: options.clone(),
-            server: None,
-            done: false,
-        };
-        cluster.init()?;
-        cluster.launch()?;
-        cluster.create_role_and_database()?;
-        Ok(cluster)
+        Ok(Self { dir: dir.to_path_buf(), user, info, options: options.clone(), server: None, done: false })
     }
 
     /// [`Cluster::start`] in a fresh directory `pgconn-test-<pid>-<n>-<nanos>` under
@@ -347,6 +365,13 @@ impl Cluster {
     /// The server log, `<dir>/postgres.log`. Restarts append to it.
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("postgres.log")
+    }
+
+    /// The CA certificate (PEM) that signed the server's certificate, `<dir>/ca.crt`, when the cluster was
+    /// started with [`ClusterOptions::tls`]; for `sslrootcert`.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        let path = self.dir.join(crate::tls::CA_FILE);
+        path.is_file().then_some(path)
     }
 
     /// How to connect.
@@ -428,12 +453,12 @@ impl Cluster {
     }
 
     /// Passes a progress line to [`ClusterOptions::progress`].
-    fn report(&self, line: &str) {
+    pub(crate) fn report(&self, line: &str) {
         self.options.report(line);
     }
 
     /// Fails with [`Interrupted`] when [`ClusterOptions::interrupted`] says so.
-    fn check_interrupted(&self) -> Result<()> {
+    pub(crate) fn check_interrupted(&self) -> Result<()> {
         if self.options.interrupted.is_some_and(|interrupted| interrupted()) {
             Err(Interrupted.into())
         } else {
@@ -441,8 +466,46 @@ impl Cluster {
         }
     }
 
-    /// `data/`, `socket/`, `postgres.log`, owned by the server user; then `initdb`.
+    /// `data/`, `socket/`, `postgres.log`, owned by the server user ([`Cluster::prepare_dir`]); then
+    /// `initdb`.
     fn init(&mut self) -> Result<()> {
+        self.prepare_dir()?;
+        self.report(&format!(
+            "PostgreSQL cluster in {} (bin: {})",
+            self.dir.display(),
+            self.info.bindir.display()
+        ));
+        self.check_interrupted()?;
+        let data = self.data_dir();
+        let log = self.log_file();
+        let (stdout, stderr) = self.log_handles()?;
+        let status = self
+            .user
+            .command(&self.info.bindir.join("initdb"), &self.dir)
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", ADMIN_USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .context("cannot run initdb")?;
+        self.check_interrupted()?;
+        if !status.success() {
+            bail!("initdb failed ({status}); the end of {}:\n{}", log.display(), self.log_tail(0));
+        }
+        let hba = data.join("pg_hba.conf");
+        fs::write(&hba, PG_HBA).with_context(|| format!("cannot write {}", hba.display()))?;
+        if self.options.tls {
+            crate::tls::install(&self.dir, &data, self.user)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the cluster directory to the server user and creates `data/` (0700, empty), `socket/` (0755)
+    /// and `postgres.log` in it, owned by that user. [`Inaccessible`] when the user cannot use the
+    /// directory.
+    pub(crate) fn prepare_dir(&mut self) -> Result<()> {
         self.user.chown(&self.dir)?;
         if !self.user.can_use(&self.dir)? {
             return Err(Inaccessible { dir: self.dir.clone(), user: self.user }.into());
@@ -463,37 +526,12 @@ impl Cluster {
         let log = self.log_file();
         File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         self.user.chown(&log)?;
-
-        self.report(&format!(
-            "PostgreSQL cluster in {} (bin: {})",
-            self.dir.display(),
-            self.info.bindir.display()
-        ));
-        self.check_interrupted()?;
-        let (stdout, stderr) = self.log_handles()?;
-        let status = self
-            .user
-            .command(&self.info.bindir.join("initdb"), &self.dir)
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", ADMIN_USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .status()
-            .context("cannot run initdb")?;
-        self.check_interrupted()?;
-        if !status.success() {
-            bail!("initdb failed ({status}); the end of {}:\n{}", log.display(), self.log_tail(0));
-        }
-        let hba = data.join("pg_hba.conf");
-        fs::write(&hba, PG_HBA).with_context(|| format!("cannot write {}", hba.display()))?;
         Ok(())
     }
 
     /// Writes the settings with a free port, starts the postmaster and waits until it accepts
     /// connections; tries another port when the chosen one was taken meanwhile.
-    fn launch(&mut self) -> Result<()> {
+    pub(crate) fn launch(&mut self) -> Result<()> {
         let conf_path = self.data_dir().join("postgresql.conf");
         let initdb_conf =
             fs::read_to_string(&conf_path).with_context(|| format!("cannot read {}", conf_path.display()))?;
@@ -554,10 +592,10 @@ impl Cluster {
                 Ok(Some((status, self.log_tail(log_start))))
             }
             Err(err) => {
-                if let Some(mut server) = self.server.take() {
-                    if let Err(stop_err) = server.stop() {
-                        return Err(err.context(format!("and stopping it failed: {stop_err:#}")));
-                    }
+                if let Some(mut server) = self.server.take()
+                    && let Err(stop_err) = server.stop()
+                {
+                    return Err(err.context(format!("and stopping it failed: {stop_err:#}")));
                 }
                 Err(err)
             }
@@ -632,7 +670,7 @@ impl Cluster {
     }
 
     /// Two append handles on `postgres.log`, for a child's stdout and stderr.
-    fn log_handles(&self) -> Result<(File, File)> {
+    pub(crate) fn log_handles(&self) -> Result<(File, File)> {
         let path = self.log_file();
         let file = OpenOptions::new()
             .append(true)
@@ -643,7 +681,7 @@ impl Cluster {
     }
 
     /// The last lines of `postgres.log` from byte `from` on, for error messages.
-    fn log_tail(&self, from: u64) -> String {
+    pub(crate) fn log_tail(&self, from: u64) -> String {
         log_tail(&self.log_file(), from)
     }
 
@@ -777,7 +815,7 @@ fn remove_abandoned(dir: &Path) -> Result<()> {
 
 /// A fresh directory name under `parent` for [`Cluster::start_temp`]: unique within this process (a
 /// counter) and across processes (the pid), with the time against pid reuse.
-fn temp_cluster_dir(parent: &Path) -> PathBuf {
+pub(crate) fn temp_cluster_dir(parent: &Path) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

@@ -21,6 +21,19 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
+//! A streaming standby of a cluster, for failover tests, comes from [`Cluster::start_standby`]
+//! (`pg_basebackup`, its own port, the same roles and password); [`Cluster::promote`] makes it a primary:
+//!
+//! ```no_run
+//! use pgconn_testkit::{Cluster, ClusterOptions, ShutdownMode};
+//!
+//! let mut primary = Cluster::start_temp(&ClusterOptions::default())?;
+//! let standby = primary.start_standby(&ClusterOptions::default())?; // read-only, streaming
+//! primary.stop_server_with(ShutdownMode::Immediate)?;
+//! standby.promote()?; // accepts writes from now on
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
 //! PostgreSQL refuses to run as root, so as root the server runs as the `postgres` system user
 //! ([`ServerUser`]); as a normal user it runs as that user.
 //!
@@ -41,6 +54,10 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
+//! A cluster started with [`ClusterOptions::with_tls`] serves TLS with a certificate made for it (rcgen):
+//! a CA of its own, whose certificate is [`Cluster::ca_file`] (for `sslrootcert`), signed a server
+//! certificate that names `localhost` only; [`TestCa`] makes other CAs ([`tls`]).
+//!
 //! This is test infrastructure, not part of pgconn: it returns [`anyhow::Error`]s (the caller only reports
 //! them), uses `unsafe` for `kill(2)` in [`signal`], and prints nothing unless asked to
 //! ([`ClusterOptions::progress`]); only a failure to clean up while dropping, which cannot be returned, is
@@ -51,6 +68,8 @@ mod host;
 mod pgbouncer;
 mod process;
 pub mod signal;
+mod standby;
+pub mod tls;
 
 pub use cluster::{
     ADMIN_USER, APP_USER, Cluster, ClusterOptions, ConnInfo, DATABASE, Inaccessible, POSTGRES_STOP,
@@ -65,3 +84,4 @@ pub use pgbouncer::{
     PgBouncerOptions, find_pgbouncer, is_pgbouncer_for, stop_pgbouncers_in,
 };
 pub use process::{GuardedChild, Interrupted, StopStep, stop_pid};
+pub use tls::TestCa;

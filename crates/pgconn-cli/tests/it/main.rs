@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod config;
+mod deploy;
 mod load;
 mod monitor;
 mod pgbouncer;

@@ -39,6 +39,8 @@ reserve_pool_size = 5
 ;; Drivers that send these at startup are not refused (PgBouncer 1.18 refuses unknown ones).
 ignore_startup_parameters = extra_float_digits
 server_connect_timeout = 10
+;; DB_QUERY_TIMEOUT: a query with no answer this long (a hung server) is cancelled and its server connection closed.
+query_timeout = 35
 "
     );
     assert!(!ini.contains("s3cret"));

@@ -79,6 +79,7 @@ fn valid_env() -> impl Strategy<Value = (ConnParams, Vec<(String, String)>)> {
                 ),
                 optional("DB_CONNECT_TIMEOUT", (1..=3600_u32).prop_map(|n| n.to_string()).boxed()),
                 optional("DB_STATEMENT_TIMEOUT", (0..=i32::MAX).prop_map(|n| n.to_string()).boxed()),
+                optional("DB_QUERY_TIMEOUT", (0..=i32::MAX).prop_map(|n| n.to_string()).boxed()),
                 optional("DB_POOL_MAX_SIZE", (10..=10_000_u32).prop_map(|n| n.to_string()).boxed()),
                 optional("DB_POOL_MIN_IDLE", (0..=10_u32).prop_map(|n| n.to_string()).boxed()),
                 optional("DB_POOL_TIMEOUT", (1..=3_600_000_u32).prop_map(|n| n.to_string()).boxed()),

@@ -16,6 +16,7 @@ fn defaults() {
     assert!(s.persistent());
     assert_eq!(s.connect_timeout, Duration::from_secs(10));
     assert_eq!(s.statement_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(s.query_timeout, Some(Duration::from_secs(35)), "the statement timeout plus 5 s");
     assert_eq!((s.pool.max_size, s.pool.min_idle), (10, 2));
     assert_eq!(s.pool.checkout_timeout, Duration::from_secs(5));
     assert_eq!(s.pool.leak_threshold, Some(Duration::from_secs(30)));
@@ -87,6 +88,10 @@ fn timeouts() {
     let s = settings(&[URL, ("DB_CONNECT_TIMEOUT", "3"), ("DB_STATEMENT_TIMEOUT", "0")]);
     assert_eq!(s.connect_timeout, Duration::from_secs(3));
     assert_eq!(s.statement_timeout, None);
+    assert_eq!(s.query_timeout, None, "no statement timeout, no client-side deadline unless asked");
+    let s = settings(&[URL, ("DB_STATEMENT_TIMEOUT", "1000"), ("DB_QUERY_TIMEOUT", "1500")]);
+    assert_eq!(s.query_timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(settings(&[URL, ("DB_QUERY_TIMEOUT", "0")]).query_timeout, None);
     // The URL's connect_timeout applies unless DB_CONNECT_TIMEOUT is set.
     let url = ("DATABASE_URL", "postgresql://app@db/app?connect_timeout=4");
     assert_eq!(settings(&[url]).connect_timeout, Duration::from_secs(4));
@@ -184,6 +189,7 @@ fn all_problems_at_once() {
         ("DB_CONN_MAX_AGE", "forever"),
         ("DB_CONNECT_TIMEOUT", "x"),
         ("DB_STATEMENT_TIMEOUT", "x"),
+        ("DB_QUERY_TIMEOUT", "x"),
         ("DB_POOL_MAX_SIZE", "x"),
         ("DB_POOL_MIN_IDLE", "x"),
         ("DB_POOL_TIMEOUT", "x"),
@@ -203,6 +209,7 @@ fn all_problems_at_once() {
             "DB_CONN_MAX_AGE",
             "DB_CONNECT_TIMEOUT",
             "DB_STATEMENT_TIMEOUT",
+            "DB_QUERY_TIMEOUT",
             "DB_POOL_MAX_SIZE",
             "DB_POOL_MIN_IDLE",
             "DB_POOL_TIMEOUT",
