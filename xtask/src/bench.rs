@@ -318,13 +318,29 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
         let _ = writeln!(doc, "| {name} | {} |", cells.join(" | "));
     }
     let ratio = |i: usize, j: usize| grid[1][j].rps / grid[i][j].rps.max(1.0);
+    let vs_pgbench = |row: usize, pgbench: usize| -> String {
+        levels
+            .iter()
+            .enumerate()
+            .map(|(j, level)| {
+                let (tps, _, failed) = &pgbench_rows[pgbench].1[j];
+                if failed.is_empty() && *tps > 0.0 {
+                    format!("{level}: {:.2}", grid[row][j].rps / tps)
+                } else {
+                    format!("{level}: pgbench failed")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = writeln!(
         doc,
-        "\npgconn pooled ÷ dedicated throughput at 8 clients: **{:.2}** (target ≥ 0.95: {}). pgconn pooled ÷ pgbench direct at 1 and 8 clients: {:.2}, {:.2}.\n",
+        "\npgconn pooled ÷ dedicated throughput at 8 clients: **{:.2}** (target ≥ 0.95: {}).\n\nRatio to pgbench at the same client count: pgconn pooled ÷ pgbench direct: {}; pgconn via PgBouncer ÷ pgbench via PgBouncer: {}; connect per request ÷ pgbench -C: {}.\n",
         ratio(0, 1),
         met(ratio(0, 1) >= 0.95),
-        grid[1][0].rps / pgbench_rows[0].1[0].0.max(1.0),
-        grid[1][1].rps / pgbench_rows[0].1[1].0.max(1.0)
+        vs_pgbench(1, 0),
+        vs_pgbench(2, 1),
+        vs_pgbench(3, 2),
     );
     let svg = plot(&levels, &strategies.iter().map(|s| s.0).collect::<Vec<_>>(), &grid);
     let svg_path = crate::workspace_root().join("docs").join("benchmarks.svg");
@@ -333,11 +349,13 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
 
     // 4. Scale through PgBouncer, and where connect-per-request fails.
     let mut scale_rows = String::new();
+    let mut scale_cells: Vec<(u32, Cell)> = Vec::new();
     let scale_levels: &[u32] = if quick { &[1000] } else { &[1000, 5000] };
     for &clients in scale_levels {
         let c = clients.to_string();
         let (d, w) = if quick { ("3", "8") } else { ("15", "25") };
         let cell = b.load(&pool_env(clients), &["--clients", &c, "--duration", d, "--warmup", w], true)?;
+        scale_cells.push((clients, cell.clone()));
         let _ = writeln!(
             scale_rows,
             "| PgBouncer, {clients} clients, `SELECT 1` | {} | {} | {:.0} | {:.2} | {:.2} |",
@@ -377,6 +395,21 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
             first_failure = Some(clients);
         }
     }
+    let scale_5000 = scale_cells.iter().find(|(clients, _)| *clients == 5000).map(|(_, cell)| cell.errors);
+    let _ = writeln!(
+        doc,
+        "## Targets\n\n| target | measured | |\n|---|---|---|\n| pooled per-request latency ≤ 1.05× the dedicated client | {:.3}× | {} |\n| pooled below bare r2d2's default | {:.2}× | {} |\n| pooled ≥ 20× cheaper than connect-per-request | {:.0}× | {} |\n| 8-thread throughput ≥ 0.95× of 8 dedicated clients | {:.2}× | {} |\n| PgBouncer at 5000 clients with 0 errors | {} | {} |\n",
+        pooled_mean / dedicated_mean,
+        met(pooled_mean / dedicated_mean <= 1.05),
+        pooled_mean / r2d2_mean,
+        met(pooled_mean < r2d2_mean),
+        per_request_mean / pooled_mean,
+        met(per_request_mean / pooled_mean >= 20.0),
+        ratio(0, 1),
+        met(ratio(0, 1) >= 0.95),
+        scale_5000.map_or_else(|| "not run (--quick)".to_owned(), |e| format!("{e} errors")),
+        scale_5000.map_or("not run", |e| met(e == 0)),
+    );
     let _ = writeln!(
         doc,
         "## Scale on `max_connections = 100`\n\nPgBouncer with `default_pool_size = 40`, each client a pooled connection of its own to PgBouncer; connect-per-request clients whose requests hold the connection 50 ms.\n\n| run | requests | errors | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n{scale_rows}\nConnect per request first failed at **{}** concurrent clients.\n",
