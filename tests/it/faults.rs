@@ -12,57 +12,73 @@ use pgconn_tests::{ClusterOptions, ShutdownMode, private_cluster, private_pgboun
 /// What one request saw: when it started, how long it took, and its error kind if it failed.
 type Outcome = (Instant, Duration, Option<ErrorKind>);
 
-/// Runs `threads` request loops on `pool` until `stop`, recording every outcome.
-fn load(
-    pool: &Pool,
-    threads: usize,
-    stop: &Arc<AtomicBool>,
-) -> (Vec<thread::JoinHandle<()>>, Arc<Mutex<Vec<Outcome>>>) {
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let handles = (0..threads)
-        .map(|_| {
-            let (pool, stop, outcomes) = (pool.clone(), Arc::clone(stop), Arc::clone(&outcomes));
-            thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let result = pool.get().and_then(|mut conn| conn.query("SELECT 1", &[]).map(drop));
-                    outcomes.lock().unwrap().push((
-                        started,
-                        started.elapsed(),
-                        result.err().map(|e| e.kind()),
-                    ));
-                    thread::sleep(Duration::from_millis(2));
-                }
-            })
-        })
-        .collect();
-    (handles, outcomes)
+/// Request loops running on a pool, recording every outcome, until [`Load::finish`].
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<()>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
+
+impl Load {
+    /// Starts `threads` request loops on `pool`.
+    fn start(pool: &Pool, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let handles = (0..threads)
+            .map(|_| {
+                let (pool, stop, outcomes) = (pool.clone(), Arc::clone(&stop), Arc::clone(&outcomes));
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let result = pool.get().and_then(|mut conn| conn.query("SELECT 1", &[]).map(drop));
+                        outcomes.lock().unwrap().push((
+                            started,
+                            started.elapsed(),
+                            result.err().map(|e| e.kind()),
+                        ));
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Load { stop, handles, outcomes }
+    }
+
+    /// Stops the loops and returns what every request saw.
+    fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles {
+            handle.join().unwrap();
+        }
+        std::mem::take(&mut *self.outcomes.lock().unwrap())
+    }
+}
+
+/// Settings for `url` with `extra` variables.
+#[track_caller]
+fn settings_for(url: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut vars = vec![("DATABASE_URL".to_owned(), url.to_owned())];
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Settings::from_vars(vars).unwrap()
+}
+
+/// Short bounds, so that faults show within a test's time: connects 2 s, checkouts 1 s, 4 connections.
+const FAULT_BOUNDS: [(&str, &str); 3] =
+    [("DB_CONNECT_TIMEOUT", "2"), ("DB_POOL_TIMEOUT", "1000"), ("DB_POOL_MAX_SIZE", "4")];
 
 fn restart_mid_load(mode: ShutdownMode) {
     let mut cluster = private_cluster(&ClusterOptions::default());
-    let settings = Settings::from_vars([
-        ("DATABASE_URL", cluster.info().database_url()),
-        ("DB_CONNECT_TIMEOUT", "2".to_owned()),
-        ("DB_POOL_TIMEOUT", "1000".to_owned()),
-        ("DB_POOL_MAX_SIZE", "4".to_owned()),
-    ])
-    .unwrap();
+    let settings = settings_for(&cluster.info().database_url(), &FAULT_BOUNDS);
     let pool = Pool::new(&settings).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (handles, outcomes) = load(&pool, 4, &stop);
+    let load = Load::start(&pool, 4);
     thread::sleep(Duration::from_millis(300));
     let down = Instant::now();
     cluster.restart(mode).unwrap();
     let back = Instant::now();
     thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        handle.join().unwrap();
-    }
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = load.finish();
     let bound = settings.pool.checkout_timeout + settings.connect_timeout + Duration::from_millis(500);
-    for &(started, took, error) in outcomes.iter() {
+    for &(started, took, error) in &outcomes {
         assert!(
             took < bound,
             "a request took {took:?} (started {:?} after the restart began)",
@@ -104,9 +120,7 @@ fn an_immediate_restart_mid_load_recovers_within_a_second() {
 /// Builds a pool for `url` with `extra` settings.
 #[track_caller]
 fn pool_for(url: &str, extra: &[(&str, &str)]) -> Pool {
-    let mut vars = vec![("DATABASE_URL".to_owned(), url.to_owned())];
-    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Pool::new(&Settings::from_vars(vars).unwrap()).unwrap()
+    Pool::new(&settings_for(url, extra)).unwrap()
 }
 
 #[test]
@@ -114,8 +128,7 @@ fn terminating_every_pooled_connection_mid_load_costs_at_most_one_request_each()
     let app = "pgconn_it_fault_terminate";
     let url = format!("{}?application_name={app}", pgconn_tests::database_url());
     let pool = pool_for(&url, &[("DB_POOL_MAX_SIZE", "4")]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (handles, outcomes) = load(&pool, 4, &stop);
+    let load = Load::start(&pool, 4);
     let mut terminated = 0_i64;
     for _ in 0..2 {
         thread::sleep(Duration::from_millis(400));
@@ -128,11 +141,7 @@ fn terminating_every_pooled_connection_mid_load_costs_at_most_one_request_each()
             .get::<_, i64>(0);
     }
     thread::sleep(Duration::from_millis(600));
-    stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        handle.join().unwrap();
-    }
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = load.finish();
     let failed: Vec<ErrorKind> = outcomes.iter().filter_map(|(_, _, e)| *e).collect();
     assert!(terminated >= 2, "nothing was terminated");
     assert!(
@@ -201,18 +210,12 @@ fn a_full_server_is_reported_as_such_and_the_pool_grows_back_when_slots_free() {
 fn pgbouncer_restart_and_pause_mid_load() {
     let cluster = private_cluster(&ClusterOptions::default());
     let mut bouncer = private_pgbouncer(&cluster, &[]);
-    let settings = Settings::from_vars([
-        ("DATABASE_URL", cluster.info().database_url()),
-        ("USE_PGBOUNCER", "true".to_owned()),
-        ("PGBOUNCER_URL", bouncer.info().database_url()),
-        ("DB_CONNECT_TIMEOUT", "2".to_owned()),
-        ("DB_POOL_TIMEOUT", "1000".to_owned()),
-        ("DB_POOL_MAX_SIZE", "4".to_owned()),
-    ])
-    .unwrap();
+    let bouncer_url = bouncer.info().database_url();
+    let mut extra = vec![("USE_PGBOUNCER", "true"), ("PGBOUNCER_URL", bouncer_url.as_str())];
+    extra.extend(FAULT_BOUNDS);
+    let settings = settings_for(&cluster.info().database_url(), &extra);
     let pool = Pool::new(&settings).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (handles, outcomes) = load(&pool, 4, &stop);
+    let load = Load::start(&pool, 4);
 
     // PAUSE holds new transactions until RESUME: requests wait, none fails.
     thread::sleep(Duration::from_millis(300));
@@ -232,13 +235,9 @@ fn pgbouncer_restart_and_pause_mid_load() {
     bouncer.restart().unwrap();
     let back = Instant::now();
     thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        handle.join().unwrap();
-    }
-    let outcomes = outcomes.lock().unwrap();
+    let outcomes = load.finish();
     let bound = settings.pool.checkout_timeout + settings.connect_timeout + Duration::from_millis(500);
-    for &(started, took, error) in outcomes.iter() {
+    for &(started, took, error) in &outcomes {
         assert!(took < bound, "a request took {took:?}");
         if let Some(kind) = error {
             assert!(

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, bail};
-use pgconn_testkit::{Cluster, PgBouncer, PgBouncerInfo, signal};
+use anyhow::{Context as _, Result};
+use pgconn_testkit::{PgBouncerInfo, signal};
 use serde_json::Value;
 
 use crate::process;
@@ -141,20 +141,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[allow(clippy::too_many_lines, clippy::cast_precision_loss)] // one report, top to bottom
 pub(crate) fn run(args: &[String]) -> Result<u8> {
-    let quick = match args {
-        [] => false,
-        [flag] if flag == "--quick" => true,
-        _ => bail!("usage: cargo xtask bench [--quick]"),
-    };
+    let quick = crate::scale::quick_flag(args, "bench")?;
     let started = Instant::now();
     let pgconn = crate::build_pgconn_release()?;
-    let cluster = Cluster::start_temp(&process::cluster_options().setting("max_connections", "100"))?;
-    let bouncer = PgBouncer::in_front_of(
-        &cluster,
-        &pgconn,
-        &[("PGBOUNCER_MAX_CLIENT_CONN", "6000"), ("PGBOUNCER_DEFAULT_POOL_SIZE", "40")],
-        &process::pgbouncer_options(),
-    )?;
+    let (cluster, bouncer) = crate::scale::start_servers(&pgconn)?;
     let script = cluster.dir().join("select1.sql");
     std::fs::write(&script, "SELECT 1;\n").context("cannot write the pgbench script")?;
     let mut b = Bench {

@@ -10,6 +10,7 @@
 //! error). Prints one line per run and writes every `pgconn load --json` report to
 //! `target/scale/`.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
@@ -35,21 +36,11 @@ struct Run {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<u8> {
-    let quick = match args {
-        [] => false,
-        [flag] if flag == "--quick" => true,
-        _ => bail!("usage: cargo xtask scale [--quick]"),
-    };
+    let quick = quick_flag(args, "scale")?;
     let (soft, hard) = signal::nofile_limits().context("cannot read the open-files limit")?;
     eprintln!("xtask: open files limit: soft {soft}, hard {hard} (children get the hard limit)");
     let pgconn = crate::build_pgconn_release()?;
-    let cluster = Cluster::start_temp(&process::cluster_options().setting("max_connections", "100"))?;
-    let bouncer = PgBouncer::in_front_of(
-        &cluster,
-        &pgconn,
-        &[("PGBOUNCER_MAX_CLIENT_CONN", "6000"), ("PGBOUNCER_DEFAULT_POOL_SIZE", "40")],
-        &process::pgbouncer_options(),
-    )?;
+    let (cluster, bouncer) = start_servers(&pgconn)?;
     let per_client = |clients: u32| {
         vec![
             ("DB_POOL_MAX_SIZE", clients.to_string()),
@@ -144,6 +135,28 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
     drop(bouncer);
     cluster.stop()?;
     Ok(0)
+}
+
+/// `--quick` or nothing, for `cargo xtask TASK`.
+pub(crate) fn quick_flag(args: &[String], task: &str) -> Result<bool> {
+    match args {
+        [] => Ok(false),
+        [flag] if flag == "--quick" => Ok(true),
+        _ => bail!("usage: cargo xtask {task} [--quick]"),
+    }
+}
+
+/// The servers of `scale` and `bench`: a throwaway cluster with `max_connections = 100` and a PgBouncer in
+/// front of it (rendered by `pgconn`) taking 6000 clients onto 40 server connections.
+pub(crate) fn start_servers(pgconn: &Path) -> Result<(Cluster, PgBouncer)> {
+    let cluster = Cluster::start_temp(&process::cluster_options().setting("max_connections", "100"))?;
+    let bouncer = PgBouncer::in_front_of(
+        &cluster,
+        pgconn,
+        &[("PGBOUNCER_MAX_CLIENT_CONN", "6000"), ("PGBOUNCER_DEFAULT_POOL_SIZE", "40")],
+        &process::pgbouncer_options(),
+    )?;
+    Ok((cluster, bouncer))
 }
 
 /// One table row from a `pgconn load --json` report.

@@ -9,15 +9,7 @@ use crate::EXIT_INVALID;
 
 /// Prints the settings; on invalid configuration prints one line per problem on stderr and exits 2.
 pub(crate) fn run(json: bool) -> anyhow::Result<ExitCode> {
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            for problem in e.problems() {
-                eprintln!("{problem}");
-            }
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
-    };
+    let Some(settings) = crate::settings_from_env() else { return Ok(ExitCode::from(EXIT_INVALID)) };
     if json {
         println!("{}", serde_json::to_string_pretty(&ConfigJson::new(&settings))?);
     } else {

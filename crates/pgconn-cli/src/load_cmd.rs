@@ -70,15 +70,7 @@ struct ThreadResult {
 }
 
 pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            for problem in e.problems() {
-                eprintln!("{problem}");
-            }
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
-    };
+    let Some(settings) = crate::settings_from_env() else { return Ok(ExitCode::from(EXIT_INVALID)) };
     if let Some(seconds) = args.duration
         && !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0)
     {
@@ -92,7 +84,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let pool = match Pool::new(&settings) {
         Ok(pool) => pool,
         Err(e) => {
-            let message = format!("{e}{}", cause(&e));
+            let message = e.with_cause();
             if args.json {
                 let error = serde_json::json!({"error": {"kind": e.kind().as_str(), "message": message}});
                 println!("{}", serde_json::to_string_pretty(&error)?);
@@ -245,15 +237,11 @@ fn request_loop(
                 *result.errors.entry(e.kind()).or_default() += 1;
                 result.timeline[second].1 += 1;
                 progress.count(false);
-                log::debug!("request failed: {e}{}", cause(&e));
+                log::debug!("request failed: {}", e.with_cause());
             }
         }
     }
     result
-}
-
-fn cause(error: &pgconn_pool::Error) -> String {
-    std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default()
 }
 
 /// The live progress line, on a terminal only.

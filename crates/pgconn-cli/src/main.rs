@@ -43,6 +43,18 @@ enum Command {
     Check,
 }
 
+/// The settings from the environment; when they are invalid, prints one line per problem on stderr (each
+/// naming its variable) and returns `None`.
+fn settings_from_env() -> Option<pgconn_config::Settings> {
+    pgconn_config::Settings::from_env()
+        .map_err(|e| {
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+        })
+        .ok()
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format(|buf, record| {

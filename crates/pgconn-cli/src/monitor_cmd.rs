@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use pgconn_config::Settings;
 use pgconn_monitor::{Context, PgBouncerProbe, Report, ServerProbe, ServerView, Status, render};
 
 use crate::EXIT_INVALID;
@@ -41,20 +40,12 @@ pub(crate) struct MonitorArgs {
     count: Option<u64>,
 }
 
-fn settings_or_problems() -> Result<Settings, ()> {
-    Settings::from_env().map_err(|e| {
-        for problem in e.problems() {
-            eprintln!("{problem}");
-        }
-    })
-}
-
 pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
     if !(args.interval.is_finite() && args.interval > 0.0 && args.interval <= 86_400.0) {
         eprintln!("--interval must be a number of seconds above 0 and at most 86400, got {}", args.interval);
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let Ok(settings) = settings_or_problems() else { return Ok(ExitCode::from(EXIT_INVALID)) };
+    let Some(settings) = crate::settings_from_env() else { return Ok(ExitCode::from(EXIT_INVALID)) };
     let format = if args.json { Format::Json } else { args.format.unwrap_or(Format::Text) };
     let mut context = Context::new(&settings);
     context.thresholds.idle_threshold = Duration::from_secs(args.idle_threshold);
@@ -97,7 +88,7 @@ pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
 
 /// `pgconn check`: one probe, one line, the Nagios exit code (0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 pub(crate) fn check() -> ExitCode {
-    let Ok(settings) = settings_or_problems() else {
+    let Some(settings) = crate::settings_from_env() else {
         println!("UNKNOWN: invalid configuration");
         return ExitCode::from(Status::Unknown.exit_code());
     };

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use pgconn_config::Settings;
 
 use crate::EXIT_INVALID;
 
@@ -20,15 +19,7 @@ pub(crate) struct IniArgs {
 }
 
 pub(crate) fn run(args: &IniArgs) -> anyhow::Result<ExitCode> {
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            for problem in e.problems() {
-                eprintln!("{problem}");
-            }
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
-    };
+    let Some(settings) = crate::settings_from_env() else { return Ok(ExitCode::from(EXIT_INVALID)) };
     let auth_file = match &args.auth_file {
         Some(path) => {
             let path = absolute(path)?;

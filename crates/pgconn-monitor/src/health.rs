@@ -124,39 +124,26 @@ pub fn assess(
                 );
             }
             if let Some(q) = &s.query_stats {
-                if let Some(avg) = q.avg_query_time_ms {
-                    if avg > t.query_time_critical_ms {
-                        push(
-                            Level::Critical,
-                            "avg_query_time",
-                            format!(
-                                "average query time {avg:.1}ms is above {:.0}ms",
-                                t.query_time_critical_ms
-                            ),
-                        );
-                    } else if avg > t.query_time_warning_ms {
-                        push(
-                            Level::Warning,
-                            "avg_query_time",
-                            format!(
-                                "average query time {avg:.1}ms is above {:.0}ms",
-                                t.query_time_warning_ms
-                            ),
-                        );
-                    }
+                if let Some(avg) = q.avg_query_time_ms
+                    && let Some((level, limit)) =
+                        grade(avg, t.query_time_warning_ms, t.query_time_critical_ms)
+                {
+                    push(
+                        level,
+                        "avg_query_time",
+                        format!("average query time {avg:.1}ms is above {limit:.0}ms"),
+                    );
                 }
                 if q.total_queries > 0 {
                     let rate = q.errors as f64 / q.total_queries as f64;
-                    let text = format!(
-                        "{} of {} transactions rolled back ({:.2}%)",
-                        q.errors,
-                        q.total_queries,
-                        rate * 100.0
-                    );
-                    if rate > t.error_rate_critical {
-                        push(Level::Critical, "error_rate", text);
-                    } else if rate > t.error_rate_warning {
-                        push(Level::Warning, "error_rate", text);
+                    if let Some((level, _)) = grade(rate, t.error_rate_warning, t.error_rate_critical) {
+                        let text = format!(
+                            "{} of {} transactions rolled back ({:.2}%)",
+                            q.errors,
+                            q.total_queries,
+                            rate * 100.0
+                        );
+                        push(level, "error_rate", text);
                     }
                 }
             }
@@ -246,36 +233,20 @@ pub fn assess(
             );
         }
         if m.queries > 0 {
-            if m.query_ms.mean > t.query_time_critical_ms {
-                push(
-                    Level::Critical,
-                    "pool_avg_query_time",
-                    format!(
-                        "queries through the pool average {:.1}ms, above {:.0}ms",
-                        m.query_ms.mean, t.query_time_critical_ms
-                    ),
-                );
-            } else if m.query_ms.mean > t.query_time_warning_ms {
-                push(
-                    Level::Warning,
-                    "pool_avg_query_time",
-                    format!(
-                        "queries through the pool average {:.1}ms, above {:.0}ms",
-                        m.query_ms.mean, t.query_time_warning_ms
-                    ),
-                );
+            let mean = m.query_ms.mean;
+            if let Some((level, limit)) = grade(mean, t.query_time_warning_ms, t.query_time_critical_ms) {
+                let text = format!("queries through the pool average {mean:.1}ms, above {limit:.0}ms");
+                push(level, "pool_avg_query_time", text);
             }
             let rate = m.query_errors as f64 / m.queries as f64;
-            let text = format!(
-                "{} of {} queries through the pool failed ({:.2}%)",
-                m.query_errors,
-                m.queries,
-                rate * 100.0
-            );
-            if rate > t.error_rate_critical {
-                push(Level::Critical, "pool_error_rate", text);
-            } else if rate > t.error_rate_warning {
-                push(Level::Warning, "pool_error_rate", text);
+            if let Some((level, _)) = grade(rate, t.error_rate_warning, t.error_rate_critical) {
+                let text = format!(
+                    "{} of {} queries through the pool failed ({:.2}%)",
+                    m.query_errors,
+                    m.queries,
+                    rate * 100.0
+                );
+                push(level, "pool_error_rate", text);
             }
         }
         if let Some(leak) = p.suspected_leaks.first() {
@@ -327,10 +298,17 @@ pub fn assess_pgbouncer(view: &PgBouncerView, t: &Thresholds) -> Vec<Alert> {
         );
         let waiting = number(pool, "cl_waiting");
         let maxwait = number(pool, "maxwait") + number(pool, "maxwait_us") / 1e6;
-        if maxwait > t.pgbouncer_maxwait_critical.as_secs_f64() {
-            alerts.push(Alert { level: Level::Critical, metric: "pgbouncer_maxwait", message: format!("a client of PgBouncer pool {name} has waited {maxwait:.1}s for a server connection (above {}s); raise PGBOUNCER_DEFAULT_POOL_SIZE if PostgreSQL has room, or find the slow transactions", t.pgbouncer_maxwait_critical.as_secs()) });
-        } else if maxwait > t.pgbouncer_maxwait_warning.as_secs_f64() {
-            alerts.push(Alert { level: Level::Warning, metric: "pgbouncer_maxwait", message: format!("a client of PgBouncer pool {name} has waited {maxwait:.1}s for a server connection (above {}s)", t.pgbouncer_maxwait_warning.as_secs()) });
+        let (warning, critical) = (t.pgbouncer_maxwait_warning, t.pgbouncer_maxwait_critical);
+        if let Some((level, limit)) = grade(maxwait, warning.as_secs_f64(), critical.as_secs_f64()) {
+            let advice = if level == Level::Critical {
+                "; raise PGBOUNCER_DEFAULT_POOL_SIZE if PostgreSQL has room, or find the slow transactions"
+            } else {
+                ""
+            };
+            let message = format!(
+                "a client of PgBouncer pool {name} has waited {maxwait:.1}s for a server connection (above {limit}s){advice}"
+            );
+            alerts.push(Alert { level, metric: "pgbouncer_maxwait", message });
         }
         if waiting > 0.0 {
             alerts.push(Alert {
@@ -355,6 +333,18 @@ pub fn assess_pgbouncer(view: &PgBouncerView, t: &Thresholds) -> Vec<Alert> {
         }
     }
     alerts
+}
+
+/// The level of `value` against its WARNING and CRITICAL limits (alerting above each), with the limit it
+/// passed.
+fn grade(value: f64, warning: f64, critical: f64) -> Option<(Level, f64)> {
+    if value > critical {
+        Some((Level::Critical, critical))
+    } else if value > warning {
+        Some((Level::Warning, warning))
+    } else {
+        None
+    }
 }
 
 /// The status for `alerts` on top of an earlier `status`.

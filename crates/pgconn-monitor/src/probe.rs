@@ -5,7 +5,7 @@ use std::thread;
 use std::time::Duration;
 
 use pgconn_config::{Settings, Strategy};
-use pgconn_pool::{Error, ErrorKind};
+use pgconn_pool::{Error, ErrorKind, describe_postgres_error as describe};
 
 use crate::model::{
     Backend, PgBouncerRow, PgBouncerSnapshot, PgBouncerView, QuerySource, QueryStats, ServerSnapshot,
@@ -80,8 +80,7 @@ fn run(client: Option<postgres::Client>, settings: &Settings) -> (Option<postgre
     match snapshot(&mut client) {
         Ok(snapshot) => (Some(client), ServerView::Reached(snapshot)),
         Err(e) => {
-            let message = pgconn_pool::Error::Other { reason: describe(&e), source: std::sync::Arc::new(e) }
-                .to_string();
+            let message = describe(&e);
             let keep = !client.is_closed();
             (keep.then_some(client), ServerView::Unreachable { kind: ErrorKind::Other.as_str(), message })
         }
@@ -89,19 +88,14 @@ fn run(client: Option<postgres::Client>, settings: &Settings) -> (Option<postgre
 }
 
 fn refused(error: &Error) -> ServerView {
-    let cause = std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default();
     match error.kind() {
         ErrorKind::TooManyClients => ServerView::Full {
             message: error
                 .code()
                 .map_or_else(|| error.to_string(), |_| "FATAL: sorry, too many clients already".to_owned()),
         },
-        kind => ServerView::Unreachable { kind: kind.as_str(), message: format!("{error}{cause}") },
+        kind => ServerView::Unreachable { kind: kind.as_str(), message: error.with_cause() },
     }
-}
-
-fn describe(error: &postgres::Error) -> String {
-    error.as_db_error().map_or_else(|| error.to_string(), |db| format!("{}: {}", db.severity(), db.message()))
 }
 
 #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)] // counts from PostgreSQL are >= 0
@@ -261,10 +255,7 @@ fn read_pgbouncer(
         Some(client) => client,
         None => match pgconn_pool::connect(settings) {
             Ok(client) => client,
-            Err(e) => {
-                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-                return (None, PgBouncerView::Unreachable { message: format!("{e}{cause}") });
-            }
+            Err(e) => return (None, PgBouncerView::Unreachable { message: e.with_cause() }),
         },
     };
     let mut show = |what: &str| -> Result<Vec<PgBouncerRow>, postgres::Error> {

@@ -218,6 +218,14 @@ impl Error {
         }
     }
 
+    /// The message and, after `: `, its cause, on one line: for logs and reports.
+    pub fn with_cause(&self) -> String {
+        match std::error::Error::source(self) {
+            Some(cause) => format!("{self}: {cause}"),
+            None => self.to_string(),
+        }
+    }
+
     /// Classifies an error from opening a connection to `target`.
     pub(crate) fn from_connect(error: postgres::Error, target: &str) -> Error {
         let target = target.to_owned();
@@ -259,7 +267,7 @@ impl Error {
 
 /// One line for a driver error: the server's `SEVERITY: message` when it sent one, else the driver's
 /// message with its cause (`error connecting to server: Connection refused (os error 111)`).
-pub(crate) fn describe(error: &postgres::Error) -> String {
+pub fn describe(error: &postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{}: {}", db.severity(), db.message());
     }

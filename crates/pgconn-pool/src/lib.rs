@@ -42,7 +42,7 @@ mod txmode;
 
 pub use connect::{MAX_ABANDONED, abandoned_connects, connect};
 pub use deadline::WATCHDOG_PERIOD;
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, describe as describe_postgres_error};
 pub use manager::{MAX_AGE_JITTER, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
 pub use metrics::{Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, WAIT_BUCKETS_MS, quantiles};
 pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlParam, SqlType};

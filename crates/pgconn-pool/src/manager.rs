@@ -272,16 +272,11 @@ impl r2d2::HandleError<ManagerError> for ErrorLog {
                     last.is_some_and(|(at, kind)| kind == e.kind() && now - at < Duration::from_secs(1));
                 if !repeat {
                     *last = Some((now, e.kind()));
-                    log::warn!("{e}{}", source_text(&e));
+                    log::warn!("{}", e.with_cause());
                 }
             }
             ManagerError::Expired => log::debug!("closing a connection that reached DB_CONN_MAX_AGE"),
-            ManagerError::Invalid(e) => log::info!("discarding a pooled connection: {e}{}", source_text(&e)),
+            ManagerError::Invalid(e) => log::info!("discarding a pooled connection: {}", e.with_cause()),
         }
     }
-}
-
-/// `": cause"` for an error with a source, for one-line logs.
-pub(crate) fn source_text(error: &Error) -> String {
-    std::error::Error::source(error).map(|s| format!(": {s}")).unwrap_or_default()
 }
