@@ -104,7 +104,10 @@ fn restart_mid_load(mode: ShutdownMode) {
     }
     let after = outcomes.iter().filter(|(started, _, _)| *started > back + Duration::from_secs(1)).count();
     assert!(after > 100, "only {after} requests ran after the restart");
-    assert!(outcomes.iter().any(|(_, _, error)| error.is_some()), "the restart was not seen at all");
+    // Connections the restart closed are found at checkout (and replaced before any request sees them)
+    // or fail the request that was using them.
+    let closed = pool.metrics().connections_closed;
+    assert!(closed.closed_by_server + closed.broken >= 4, "the restart was not seen at all: {closed:?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! End-to-end tests against the real PostgreSQL that `cargo xtask test` starts.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod clean;
 mod connect;
 mod example;
 mod failover;

@@ -436,10 +436,7 @@ impl Report {
             self.pool.state.size,
             self.pool.state.max_size,
             m.connections_opened,
-            m.connections_closed.max_age
-                + m.connections_closed.broken
-                + m.connections_closed.idle
-                + m.connections_closed.per_request,
+            m.connections_closed.total(),
             m.validations,
             m.validations_skipped,
         )

@@ -127,13 +127,20 @@ pub fn text(report: &Report, color: bool) -> String {
         );
         let _ = writeln!(
             out,
-            "  Connections: {} opened, closed {} (max age {}, broken {}, idle {}, per request {})",
+            "  Connections: {} opened, closed {} (max age {}, broken {}, idle {}, per request {}, \
+             closed by server {}, panicked {}, unclean {}), reset {} (transaction {}, session {})",
             m.connections_opened,
-            c.max_age + c.broken + c.idle + c.per_request,
+            c.total(),
             c.max_age,
             c.broken,
             c.idle,
-            c.per_request
+            c.per_request,
+            c.closed_by_server,
+            c.panicked,
+            c.unclean,
+            m.connections_reset.transaction + m.connections_reset.session,
+            m.connections_reset.transaction,
+            m.connections_reset.session
         );
         let _ = writeln!(
             out,
@@ -333,6 +340,18 @@ pub fn prometheus(report: &Report) -> String {
                 (vec![("reason", "broken".into())], c.broken as f64),
                 (vec![("reason", "idle".into())], c.idle as f64),
                 (vec![("reason", "per_request".into())], c.per_request as f64),
+                (vec![("reason", "closed_by_server".into())], c.closed_by_server as f64),
+                (vec![("reason", "panicked".into())], c.panicked as f64),
+                (vec![("reason", "unclean".into())], c.unclean as f64),
+            ],
+        );
+        counter(
+            "pgconn_pool_connections_reset_total",
+            "Returned connections reset before reuse: an open, failed or unknown transaction rolled back \
+             (what=\"transaction\"), changed session state discarded (what=\"session\").",
+            vec![
+                (vec![("what", "transaction".into())], m.connections_reset.transaction as f64),
+                (vec![("what", "session".into())], m.connections_reset.session as f64),
             ],
         );
         counter(

@@ -115,6 +115,13 @@ pub enum Error {
         /// What to do instead.
         instead: &'static str,
     },
+    /// A transaction was asked to commit after one of its statements had failed: PostgreSQL rolls such a
+    /// transaction back (it answers `COMMIT` with `ROLLBACK`), and so did the pool.
+    #[error(
+        "the transaction was rolled back, not committed: a statement in it failed earlier; handle that \
+         statement's error (or run it in a savepoint), then retry the transaction"
+    )]
+    RolledBack,
     /// The configuration asks for something this build cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -201,7 +208,10 @@ impl Error {
             Error::StatementTimeout { .. } => ErrorKind::StatementTimeout,
             Error::ConnectionLost { .. } => ErrorKind::ConnectionLost,
             Error::QueryTimeout { .. } => ErrorKind::QueryTimeout,
-            Error::TransactionMode { .. } | Error::Unsupported(_) | Error::Other { .. } => ErrorKind::Other,
+            Error::TransactionMode { .. }
+            | Error::RolledBack
+            | Error::Unsupported(_)
+            | Error::Other { .. } => ErrorKind::Other,
         }
     }
 

@@ -8,9 +8,13 @@
 //! - every connect, handshake and authentication included, is bounded by `DB_CONNECT_TIMEOUT`;
 //! - each connection has its own deadline, `DB_CONN_MAX_AGE` minus up to 2.5% of random jitter, and is
 //!   never handed out past it;
-//! - validation has a deadline, and is skipped for a connection returned in the last 500 ms, so the
-//!   steady-state checkout makes no network round trip;
-//! - a connection that failed in use is closed, not put back;
+//! - a connection goes back to the pool only in the state of a new one: an open or failed transaction is
+//!   rolled back, changed session state is reset (`DISCARD ALL`, direct tier), a connection whose borrower
+//!   panicked or that failed in use is closed; a request that changed nothing pays nothing for this;
+//! - a connection the server closed while idle is found at checkout with a non-blocking look at its
+//!   socket and replaced before any statement is sent; validation has a deadline, and is skipped for a
+//!   connection returned in the last 500 ms, so the steady-state checkout makes no network round trip;
+//! - [`PooledConn::transaction`] commits explicitly and rolls back on drop;
 //! - building the pool, or a checkout that cannot get a connection, reports the real cause (wrong
 //!   password, server full, unreachable) as a typed [`Error`] with an [`ErrorKind`];
 //! - the query API never names a prepared statement, so it works behind PgBouncer in transaction mode;
@@ -27,16 +31,22 @@
 //! let mut conn = pool.get()?;
 //! let row = conn.query_one("SELECT $1::int + 1", &[&41_i32])?;
 //! assert_eq!(row.get::<_, i32>(0), 42);
+//! let mut tx = conn.transaction()?;
+//! tx.execute("INSERT INTO visits (at) VALUES (now())", &[])?;
+//! tx.commit()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod connect;
 mod deadline;
 mod error;
+mod lifecycle;
 mod manager;
 mod metrics;
 mod pool;
+mod session;
 mod socket;
+mod sql;
 mod tls;
 mod txmode;
 
@@ -44,7 +54,9 @@ pub use connect::{MAX_ABANDONED, abandoned_connects, connect};
 pub use deadline::WATCHDOG_PERIOD;
 pub use error::{Error, ErrorKind, describe as describe_postgres_error};
 pub use manager::{MAX_AGE_JITTER, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
-pub use metrics::{Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, WAIT_BUCKETS_MS, quantiles};
-pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlParam, SqlType};
+pub use metrics::{
+    Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, ResetCounts, WAIT_BUCKETS_MS, quantiles,
+};
+pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlParam, SqlType, Transaction};
 pub use postgres::types::Type;
 pub use postgres::{Row, SimpleQueryMessage};

@@ -1,5 +1,5 @@
-//! The r2d2 connection manager: bounded connects, validation with a deadline and a bypass window, and a
-//! jittered lifetime per connection.
+//! The r2d2 connection manager: bounded connects, a look at the socket and, when needed, validation with
+//! a deadline at checkout ([`crate::lifecycle`]), and a jittered lifetime per connection.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,17 +8,19 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 use crate::connect::Connector;
+use crate::lifecycle::{Checkout, Idle, Peek, at_checkout};
 use crate::metrics::{CloseReason, Metrics};
-use crate::socket::Socket;
+use crate::session::TxStatus;
+use crate::socket::{Before, Peer, Socket};
 
-/// A connection returned this recently is handed out again without a validation round trip (HikariCP's
-/// choice too): in steady state a checkout then costs no network round trip.
+/// A connection returned this recently, whose socket shows nothing from the server, is handed out again
+/// without a validation round trip (HikariCP's window too): in steady state a checkout then costs no
+/// network round trip.
 ///
-/// The price: a connection the server closed within this window after its last use (a
-/// `pg_terminate_backend`, a restart) is handed out once, its first statement fails as
-/// [`crate::ErrorKind::ConnectionLost`], and it is closed; the request's retry gets a good connection. There
-/// is no cheaper way to see the close: the `postgres` crate reads the socket only while a call is in
-/// progress (a zero-length wait on its notification stream costs a 1 ms timer tick, more than a round trip).
+/// A connection the server closed meanwhile (a `pg_terminate_backend`, a restart, `idle_session_timeout`)
+/// is not handed out: its socket shows the server's last message or the end of the stream, which a
+/// non-blocking `recv(MSG_PEEK)` at checkout sees. Only a connection whose socket the pool could not
+/// identify ([`crate::PooledConn::has_deadline`] is false for it) relies on the window alone.
 pub const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
 
 /// The longest a validation round trip may take; a connection that does not answer within it (or within
@@ -29,6 +31,10 @@ pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// (HikariCP: 2.5%), so connections opened together are not all replaced together.
 pub const MAX_AGE_JITTER: f64 = 0.025;
 
+/// Checkouts that look again for a connection's socket when it could not be told apart at connect (other
+/// connects to the same server were in progress); a return that needs a reset always looks again.
+const FIND_TRIES: u8 = 10;
+
 /// One pooled connection and what the pool knows about it.
 pub(crate) struct Conn {
     /// Present until the connection is dropped.
@@ -38,13 +44,22 @@ pub(crate) struct Conn {
     pub(crate) deadline: Option<Instant>,
     /// When it was last returned to the pool.
     returned: Option<Instant>,
-    /// Set when it failed in use: closed on return.
-    pub(crate) broken: bool,
+    /// Set when it must be closed on return (it failed in use, say), with why.
     close_reason: Option<CloseReason>,
     /// The server process id, once asked.
     pub(crate) backend_pid: Option<i32>,
-    /// Its TCP socket in this process, when calls have a client-side deadline.
+    /// Its socket in this process, once found: for looking at it and for deadlines.
     pub(crate) socket: Option<Socket>,
+    /// Further checkouts that may look for the socket, if it is not found yet.
+    find_tries: u8,
+    /// Where its server listens, to look for the socket.
+    peers: Arc<[Peer]>,
+    /// The sockets connected there before it was opened, which are not its own.
+    before: Before,
+    /// Its transaction status, tracked from the statements sent ([`crate::session`]).
+    pub(crate) tx: TxStatus,
+    /// Whether its session state may have changed since it was opened.
+    pub(crate) dirty: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -58,9 +73,25 @@ impl Conn {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }
 
-    /// Marks how this connection will be counted when it is closed.
+    /// Marks this connection to be closed, and how it will be counted then.
     pub(crate) fn close_as(&mut self, reason: CloseReason) {
         self.close_reason = Some(reason);
+    }
+
+    /// Looks for its socket again, if it is not known yet ([`Socket::find`]); whether it is known now.
+    pub(crate) fn find_socket(&mut self) -> bool {
+        if self.socket.is_none() {
+            self.socket = Socket::find(&self.peers, &self.before);
+            if self.socket.is_some() {
+                self.before = Before::default();
+            }
+        }
+        self.socket.is_some()
+    }
+
+    /// Why it will be closed on return, if it will.
+    pub(crate) fn closing(&self) -> Option<CloseReason> {
+        self.close_reason
     }
 }
 
@@ -72,13 +103,19 @@ impl Drop for Conn {
             CloseReason::Idle
         });
         self.metrics.closed(reason);
+        // Released before the descriptor is closed, so that its number, once reused, is never taken for
+        // a claimed one ([`crate::socket`]).
+        if let Some(socket) = self.socket {
+            socket.release();
+        }
         let Some(client) = self.client.take() else { return };
-        if reason != CloseReason::Broken {
+        if matches!(reason, CloseReason::MaxAge | CloseReason::Idle | CloseReason::PerRequest) {
             // A healthy close: the server answers the terminate message and closes its end.
             return drop(client);
         }
-        // A broken connection's server may never answer (stopped, unreachable), and the `postgres` crate
-        // waits for the server to close its end: never let that hold the caller.
+        // Any other connection's server may never answer (stopped, unreachable, or a reset that ran out
+        // of time), and the `postgres` crate waits for the server to close its end: never let that hold
+        // the caller.
         match self.socket {
             Some(socket) => {
                 socket.shutdown();
@@ -144,8 +181,11 @@ pub(crate) struct Manager {
     pub(crate) validation_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) last_error: Arc<LastConnectError>,
-    /// Whether each new connection's socket is looked up, for `DB_QUERY_TIMEOUT`.
-    pub(crate) find_socket: bool,
+    /// Where the server listens, to find each new connection's socket.
+    pub(crate) peers: Arc<[Peer]>,
+    /// Whether a connection whose socket cannot be told apart may ask the server for its port (only
+    /// PostgreSQL itself can say; PgBouncer cannot).
+    pub(crate) ask_client_port: bool,
     random: RandomState,
 }
 
@@ -162,21 +202,27 @@ impl Manager {
             validation_timeout: VALIDATION_TIMEOUT.min(connect_timeout),
             metrics,
             last_error: Arc::default(),
-            find_socket: false,
+            peers: Arc::new([]),
+            ask_client_port: false,
             random: RandomState::new(),
         }
     }
 
     /// Opens a connection with its own jittered deadline, counting it.
     pub(crate) fn open(&self) -> Result<Conn, Error> {
+        let before = Before::take(&self.peers);
         let started = Instant::now();
         match self.connector.connect() {
             Ok(mut client) => {
-                let socket = if self.find_socket { Socket::of(&mut client) } else { None };
-                if self.find_socket && socket.is_none() {
-                    log::debug!(
-                        "no socket found for a new connection: DB_QUERY_TIMEOUT is not enforced on it"
-                    );
+                let socket = Socket::find(&self.peers, &before).or_else(|| {
+                    if self.ask_client_port {
+                        Socket::by_client_port(&mut client)
+                    } else {
+                        Socket::by_round_trip(&self.peers, &before, &mut client, self.validation_timeout)
+                    }
+                });
+                if socket.is_none() {
+                    log::debug!("the socket of a new connection is not known yet; looking again at checkout");
                 }
                 let opened = Instant::now();
                 self.metrics.opened.fetch_add(1, Ordering::Relaxed);
@@ -189,10 +235,14 @@ impl Manager {
                         .max_age
                         .and_then(|age| opened.checked_add(age.saturating_sub(self.jitter(age)))),
                     returned: None,
-                    broken: false,
                     close_reason: None,
                     backend_pid: None,
                     socket,
+                    find_tries: if socket.is_some() { 0 } else { FIND_TRIES },
+                    peers: Arc::clone(&self.peers),
+                    before: if socket.is_some() { Before::default() } else { before },
+                    tx: TxStatus::Idle,
+                    dirty: false,
                     metrics: Arc::clone(&self.metrics),
                 })
             }
@@ -222,30 +272,53 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), ManagerError> {
+        if conn.socket.is_none() && conn.find_tries > 0 {
+            conn.find_tries -= 1;
+            conn.find_socket();
+        }
         let now = Instant::now();
-        if conn.expired(now) {
-            conn.close_as(CloseReason::MaxAge);
-            return Err(ManagerError::Expired);
+        let peek = conn.socket.map_or(Peek::Unknown, Socket::peek);
+        let idle = Idle {
+            expired: conn.expired(now),
+            closed: conn.client().is_closed(),
+            peek,
+            quiet_for: now.saturating_duration_since(conn.returned.unwrap_or(conn.opened)),
+        };
+        match at_checkout(idle) {
+            Checkout::Hand => {
+                self.metrics.validations_skipped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Checkout::Close(reason) => {
+                conn.close_as(reason);
+                Err(if reason == CloseReason::MaxAge {
+                    ManagerError::Expired
+                } else {
+                    ManagerError::Invalid(Error::Unsupported("the server closed it while it was idle".into()))
+                })
+            }
+            Checkout::Validate => {
+                self.metrics.validations.fetch_add(1, Ordering::Relaxed);
+                conn.client().is_valid(self.validation_timeout).map_err(|e| {
+                    // Bytes waiting and then a failure: the server said goodbye (a FATAL) before closing.
+                    let reason = if peek == Peek::Readable {
+                        CloseReason::ClosedByServer
+                    } else {
+                        CloseReason::Broken
+                    };
+                    conn.close_as(reason);
+                    ManagerError::Invalid(Error::from_query(e, true))
+                })
+            }
         }
-        if conn.client().is_closed() {
-            conn.close_as(CloseReason::Broken);
-            return Err(ManagerError::Invalid(Error::Unsupported("connection closed while idle".into())));
-        }
-        if conn.returned.is_some_and(|returned| now.saturating_duration_since(returned) < VALIDATION_BYPASS) {
-            self.metrics.validations_skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        self.metrics.validations.fetch_add(1, Ordering::Relaxed);
-        conn.client().is_valid(self.validation_timeout).map_err(|e| {
-            conn.close_as(CloseReason::Broken);
-            ManagerError::Invalid(Error::from_query(e, true))
-        })
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
         let now = Instant::now();
         conn.returned = Some(now);
-        if conn.broken || conn.client().is_closed() {
+        if conn.close_reason.is_some() {
+            true
+        } else if conn.client().is_closed() {
             conn.close_as(CloseReason::Broken);
             true
         } else if conn.expired(now) {

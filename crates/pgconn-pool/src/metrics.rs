@@ -15,12 +15,22 @@ use serde::Serialize;
 pub(crate) enum CloseReason {
     /// It reached its `DB_CONN_MAX_AGE` deadline.
     MaxAge,
-    /// It failed in use, failed validation, or was found closed.
+    /// It failed in use or failed validation.
     Broken,
     /// It sat idle beyond the pool's idle timeout (or the pool was dropped).
     Idle,
     /// `DB_CONN_MAX_AGE=0`: closed when its request returned it.
     PerRequest,
+    /// Found closed by the server (or the network) at checkout, before it was handed out.
+    ClosedByServer,
+    /// Returned by a thread that was panicking: never reused as it is.
+    Panicked,
+    /// Returned with a transaction or session state that could not be reset within its deadline.
+    Unclean,
+}
+
+impl CloseReason {
+    const COUNT: usize = 7;
 }
 
 /// A latency distribution in milliseconds.
@@ -51,6 +61,34 @@ pub struct ClosedCounts {
     pub idle: u64,
     /// Closed on return because `DB_CONN_MAX_AGE=0`.
     pub per_request: u64,
+    /// Found closed by the server or the network at checkout, before it was handed out.
+    pub closed_by_server: u64,
+    /// Returned while its borrower's thread was panicking.
+    pub panicked: u64,
+    /// Returned in a state that could not be reset in time (or without a deadline).
+    pub unclean: u64,
+}
+
+impl ClosedCounts {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.max_age
+            + self.broken
+            + self.idle
+            + self.per_request
+            + self.closed_by_server
+            + self.panicked
+            + self.unclean
+    }
+}
+
+/// Returned connections reset before going back into the pool, by what was reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ResetCounts {
+    /// A transaction was open, failed or unknown: `ROLLBACK`.
+    pub transaction: u64,
+    /// Session state may have changed: `DISCARD ALL`.
+    pub session: u64,
 }
 
 /// A latency histogram in Prometheus' shape: cumulative counts at fixed upper bounds.
@@ -90,6 +128,8 @@ pub struct PoolMetrics {
     pub connect_ms: Quantiles,
     /// Connections closed, by reason.
     pub connections_closed: ClosedCounts,
+    /// Returned connections reset before reuse, by what was reset.
+    pub connections_reset: ResetCounts,
     /// Checkouts that validated the connection with a round trip.
     pub validations: u64,
     /// Checkouts that skipped the round trip because the connection was returned moments ago.
@@ -202,7 +242,9 @@ pub(crate) struct Metrics {
     pub(crate) opened: AtomicU64,
     pub(crate) connect_errors: AtomicU64,
     pub(crate) connect_time: Latency,
-    closed: [AtomicU64; 4],
+    closed: [AtomicU64; CloseReason::COUNT],
+    pub(crate) reset_transaction: AtomicU64,
+    pub(crate) reset_session: AtomicU64,
     pub(crate) validations: AtomicU64,
     pub(crate) validations_skipped: AtomicU64,
     pub(crate) held: Latency,
@@ -223,6 +265,8 @@ impl Metrics {
             connect_errors: AtomicU64::new(0),
             connect_time: Latency::new(),
             closed: Default::default(),
+            reset_transaction: AtomicU64::new(0),
+            reset_session: AtomicU64::new(0),
             validations: AtomicU64::new(0),
             validations_skipped: AtomicU64::new(0),
             held: Latency::new(),
@@ -254,6 +298,13 @@ impl Metrics {
                 broken: closed(CloseReason::Broken),
                 idle: closed(CloseReason::Idle),
                 per_request: closed(CloseReason::PerRequest),
+                closed_by_server: closed(CloseReason::ClosedByServer),
+                panicked: closed(CloseReason::Panicked),
+                unclean: closed(CloseReason::Unclean),
+            },
+            connections_reset: ResetCounts {
+                transaction: get(&self.reset_transaction),
+                session: get(&self.reset_session),
             },
             validations: get(&self.validations),
             validations_skipped: get(&self.validations_skipped),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgconn_config::{ConnMaxAge, PoolMode, Settings, Strategy};
+use pgconn_config::{ConnMaxAge, Host, PoolMode, Settings, Strategy};
 use postgres::types::{ToSql, Type};
 use postgres::{Row, SimpleQueryMessage};
 use serde::Serialize;
@@ -13,8 +13,12 @@ use serde::Serialize;
 use crate::Error;
 use crate::connect::Connector;
 use crate::deadline::{Deadlines, spawn_watchdog};
-use crate::manager::{Conn, ErrorLog, LastConnectError, Manager};
+use crate::lifecycle::{Return, Returned, at_return};
+use crate::manager::{Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT};
 use crate::metrics::{Checkouts, CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
+use crate::session::{Effect, TxStatus};
+use crate::socket::Peer;
+use crate::sql::strip;
 
 /// Pooled connections idle this long beyond `DB_POOL_MIN_IDLE` are closed (checked every 30 s by r2d2),
 /// so a quiet process gives its server slots back; kept under the monitor's 5-minute idle alert.
@@ -32,8 +36,14 @@ struct Shared {
     metrics: Arc<Metrics>,
     checkouts: Arc<Checkouts>,
     last_error: Arc<LastConnectError>,
-    /// Calls in progress with a client-side deadline, when `DB_QUERY_TIMEOUT` is on.
-    deadlines: Option<Arc<Deadlines>>,
+    /// Calls in progress with a client-side deadline: queries when `DB_QUERY_TIMEOUT` is on, and the
+    /// resets of returned connections always.
+    deadlines: Arc<Deadlines>,
+    /// The deadline of a reset on return (`ROLLBACK`, `DISCARD ALL`).
+    reset_timeout: Duration,
+    /// Whether changed session state is reset on return (direct, or PgBouncer in session mode); through
+    /// PgBouncer in transaction or statement mode it is refused before it is sent.
+    resets_session: bool,
 }
 
 enum Mode {
@@ -73,13 +83,19 @@ impl Pool {
         let metrics = Arc::new(Metrics::new());
         let max_age = settings.conn_max_age.limit();
         let mut manager = Manager::new(connector, max_age, settings.connect_timeout, Arc::clone(&metrics));
-        // Through PgBouncer the deadline is PgBouncer's query_timeout (in the rendered ini): the server
-        // cannot tell us which of our sockets is which.
-        manager.find_socket = settings.query_timeout.is_some() && settings.strategy == Strategy::Direct;
-        let deadlines = manager.find_socket.then(|| Arc::new(Deadlines::new()));
-        if let Some(deadlines) = &deadlines {
-            spawn_watchdog(Arc::downgrade(deadlines));
-        }
+        manager.peers = settings
+            .target
+            .endpoints
+            .iter()
+            .map(|endpoint| match &endpoint.host {
+                Host::Tcp(_) => Peer::Tcp(endpoint.port),
+                Host::Unix(dir) => Peer::Unix(dir.join(format!(".s.PGSQL.{}", endpoint.port))),
+            })
+            .collect::<Vec<_>>()
+            .into();
+        manager.ask_client_port = settings.strategy == Strategy::Direct;
+        let deadlines = Arc::new(Deadlines::new());
+        spawn_watchdog(Arc::downgrade(&deadlines));
         let mut probe = manager.open()?;
         let last_error = Arc::clone(&manager.last_error);
         let mode = if settings.conn_max_age == ConnMaxAge::PerRequest {
@@ -113,6 +129,9 @@ impl Pool {
                 checkouts,
                 last_error,
                 deadlines,
+                reset_timeout: VALIDATION_TIMEOUT.min(settings.connect_timeout),
+                resets_session: settings.strategy == Strategy::Direct
+                    || settings.pgbouncer.pool_mode == PoolMode::Session,
             }),
         })
     }
@@ -251,49 +270,43 @@ impl PooledConn {
         }
     }
 
-    /// Runs `f` on the client, counting and timing it; a failure that broke the connection marks it to be
-    /// closed on return.
+    /// Runs `sql` through `f` on the client, counting and timing it, under `DB_QUERY_TIMEOUT`; follows
+    /// what it does to the transaction status and the session ([`crate::session`]); a failure that broke
+    /// the connection marks it to be closed on return.
     fn run<T>(
         &mut self,
         sql: &str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
+        let code = strip(sql);
         let pgbouncer = &self.shared.settings.pgbouncer;
         if self.shared.settings.strategy == Strategy::PgBouncer
             && pgbouncer.pool_mode != PoolMode::Session
-            && let Some((what, instead)) = crate::txmode::mistake(sql)
+            && let Some((what, instead)) = crate::txmode::mistake(&code)
         {
             self.shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
             return Err(Error::TransactionMode { what, pool_mode: pgbouncer.pool_mode.as_str(), instead });
         }
-        let metrics = Arc::clone(&self.shared.metrics);
-        let deadlines = self.shared.deadlines.clone();
-        let timeout = self.shared.settings.query_timeout;
+        let effect = Effect::of(&code);
+        let shared = Arc::clone(&self.shared);
+        let timeout = shared.settings.query_timeout;
         let started = Instant::now();
         let conn = self.conn();
-        let call = match (&deadlines, conn.socket, timeout) {
-            (Some(deadlines), Some(socket), Some(timeout)) => {
-                Some(deadlines.start(socket, started + timeout))
-            }
-            _ => None,
-        };
-        let result = f(conn.client());
-        let expired = match (call, &deadlines) {
-            (Some(call), Some(deadlines)) => deadlines.finish(call),
-            _ => false,
-        };
-        metrics.queries.fetch_add(1, Ordering::Relaxed);
-        metrics.query_time.record(started.elapsed());
+        let (result, expired) = bounded(conn, &shared.deadlines, timeout.map(|t| started + t), f);
+        shared.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.query_time.record(started.elapsed());
+        conn.dirty |= effect.changes_session;
         if expired {
-            metrics.query_errors.fetch_add(1, Ordering::Relaxed);
-            conn.broken = true;
+            shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            conn.close_as(CloseReason::Broken);
             return Err(Error::QueryTimeout { timeout: timeout.unwrap_or_default() });
         }
+        conn.tx = conn.tx.after(&effect, result.is_ok());
         result.map_err(|e| {
-            metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
             let error = Error::from_query(e, conn.client().is_closed());
             if error.breaks_connection() {
-                conn.broken = true;
+                conn.close_as(CloseReason::Broken);
             }
             error
         })
@@ -351,15 +364,32 @@ impl PooledConn {
         self.run(sql, |client| client.batch_execute(sql))
     }
 
-    /// The `postgres::Client` itself, for transactions, `COPY` and the rest of its API.
+    /// Starts a transaction: `BEGIN` now; [`Transaction::commit`] commits it, and dropping it without a
+    /// commit (an early return, a `?`, a panic) rolls it back. Its statements go through the same query
+    /// API, deadlines and PgBouncer guard as the connection's.
     ///
-    /// Behind PgBouncer in transaction mode, two rules apply to what you do with it: prepare statements
-    /// only inside a transaction and use them only there (`Client::query(&str, ..)` prepares a named
-    /// statement outside of one, which fails once connections are shared), and change no session state
-    /// (`SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors). Queries made here are not counted
-    /// in the pool's query metrics; a connection this breaks is still closed on return.
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn transaction(&mut self) -> Result<Transaction<'_>, Error> {
+        self.batch_execute("BEGIN")?;
+        Ok(Transaction { conn: self, depth: 0, done: false })
+    }
+
+    /// The `postgres::Client` itself, for `COPY`, notifications and the rest of its API.
+    ///
+    /// The pool cannot follow what is done through it, so a connection it was taken from is treated as
+    /// changed: on return it is rolled back and (direct tier) its session reset with `DISCARD ALL`, one
+    /// or two round trips. Behind PgBouncer in transaction mode, two rules apply to what you do with it:
+    /// prepare statements only inside a transaction and use them only there (`Client::query(&str, ..)`
+    /// prepares a named statement outside of one, which fails once connections are shared), and change
+    /// no session state (`SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors). Queries made here
+    /// are not counted in the pool's query metrics and have no client-side deadline; a connection this
+    /// breaks is still closed on return.
     pub fn client(&mut self) -> &mut postgres::Client {
-        self.conn().client()
+        let conn = self.conn();
+        conn.tx = conn.tx.after(&Effect::anything(), true);
+        conn.dirty = true;
+        conn.client()
     }
 
     /// The server process id of this connection (asked once, then remembered).
@@ -375,10 +405,12 @@ impl PooledConn {
         Ok(pid)
     }
 
-    /// Whether `DB_QUERY_TIMEOUT` is enforced on this connection's calls (it is for TCP connections of the
-    /// direct strategy when the timeout is on; through PgBouncer, PgBouncer's `query_timeout` is).
+    /// Whether the pool knows this connection's socket: then `DB_QUERY_TIMEOUT` (when on) is enforced
+    /// on its calls by the client, in every tier and transport, and a close by the server is seen at
+    /// checkout without a round trip. The socket is found for nearly every connection; see
+    /// `docs/pool.md` for when it is not.
     pub fn has_deadline(&self) -> bool {
-        self.shared.deadlines.is_some() && self.conn_ref().socket.is_some()
+        self.shared.settings.query_timeout.is_some() && self.conn_ref().socket.is_some()
     }
 
     /// When this connection was opened.
@@ -407,8 +439,196 @@ impl Drop for PooledConn {
         if let (Some(Slot::Owned(_)), Mode::PerRequest { open, .. }) = (&self.slot, &self.shared.mode) {
             open.fetch_sub(1, Ordering::Relaxed);
         }
+        if self.slot.is_some() {
+            self.clean();
+        }
         // Dropping the slot returns an r2d2 connection or closes an owned one.
         self.slot = None;
+    }
+}
+
+impl PooledConn {
+    /// Brings a returned connection back to the state of a new one, or marks it to be closed
+    /// ([`crate::lifecycle::at_return`]).
+    fn clean(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let conn = self.conn();
+        let needs_reset = conn.tx != TxStatus::Idle || (conn.dirty && shared.resets_session);
+        let returned = Returned {
+            panicking: std::thread::panicking(),
+            closing: conn.closing(),
+            tx: conn.tx,
+            dirty: conn.dirty,
+            resets_session: shared.resets_session,
+            bounded: conn.socket.is_some() || (needs_reset && conn.find_socket()),
+        };
+        match at_return(returned) {
+            Return::Keep => {}
+            Return::Close(reason) => conn.close_as(reason),
+            Return::Reset { rollback, discard } => {
+                let deadline = Some(Instant::now() + shared.reset_timeout);
+                let mut reset = |sql: &str| {
+                    let (result, expired) =
+                        bounded(conn, &shared.deadlines, deadline, |client| client.batch_execute(sql));
+                    result.is_ok() && !expired
+                };
+                if (rollback && !reset("ROLLBACK")) || (discard && !reset("DISCARD ALL")) {
+                    log::info!("closing a returned connection that could not be reset in time");
+                    conn.close_as(CloseReason::Unclean);
+                    return;
+                }
+                if rollback {
+                    shared.metrics.reset_transaction.fetch_add(1, Ordering::Relaxed);
+                }
+                if discard {
+                    // DISCARD ALL deallocated the statements the driver prepared to look types up.
+                    conn.client().clear_type_cache();
+                    shared.metrics.reset_session.fetch_add(1, Ordering::Relaxed);
+                }
+                conn.tx = TxStatus::Idle;
+                conn.dirty = false;
+            }
+        }
+    }
+}
+
+/// Runs `f` on `conn`'s client; with a `deadline` and a known socket, the watchdog shuts the socket down
+/// if the deadline passes first. Returns the result and whether the deadline passed.
+fn bounded<T>(
+    conn: &mut Conn,
+    deadlines: &Deadlines,
+    deadline: Option<Instant>,
+    f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+) -> (Result<T, postgres::Error>, bool) {
+    let call = match (conn.socket, deadline) {
+        (Some(socket), Some(deadline)) => Some(deadlines.start(socket, deadline)),
+        _ => None,
+    };
+    let result = f(conn.client());
+    let expired = call.is_some_and(|call| deadlines.finish(call));
+    (result, expired)
+}
+
+/// A transaction on a pooled connection, from [`PooledConn::transaction`] (or a savepoint inside one,
+/// from [`Transaction::savepoint`]). Dropped without [`Transaction::commit`], it is rolled back.
+pub struct Transaction<'a> {
+    conn: &'a mut PooledConn,
+    /// 0 for the transaction itself, n for the n-th nested savepoint.
+    depth: u32,
+    /// Committed or rolled back already.
+    done: bool,
+}
+
+impl Transaction<'_> {
+    /// As [`PooledConn::query`], inside the transaction.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn query(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Vec<Row>, Error> {
+        self.conn.query(sql, params)
+    }
+
+    /// As [`PooledConn::query_one`], inside the transaction.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query_one`].
+    pub fn query_one(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Row, Error> {
+        self.conn.query_one(sql, params)
+    }
+
+    /// As [`PooledConn::query_opt`], inside the transaction.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query_opt`].
+    pub fn query_opt(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Option<Row>, Error> {
+        self.conn.query_opt(sql, params)
+    }
+
+    /// As [`PooledConn::execute`], inside the transaction.
+    ///
+    /// # Errors
+    /// As [`PooledConn::execute`].
+    pub fn execute(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<u64, Error> {
+        self.conn.execute(sql, params)
+    }
+
+    /// As [`PooledConn::simple_query`], inside the transaction.
+    ///
+    /// # Errors
+    /// As [`PooledConn::simple_query`].
+    pub fn simple_query(&mut self, sql: &str) -> Result<Vec<SimpleQueryMessage>, Error> {
+        self.conn.simple_query(sql)
+    }
+
+    /// As [`PooledConn::batch_execute`], inside the transaction.
+    ///
+    /// # Errors
+    /// As [`PooledConn::batch_execute`].
+    pub fn batch_execute(&mut self, sql: &str) -> Result<(), Error> {
+        self.conn.batch_execute(sql)
+    }
+
+    /// Starts a savepoint inside this transaction: a nested [`Transaction`] whose commit releases it and
+    /// whose rollback (or drop without commit) undoes only what was done since, so the outer transaction
+    /// can go on after a failed statement.
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn savepoint(&mut self) -> Result<Transaction<'_>, Error> {
+        let depth = self.depth + 1;
+        self.conn.batch_execute(&format!("SAVEPOINT pgconn_{depth}"))?;
+        Ok(Transaction { conn: &mut *self.conn, depth, done: false })
+    }
+
+    /// Commits the transaction (for a savepoint: releases it).
+    ///
+    /// # Errors
+    /// [`Error::RolledBack`] when a statement in the transaction failed earlier: PostgreSQL then rolls the
+    /// whole transaction back (it answers `COMMIT` with `ROLLBACK`), and so does this. Otherwise as
+    /// [`PooledConn::query`]; after a failed commit the transaction is over either way.
+    pub fn commit(mut self) -> Result<(), Error> {
+        self.done = true;
+        if self.depth == 0 && self.conn.conn_ref().tx == TxStatus::Failed {
+            self.conn.batch_execute("ROLLBACK")?;
+            return Err(Error::RolledBack);
+        }
+        match self.depth {
+            0 => self.conn.batch_execute("COMMIT"),
+            depth => self.conn.batch_execute(&format!("RELEASE SAVEPOINT pgconn_{depth}")),
+        }
+    }
+
+    /// Rolls the transaction back (for a savepoint: back to where it started, and releases it).
+    ///
+    /// # Errors
+    /// As [`PooledConn::query`].
+    pub fn rollback(mut self) -> Result<(), Error> {
+        self.done = true;
+        self.roll_back()
+    }
+
+    fn roll_back(&mut self) -> Result<(), Error> {
+        match self.depth {
+            0 => self.conn.batch_execute("ROLLBACK"),
+            depth => self.conn.batch_execute(&format!(
+                "ROLLBACK TO SAVEPOINT pgconn_{depth}; RELEASE SAVEPOINT pgconn_{depth}"
+            )),
+        }
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if std::thread::panicking() {
+            // No I/O while unwinding: the connection is closed on return instead.
+            return;
+        }
+        if let Err(e) = self.roll_back() {
+            log::debug!("rolling back a dropped transaction failed: {}", e.with_cause());
+        }
     }
 }
 

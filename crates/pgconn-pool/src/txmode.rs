@@ -7,10 +7,12 @@
 //! the session advisory-lock functions, outside quotes and comments; it is a guard against the common
 //! mistakes, not a parser.
 
-/// The mistake in `sql`, if it is one transaction pooling cannot honour: `(what, what to do instead)`.
-pub(crate) fn mistake(sql: &str) -> Option<(&'static str, &'static str)> {
-    let code = strip(sql);
-    for statement in code.split(';') {
+use crate::sql::{contains_call, statements};
+
+/// The mistake in `code` (a statement string already stripped by [`crate::sql::strip`]), if it is one
+/// transaction pooling cannot honour: `(what, what to do instead)`.
+pub(crate) fn mistake(code: &str) -> Option<(&'static str, &'static str)> {
+    for statement in statements(code) {
         let words: Vec<&str> = statement.split_whitespace().take(3).collect();
         let first = words.first().map(|w| w.to_ascii_lowercase());
         let second = words.get(1).map(|w| w.to_ascii_lowercase());
@@ -59,88 +61,14 @@ pub(crate) fn mistake(sql: &str) -> Option<(&'static str, &'static str)> {
     None
 }
 
-/// `sql` without comments and with the contents of quoted strings and identifiers blanked, so that
-/// keywords inside them are not mistaken for code.
-fn strip(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '-' if chars.peek() == Some(&'-') => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
-                }
-                out.push(' ');
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut last = ' ';
-                for c in chars.by_ref() {
-                    if last == '*' && c == '/' {
-                        break;
-                    }
-                    last = c;
-                }
-                out.push(' ');
-            }
-            '\'' | '"' => {
-                for inner in chars.by_ref() {
-                    if inner == c {
-                        break;
-                    }
-                }
-                out.push_str(" x ");
-            }
-            '$' => {
-                // A dollar-quoted string: $tag$ ... $tag$.
-                let mut tag = String::from("$");
-                while let Some(&next) = chars.peek() {
-                    chars.next();
-                    tag.push(next);
-                    if next == '$' {
-                        break;
-                    }
-                    if !(next.is_alphanumeric() || next == '_') {
-                        break;
-                    }
-                }
-                if tag.len() >= 2 && tag.ends_with('$') {
-                    let mut body = String::new();
-                    for c in chars.by_ref() {
-                        body.push(c);
-                        if body.ends_with(&tag) {
-                            break;
-                        }
-                    }
-                    out.push_str(" x ");
-                } else {
-                    out.push_str(&tag);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Whether `code` calls `function` (the name followed by `(`, not part of a longer name).
-fn contains_call(code: &str, function: &str) -> bool {
-    code.match_indices(function).any(|(at, _)| {
-        let before = code[..at].chars().next_back();
-        let after = code[at + function.len()..].trim_start().chars().next();
-        !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after == Some('(')
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::mistake;
+    use crate::sql::strip;
 
     #[track_caller]
     fn check(sql: &str, expected: Option<&str>) {
-        assert_eq!(mistake(sql).map(|(what, _)| what), expected, "{sql}");
+        assert_eq!(mistake(&strip(sql)).map(|(what, _)| what), expected, "{sql}");
     }
 
     #[test]
