@@ -7,6 +7,7 @@ mod example;
 mod failover;
 mod faults;
 mod monitor;
+mod network;
 mod pgbouncer;
 mod pool;
 mod tls;

@@ -2,9 +2,11 @@
 //!
 //! The rules are libpq's (`postgres://` or `postgresql://`; percent-encoding anywhere; IPv6 hosts in
 //! brackets; a host that decodes to an absolute path is a socket directory; query parameters override
-//! what the authority says) with two deliberate differences: the user part ends at the *last* `@` before
-//! the path, so an unencoded `@` in a password still parses; and `connect_timeout=0` (libpq: wait
-//! forever) is refused, because no wait in pgconn is unbounded.
+//! what the authority says; the user part ends at the first `@` before the path, as libpq reads it) with
+//! two deliberate differences: after that first `@`, further `@`s up to the host part's end (a `?` or a
+//! `/`) still belong to the user part, so an unencoded `@` in a password parses (libpq would take the
+//! rest as a host); and `connect_timeout=0` (libpq: wait forever) is refused, because no wait in pgconn is
+//! unbounded. An `@` in a query value (`?application_name=worker@web1`) is never taken for the user part.
 //!
 //! No message here ever contains anything from the authority (user, password, hosts, ports): a
 //! malformed URL can put a password anywhere in it.
@@ -83,9 +85,16 @@ pub(crate) fn parse(url: &str) -> Result<UrlParts, Vec<String>> {
         ]);
     };
 
-    // The user part ends at the last `@` before the first `/`.
+    // libpq: the user part ends at the first `@` before the first `/`. Further `@`s before any `?` still
+    // belong to it (an unencoded `@` in a password); an `@` in the query never does.
     let path_start = rest.find('/').unwrap_or(rest.len());
-    let rest = match rest[..path_start].rfind('@') {
+    let region = &rest[..path_start];
+    let user_end = region.find('@').map(|first| {
+        let after = &region[first + 1..];
+        let host_part = &after[..after.find('?').unwrap_or(after.len())];
+        host_part.rfind('@').map_or(first, |more| first + 1 + more)
+    });
+    let rest = match user_end {
         Some(at) => {
             let (user, password) = match rest[..at].split_once(':') {
                 Some((user, password)) => (user, Some(password)),
@@ -192,10 +201,10 @@ fn authority_port(text: &str) -> Result<Option<u16>, String> {
 
 fn query_param(parts: &mut UrlParts, pair: &str) -> Result<(), String> {
     let Some((key, value)) = pair.split_once('=') else {
-        return Err(format!(
-            "query parameter \"{}\" has no `=value`",
-            decode(pair).unwrap_or_else(|_| pair.to_owned())
-        ));
+        // Not echoed: it may be the end of a password with an unencoded `&` (`?password=se&cret`).
+        return Err(
+            "has a query parameter without `=value` (an `&` inside a value must be written %26)".to_owned()
+        );
     };
     let key = decode(key).map_err(|e| format!("a query parameter name {e}"))?;
     let value = decode(value).map_err(|e| {
@@ -299,6 +308,10 @@ fn decode(text: &str) -> Result<String, String> {
             out.push(bytes[i]);
             i += 1;
         }
+    }
+    if out.contains(&0) {
+        // libpq refuses it too: PostgreSQL's protocol ends strings at a zero byte.
+        return Err("contains %00, a zero byte, which no PostgreSQL string can hold".to_owned());
     }
     String::from_utf8(out).map_err(|_| "is not UTF-8 once percent-decoded".to_owned())
 }

@@ -25,6 +25,21 @@ use crate::tls::Tls;
 /// Connect attempts given up on whose threads have not finished yet, per process, at most.
 pub const MAX_ABANDONED: usize = 32;
 
+/// TCP keepalive: the first probe after this much silence on a connection (libpq and the kernel: 2 hours).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+/// TCP keepalive: the time between unanswered probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// TCP keepalive: unanswered probes before the kernel gives the connection up.
+pub const KEEPALIVE_RETRIES: u32 = 3;
+
+/// `TCP_USER_TIMEOUT`: data sent (a query, a keepalive probe) that the peer's kernel has not acknowledged
+/// for this long closes the connection (the kernel's default is about 15 minutes of retransmissions,
+/// `tcp_retries2`). It fires only when the path or the peer's host is dead: a slow query is acknowledged
+/// by the peer's kernel at once.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 
 /// What a connect needs, prepared once per pool.
@@ -62,6 +77,15 @@ impl Connector {
         }
         config.application_name(settings.application_name());
         config.connect_timeout(settings.connect_timeout);
+        // A dead peer is found on an idle connection within about KEEPALIVE_IDLE + TCP_USER_TIMEOUT
+        // (the user timeout also bounds unanswered keepalive probes), on a busy one within
+        // TCP_USER_TIMEOUT, whatever DB_QUERY_TIMEOUT says. Unix sockets ignore both.
+        config
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(TCP_USER_TIMEOUT);
         if settings.strategy == Strategy::Direct
             && let Some(timeout) = settings.statement_timeout
         {

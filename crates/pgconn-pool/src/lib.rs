@@ -50,7 +50,10 @@ mod sql;
 mod tls;
 mod txmode;
 
-pub use connect::{MAX_ABANDONED, abandoned_connects, connect};
+pub use connect::{
+    KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, MAX_ABANDONED, TCP_USER_TIMEOUT,
+    abandoned_connects, connect,
+};
 pub use deadline::WATCHDOG_PERIOD;
 pub use error::{Error, ErrorKind, describe as describe_postgres_error};
 pub use manager::{MAX_AGE_JITTER, VALIDATION_BYPASS, VALIDATION_TIMEOUT};

@@ -31,6 +31,24 @@ pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// (HikariCP: 2.5%), so connections opened together are not all replaced together.
 pub const MAX_AGE_JITTER: f64 = 0.025;
 
+thread_local! {
+    /// The deadline of the checkout this thread is making, if it is making one: r2d2 validates idle
+    /// connections one after another without looking at the clock, so on a silent network a checkout
+    /// would take a validation timeout per idle connection. Each validation gets what is left instead.
+    static CHECKOUT_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a checkout) with `deadline` as the bound of the validations it makes.
+pub(crate) fn with_checkout_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+    CHECKOUT_DEADLINE.with(|cell| cell.set(Some(deadline)));
+    let result = f();
+    CHECKOUT_DEADLINE.with(|cell| cell.set(None));
+    result
+}
+
+/// The shortest validation: what a checkout past its own deadline still gives one connection.
+const MIN_VALIDATION_TIMEOUT: Duration = Duration::from_millis(10);
+
 /// Checkouts that look again for a connection's socket when it could not be told apart at connect (other
 /// connects to the same server were in progress); a return that needs a reset always looks again.
 const FIND_TRIES: u8 = 10;
@@ -299,7 +317,11 @@ impl r2d2::ManageConnection for Manager {
             }
             Checkout::Validate => {
                 self.metrics.validations.fetch_add(1, Ordering::Relaxed);
-                conn.client().is_valid(self.validation_timeout).map_err(|e| {
+                let left = CHECKOUT_DEADLINE
+                    .with(std::cell::Cell::get)
+                    .map_or(self.validation_timeout, |deadline| deadline.saturating_duration_since(now));
+                let timeout = self.validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT);
+                conn.client().is_valid(timeout).map_err(|e| {
                     // Bytes waiting and then a failure: the server said goodbye (a FATAL) before closing.
                     let reason = if peek == Peek::Readable {
                         CloseReason::ClosedByServer

@@ -14,7 +14,7 @@ use crate::Error;
 use crate::connect::Connector;
 use crate::deadline::{Deadlines, spawn_watchdog};
 use crate::lifecycle::{Return, Returned, at_return};
-use crate::manager::{Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT};
+use crate::manager::{Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT, with_checkout_deadline};
 use crate::metrics::{Checkouts, CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
 use crate::session::{Effect, TxStatus};
 use crate::socket::Peer;
@@ -152,18 +152,23 @@ impl Pool {
         let started = Instant::now();
         shared.metrics.waiting.fetch_add(1, Ordering::Relaxed);
         let result = match &shared.mode {
-            Mode::Pooled(pool) => pool.get().map(Slot::Pooled).map_err(|_| {
-                let waited = started.elapsed();
-                let max_size = shared.settings.pool.max_size;
-                // While the pool could still grow, a failure to open a connection is the real cause.
-                let could_grow = pool.state().connections < max_size;
-                let lookback = shared.settings.pool.checkout_timeout + shared.settings.connect_timeout;
-                let since = started.checked_sub(lookback).unwrap_or(started);
-                could_grow
-                    .then(|| shared.last_error.since(since))
-                    .flatten()
-                    .unwrap_or(Error::PoolTimeout { max_size, waited })
-            }),
+            Mode::Pooled(pool) => {
+                with_checkout_deadline(started + shared.settings.pool.checkout_timeout, || pool.get())
+                    .map(Slot::Pooled)
+                    .map_err(|_| {
+                        let waited = started.elapsed();
+                        let max_size = shared.settings.pool.max_size;
+                        // While the pool could still grow, a failure to open a connection is the real cause.
+                        let could_grow = pool.state().connections < max_size;
+                        let lookback =
+                            shared.settings.pool.checkout_timeout + shared.settings.connect_timeout;
+                        let since = started.checked_sub(lookback).unwrap_or(started);
+                        could_grow
+                            .then(|| shared.last_error.since(since))
+                            .flatten()
+                            .unwrap_or(Error::PoolTimeout { max_size, waited })
+                    })
+            }
             Mode::PerRequest { manager, open } => manager.open().map(|mut conn| {
                 conn.close_as(CloseReason::PerRequest);
                 open.fetch_add(1, Ordering::Relaxed);

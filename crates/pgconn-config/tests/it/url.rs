@@ -53,6 +53,45 @@ fn percent_encoded_user_password_and_database() {
 }
 
 #[test]
+fn an_at_sign_in_the_query_is_never_the_user_part() {
+    // Read as libpq 15 reads them (PQconninfoParse); these once lost sslmode=require silently.
+    check(
+        "postgresql://u@h:5433?application_name=a@b&sslmode=require",
+        "u@h:5433/u password=- sslmode=require app=Some(\"a@b\")",
+    );
+    check(
+        "postgresql://u:pw@h?application_name=worker@web1",
+        "u@h:5432/u password=pw sslmode=prefer app=Some(\"worker@web1\")",
+    );
+    check(
+        "postgresql://u@h?user=alice@corp",
+        "alice@corp@h:5432/alice@corp password=- sslmode=prefer app=None",
+    );
+    // libpq's first `@`: a `?` inside the password is the password's.
+    check("postgresql://u:pa?ss@h/d", "u@h:5432/d password=pa?ss sslmode=prefer app=None");
+    check(
+        "postgresql://u:p@ss@h:1/d?application_name=x@y",
+        "u@h:1/d password=p@ss sslmode=prefer app=Some(\"x@y\")",
+    );
+}
+
+#[test]
+fn a_zero_byte_and_an_unencoded_ampersand_are_refused_without_echo() {
+    for url in [
+        "postgresql://u%00x@h/d",
+        "postgresql://u:p%00w@h/d",
+        "postgresql://u@h/d%00b",
+        "postgresql://u@h/d?application_name=a%00b",
+    ] {
+        let message = problems(&[("DATABASE_URL", url)]).join("\n");
+        assert!(message.contains("%00"), "{url}: {message}");
+    }
+    let message = problems(&[("DATABASE_URL", "postgresql://u@h/d?password=sec&retPw")]).join("\n");
+    assert!(message.contains("without `=value`"), "{message}");
+    assert!(!message.contains("retPw"), "{message}");
+}
+
+#[test]
 fn ipv6_hosts() {
     check("postgresql://u@[::1]:5433/d", "u@[::1]:5433/d password=- sslmode=prefer app=None");
     check("postgresql://u@[2001:db8::7]/d", "u@[2001:db8::7]:5432/d password=- sslmode=prefer app=None");
