@@ -10,18 +10,24 @@ use pgconn_pool::{ErrorKind, Pool};
 use pgconn_tests::{ClusterOptions, ShutdownMode, private_cluster, private_pgbouncer};
 
 /// What one request saw: when it started, how long it took, and its error kind if it failed.
-type Outcome = (Instant, Duration, Option<ErrorKind>);
+pub(crate) type Outcome = (Instant, Duration, Option<ErrorKind>);
 
 /// Request loops running on a pool, recording every outcome, until [`Load::finish`].
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     handles: Vec<thread::JoinHandle<()>>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
 
 impl Load {
-    /// Starts `threads` request loops on `pool`.
+    /// Starts `threads` request loops on `pool`, each running `SELECT 1` every 2 ms.
     fn start(pool: &Pool, threads: usize) -> Load {
+        Load::start_with(pool, threads, "SELECT 1", Duration::from_millis(2))
+    }
+
+    /// Starts `threads` request loops on `pool`, each checking out, running `sql`, returning, and
+    /// pausing for `pause`.
+    pub(crate) fn start_with(pool: &Pool, threads: usize, sql: &'static str, pause: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let handles = (0..threads)
@@ -30,13 +36,13 @@ impl Load {
                 thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let started = Instant::now();
-                        let result = pool.get().and_then(|mut conn| conn.query("SELECT 1", &[]).map(drop));
+                        let result = pool.get().and_then(|mut conn| conn.query(sql, &[]).map(drop));
                         outcomes.lock().unwrap().push((
                             started,
                             started.elapsed(),
                             result.err().map(|e| e.kind()),
                         ));
-                        thread::sleep(Duration::from_millis(2));
+                        thread::sleep(pause);
                     }
                 })
             })
@@ -45,7 +51,7 @@ impl Load {
     }
 
     /// Stops the loops and returns what every request saw.
-    fn finish(self) -> Vec<Outcome> {
+    pub(crate) fn finish(self) -> Vec<Outcome> {
         self.stop.store(true, Ordering::Relaxed);
         for handle in self.handles {
             handle.join().unwrap();
