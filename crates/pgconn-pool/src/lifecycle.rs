@@ -96,6 +96,23 @@ pub(crate) struct Returned {
     pub(crate) bounded: bool,
 }
 
+impl Returned {
+    /// `ROLLBACK` is needed: a transaction is open, failed or unknown.
+    fn rollback(self) -> bool {
+        self.tx != TxStatus::Idle
+    }
+
+    /// `DISCARD ALL` is needed: the session may have changed, on a tier that resets it.
+    fn discard(self) -> bool {
+        self.dirty && self.resets_session
+    }
+
+    /// Some reset is needed (whether or not it could be bounded).
+    pub(crate) fn needs_reset(self) -> bool {
+        self.rollback() || self.discard()
+    }
+}
+
 /// What to do with a returned connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Return {
@@ -119,11 +136,9 @@ pub(crate) fn at_return(returned: Returned) -> Return {
     if returned.panicking {
         return Return::Close(CloseReason::Panicked);
     }
-    let rollback = returned.tx != TxStatus::Idle;
-    let discard = returned.dirty && returned.resets_session;
-    match (rollback || discard, returned.bounded) {
+    match (returned.needs_reset(), returned.bounded) {
         (false, _) => Return::Keep,
-        (true, true) => Return::Reset { rollback, discard },
+        (true, true) => Return::Reset { rollback: returned.rollback(), discard: returned.discard() },
         (true, false) => Return::Close(CloseReason::Unclean),
     }
 }

@@ -458,15 +458,18 @@ impl PooledConn {
     fn clean(&mut self) {
         let shared = Arc::clone(&self.shared);
         let conn = self.conn();
-        let needs_reset = conn.tx != TxStatus::Idle || (conn.dirty && shared.resets_session);
-        let returned = Returned {
+        let mut returned = Returned {
             panicking: std::thread::panicking(),
             closing: conn.closing(),
             tx: conn.tx,
             dirty: conn.dirty,
             resets_session: shared.resets_session,
-            bounded: conn.socket.is_some() || (needs_reset && conn.find_socket()),
+            bounded: conn.socket.is_some(),
         };
+        // Only a reset needs the socket: look for it again then, not on every return.
+        if returned.needs_reset() && !returned.bounded {
+            returned.bounded = conn.find_socket();
+        }
         match at_return(returned) {
             Return::Keep => {}
             Return::Close(reason) => conn.close_as(reason),

@@ -55,19 +55,18 @@ pub(crate) struct Effect {
 }
 
 impl Effect {
-    /// The effect of `code`, a statement string already stripped of comments and quoted text
+    /// The effect of `code`, a statement string already stripped of comments and quoted text and lower-cased
     /// ([`crate::sql::strip`]).
     pub(crate) fn of(code: &str) -> Effect {
-        let lower = code.to_ascii_lowercase();
         let mut steps = Vec::new();
-        let mut changes_session = SESSION_FUNCTIONS.iter().any(|f| contains_call(&lower, f));
-        for statement in statements(&lower) {
+        let mut opaque = false;
+        let mut changes_session = SESSION_FUNCTIONS.iter().any(|f| contains_call(code, f));
+        for statement in statements(code) {
             let words: Vec<&str> = statement.split_whitespace().collect();
             steps.push(step(&words));
+            opaque |= words.windows(2).any(|w| w == ["begin", "atomic"]);
             changes_session |= changes_session_state(&words);
         }
-        let opaque =
-            lower.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["begin", "atomic"]);
         Effect { steps, opaque, changes_session }
     }
 

@@ -61,15 +61,12 @@ pub(crate) struct Before(HashSet<u64>);
 impl Before {
     /// The sockets connected to one of `peers` now.
     pub(crate) fn take(peers: &[Peer]) -> Before {
-        let mut inodes = HashSet::new();
-        for fd in descriptors() {
-            if peers.iter().any(|peer| is_connected_to(fd, peer))
-                && let Some(inode) = inode(fd)
-            {
-                inodes.insert(inode);
-            }
-        }
-        Before(inodes)
+        Before(descriptors().filter(|&fd| connected_to_any(fd, peers)).filter_map(inode).collect())
+    }
+
+    /// Whether `fd` is a socket connected to one of `peers` that was not there before.
+    fn new_to(&self, fd: RawFd, peers: &[Peer]) -> bool {
+        connected_to_any(fd, peers) && inode(fd).is_some_and(|inode| !self.0.contains(&inode))
     }
 }
 
@@ -77,10 +74,7 @@ impl Socket {
     /// The one unclaimed socket of this process connected to one of `peers` and not in `before`,
     /// claimed; `None` when there is none or more than one.
     pub(crate) fn find(peers: &[Peer], before: &Before) -> Option<Socket> {
-        claim_unique(|fd| {
-            peers.iter().any(|peer| is_connected_to(fd, peer))
-                && inode(fd).is_some_and(|inode| !before.0.contains(&inode))
-        })
+        claim_unique(|fd| before.new_to(fd, peers))
     }
 
     /// The TCP socket of `client`, a connection to PostgreSQL itself: asks the server for the ports it
@@ -105,9 +99,7 @@ impl Socket {
     ) -> Option<Socket> {
         let claimed = CLAIMED.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or_default();
         let candidates: Vec<(RawFd, (u64, u64))> = descriptors()
-            .filter(|fd| !claimed.contains(fd))
-            .filter(|&fd| peers.iter().any(|peer| is_connected_to(fd, peer)))
-            .filter(|&fd| inode(fd).is_some_and(|inode| !before.0.contains(&inode)))
+            .filter(|&fd| !claimed.contains(&fd) && before.new_to(fd, peers))
             .filter_map(|fd| Some((fd, counters(fd)?)))
             .collect();
         client.is_valid(timeout).ok()?;
@@ -187,6 +179,10 @@ fn descriptors() -> impl Iterator<Item = RawFd> {
 fn inode(fd: RawFd) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
     link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+fn connected_to_any(fd: RawFd, peers: &[Peer]) -> bool {
+    peers.iter().any(|peer| is_connected_to(fd, peer))
 }
 
 fn is_connected_to(fd: RawFd, peer: &Peer) -> bool {

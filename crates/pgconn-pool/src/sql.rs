@@ -3,7 +3,8 @@
 //! the common cases, not a parser: where it cannot tell, its callers assume the worst.
 
 /// `sql` without comments and with the contents of quoted strings and identifiers blanked, so that
-/// keywords inside them are not mistaken for code.
+/// keywords inside them are not mistaken for code, in ASCII lower case (keywords and unquoted names are
+/// case-insensitive): one pass that every check of the statement then shares.
 pub(crate) fn strip(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut chars = sql.chars().peekable();
@@ -59,10 +60,10 @@ pub(crate) fn strip(sql: &str) -> String {
                     }
                     out.push_str(" x ");
                 } else {
-                    out.push_str(&tag);
+                    out.push_str(&tag.to_ascii_lowercase());
                 }
             }
-            c => out.push(c),
+            c => out.push(c.to_ascii_lowercase()),
         }
     }
     out

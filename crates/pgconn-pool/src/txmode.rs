@@ -14,9 +14,7 @@ use crate::sql::{contains_call, statements};
 pub(crate) fn mistake(code: &str) -> Option<(&'static str, &'static str)> {
     for statement in statements(code) {
         let words: Vec<&str> = statement.split_whitespace().take(3).collect();
-        let first = words.first().map(|w| w.to_ascii_lowercase());
-        let second = words.get(1).map(|w| w.to_ascii_lowercase());
-        match (first.as_deref(), second.as_deref()) {
+        match (words.first().copied(), words.get(1).copied()) {
             (Some("set"), Some("local" | "transaction" | "constraints")) => {}
             (Some("set"), _) => {
                 return Some((
@@ -39,20 +37,19 @@ pub(crate) fn mistake(code: &str) -> Option<(&'static str, &'static str)> {
                      DEALLOCATE before it ends",
                 ));
             }
-            (Some("declare"), _) if statement.to_ascii_lowercase().contains("with hold") => {
+            (Some("declare"), _) if statement.contains("with hold") => {
                 return Some(("a WITH HOLD cursor", "use a cursor without HOLD inside a transaction"));
             }
             _ => {}
         }
     }
-    let lower = code.to_ascii_lowercase();
     let session_locks = [
         "pg_advisory_lock",
         "pg_try_advisory_lock",
         "pg_advisory_lock_shared",
         "pg_try_advisory_lock_shared",
     ];
-    if session_locks.iter().any(|f| contains_call(&lower, f)) {
+    if session_locks.iter().any(|f| contains_call(code, f)) {
         return Some((
             "a session-level advisory lock",
             "use pg_advisory_xact_lock (released at the end of the transaction) inside a transaction",
