@@ -137,10 +137,7 @@ fn blackhole_under_load(pool: &Pool, what: &str, rule: &str, sql: &'static str) 
     let healed = Instant::now();
     thread::sleep(Duration::from_secs(4));
     let outcomes = load.finish();
-    // A connect during the hole ends as connect_timeout (the pool's bound) or connect_failed ("timed
-    // out": the driver's own TCP connect bound, the same DB_CONNECT_TIMEOUT, fired first).
     let allowed = [
-        ErrorKind::ConnectFailed,
         ErrorKind::QueryTimeout,
         ErrorKind::PoolTimeout,
         ErrorKind::ConnectTimeout,

@@ -147,9 +147,21 @@ impl Connector {
             ABANDONED.fetch_sub(1, Ordering::AcqRel);
             rx.recv().map_err(|_| timed_out())?
         };
-        result.map_err(|e| match self.tls.as_ref().and_then(|tls| tls.failure(&e, self.sslmode)) {
-            Some(reason) => Error::ConnectFailed { target: self.target.clone(), reason, source: Arc::new(e) },
-            None => Error::from_connect(e, &self.target),
+        result.map_err(|e| {
+            // The driver's own TCP connect bound is the same DB_CONNECT_TIMEOUT; when it fires before
+            // ours, it is the same timeout and gets the same kind.
+            let timed_out_in_driver = std::error::Error::source(&e)
+                .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            if timed_out_in_driver {
+                return timed_out();
+            }
+            match self.tls.as_ref().and_then(|tls| tls.failure(&e, self.sslmode)) {
+                Some(reason) => {
+                    Error::ConnectFailed { target: self.target.clone(), reason, source: Arc::new(e) }
+                }
+                None => Error::from_connect(e, &self.target),
+            }
         })
     }
 }
