@@ -6,6 +6,7 @@ mod connect;
 mod example;
 mod failover;
 mod faults;
+mod libpq_params;
 mod monitor;
 mod network;
 mod pgbouncer;

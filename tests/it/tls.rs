@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use pgconn_config::Settings;
 use pgconn_pool::{Error, ErrorKind, Pool};
-use pgconn_tests::{Cluster, ClusterOptions, private_cluster, testkit::TestCa};
+use pgconn_tests::testkit::TestCa;
+use pgconn_tests::testkit::tls::{CERT_USER, self_signed_server_cert};
+use pgconn_tests::{Cluster, ClusterOptions, private_cluster};
 
 /// The app role's URL to `cluster` at `host`, with the query `params` (`sslmode=...&...`).
 fn url(cluster: &Cluster, host: &str, params: &str) -> String {
@@ -90,7 +92,11 @@ fn every_sslmode_against_a_server_with_tls() {
         &cluster,
         &url(&cluster, "127.0.0.1", &format!("sslmode=verify-full&{ca}")),
         ErrorKind::ConnectFailed,
-        &["TLS: ", "certificate not valid for name \"127.0.0.1\"", "localhost", "verify-full"],
+        &[
+            "TLS: the server's certificate does not name the host connected to",
+            "connected to \"127.0.0.1\", it names localhost",
+            "verify-full",
+        ],
     );
     assert!(message.starts_with("cannot connect to pgconn_app@127.0.0.1:"), "{message}");
 
@@ -186,4 +192,142 @@ fn through_pgbouncer_its_own_sslmode_applies() {
         .expect("PgBouncer has no TLS");
     assert_eq!(error.kind(), ErrorKind::ConnectFailed, "{error}");
     assert!(error.to_string().contains("TLS: the server does not accept TLS connections"), "{error}");
+}
+
+#[test]
+fn client_certificates_for_a_server_that_requires_them() {
+    let cluster = private_cluster(&ClusterOptions::default().with_tls());
+    let ca = ca_param(&cluster.ca_file().expect("a TLS cluster has a CA file"));
+    let (cert, key) = cluster.client_cert_files().expect("a TLS cluster has a client certificate");
+    // pg_hba.conf: hostssl all pgconn_cert 127.0.0.1/32 scram-sha-256 clientcert=verify-full
+    let info = cluster.info();
+    let mut admin = postgres::Client::connect(&info.admin_url(), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {CERT_USER} LOGIN PASSWORD '{}'; GRANT ALL ON DATABASE \"{}\" TO {CERT_USER}",
+            info.password.replace('\'', "''"),
+            pgconn_tests::testkit::DATABASE
+        ))
+        .unwrap();
+    let base = format!("{}&{ca}", url(&cluster, "localhost", "sslmode=verify-full")).replacen(
+        &format!("//{}:", pgconn_tests::testkit::APP_USER),
+        &format!("//{CERT_USER}:"),
+        1,
+    );
+    assert!(base.contains(CERT_USER), "{base}");
+    let with_cert = format!("{base}&sslcert={}&sslkey={}", cert.display(), key.display());
+
+    let certified =
+        pool(&with_cert).unwrap_or_else(|e| panic!("a client certificate signed by the server's CA: {e}"));
+    let mut conn = certified.get().unwrap();
+    let row =
+        conn.query_one("SELECT ssl, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some(format!("/CN={CERT_USER}").as_str()));
+    drop(conn);
+
+    // Without the certificate: the server's own words.
+    let message = check_refused(
+        &cluster,
+        &base,
+        ErrorKind::AuthFailed,
+        &["connection requires a valid client certificate", "sslcert/sslkey"],
+    );
+    assert!(!message.contains("Debug") && !message.contains("Other("), "{message}");
+
+    // A certificate from a CA the server does not trust: the server ends the handshake.
+    let stranger = TestCa::new("a CA the server does not know").unwrap();
+    let (other_cert, other_key) = stranger.client_cert(CERT_USER).unwrap();
+    let other_cert_path = cluster.dir().join("stranger.crt");
+    let other_key_path = cluster.dir().join("stranger.key");
+    std::fs::write(&other_cert_path, other_cert).unwrap();
+    write_mode(&other_key_path, &other_key, 0o600);
+    let refused = check_refused(
+        &cluster,
+        &format!("{base}&sslcert={}&sslkey={}", other_cert_path.display(), other_key_path.display()),
+        ErrorKind::ConnectFailed,
+        &["TLS: the server refused pgconn's client certificate (sslcert) with the alert"],
+    );
+    assert!(refused.contains("ssl_ca_file"), "{refused}");
+
+    // A key others may read is refused before any connect, as libpq refuses it.
+    let open_key = cluster.dir().join("open.key");
+    write_mode(&open_key, &std::fs::read_to_string(&key).unwrap(), 0o644);
+    let error = pool(&format!("{base}&sslcert={}&sslkey={}", cert.display(), open_key.display()))
+        .err()
+        .expect("a readable key is refused");
+    assert!(error.to_string().contains("has mode 0644"), "{error}");
+    assert!(error.to_string().contains("chmod 0600"), "{error}");
+}
+
+fn write_mode(path: &Path, content: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_self_signed_server_certificate_given_as_sslrootcert() {
+    // The PostgreSQL documentation's recipe: `openssl req -new -x509 -subj "/CN=localhost"`: a CA
+    // certificate, the name in its common name only.
+    let mut cluster = private_cluster(&ClusterOptions::default().with_tls());
+    let (cert, key) = self_signed_server_cert("localhost").unwrap();
+    cluster.replace_server_cert(&cert, &key).unwrap();
+    cluster.restart(pgconn_tests::testkit::ShutdownMode::Fast).unwrap();
+    let pinned = cluster.dir().join("server-self-signed.crt");
+    std::fs::write(&pinned, &cert).unwrap();
+    let pinned = ca_param(&pinned);
+
+    check_ssl(&url(&cluster, "localhost", &format!("sslmode=verify-full&{pinned}")), true);
+    check_ssl(&url(&cluster, "127.0.0.1", &format!("sslmode=verify-ca&{pinned}")), true);
+    check_ssl(&url(&cluster, "127.0.0.1", &format!("sslmode=require&{pinned}")), true);
+    check_refused(
+        &cluster,
+        &url(&cluster, "127.0.0.1", &format!("sslmode=verify-full&{pinned}")),
+        ErrorKind::ConnectFailed,
+        &["TLS: the server's certificate does not name the host connected to"],
+    );
+    // The cluster's own CA did not sign it.
+    let ca = ca_param(&cluster.ca_file().unwrap());
+    let message = check_refused(
+        &cluster,
+        &url(&cluster, "localhost", &format!("sslmode=verify-full&{ca}")),
+        ErrorKind::ConnectFailed,
+        &["TLS: "],
+    );
+    assert!(!message.contains("Other(") && !message.contains("OtherError"), "a Debug string: {message}");
+}
+
+/// Set in the child that runs [`the_operating_systems_cas`] with `SSL_CERT_FILE` naming the cluster's CA.
+const SYSTEM_CAS_CHILD: &str = "PGCONN_TEST_SYSTEM_CAS";
+
+#[test]
+fn the_operating_systems_cas() {
+    let Some(port) = std::env::var(SYSTEM_CAS_CHILD).ok() else {
+        // The OS's store is read from SSL_CERT_FILE when set: run the checks in a child process whose
+        // store is this cluster's CA alone (the environment of this one is shared by every test).
+        let cluster = private_cluster(&ClusterOptions::default().with_tls());
+        let exe = std::env::current_exe().unwrap();
+        let output = std::process::Command::new(exe)
+            .args(["tls::the_operating_systems_cas", "--exact", "--nocapture", "--test-threads", "1"])
+            .env(SYSTEM_CAS_CHILD, format!("{}", cluster.info().port))
+            .env("PGCONN_TEST_SYSTEM_CAS_URL", url(&cluster, "localhost", "sslrootcert=system"))
+            .env("SSL_CERT_FILE", cluster.ca_file().unwrap())
+            .env("SSL_CERT_DIR", "/nonexistent")
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success() && text.contains("1 passed"), "the child failed:\n{text}");
+        return;
+    };
+    let system = std::env::var("PGCONN_TEST_SYSTEM_CAS_URL").unwrap();
+    assert!(!port.is_empty());
+    // sslrootcert=system means verify-full: localhost is named by the certificate, 127.0.0.1 is not.
+    check_ssl(&system, true);
+    let settings = Settings::from_vars([("DATABASE_URL", system.as_str())]).unwrap();
+    assert_eq!(settings.database.sslmode, pgconn_config::SslMode::VerifyFull);
+    let by_address = system.replacen("@localhost:", "@127.0.0.1:", 1);
+    let error = pool(&by_address).err().expect("verify-full by address is refused");
+    assert!(error.to_string().contains("does not name the host"), "{error}");
 }

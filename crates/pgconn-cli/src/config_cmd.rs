@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
 use pgconn_config::{ConnParams, Host, Settings};
 use serde::Serialize;
 
@@ -10,6 +12,11 @@ use crate::EXIT_INVALID;
 /// Prints the settings; on invalid configuration prints one line per problem on stderr and exits 2.
 pub(crate) fn run(json: bool) -> anyhow::Result<ExitCode> {
     let Some(settings) = crate::settings_from_env() else { return Ok(ExitCode::from(EXIT_INVALID)) };
+    // The files a pool would read when built (sslrootcert, sslcert, sslkey, sslrootcert=system's store).
+    if let Err(e) = pgconn_pool::check_tls(&settings) {
+        eprintln!("{e}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&ConfigJson::new(&settings))?);
     } else {
@@ -53,6 +60,21 @@ struct EndpointJson {
     target_session_attrs: &'static str,
     /// `connect_timeout` from the URL, if it gave one.
     connect_timeout_s: Option<u64>,
+    /// The client certificate and its key, when one is sent.
+    sslcert: Option<String>,
+    sslkey: Option<String>,
+    channel_binding: &'static str,
+    /// `random` or `disable`.
+    load_balance_hosts: &'static str,
+    /// The connection string's keepalive settings; `null` where pgconn's default applies.
+    keepalives: Option<bool>,
+    keepalives_idle_s: Option<u64>,
+    keepalives_interval_s: Option<u64>,
+    keepalives_count: Option<u32>,
+    tcp_user_timeout_ms: Option<u128>,
+    /// Where each value came from, by libpq keyword: `DATABASE_URL`, `DB_HOST`, `PGUSER`,
+    /// `password file PATH line N`, `default file`, `default`.
+    sources: BTreeMap<&'static str, String>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +83,8 @@ struct HostJson {
     port: u16,
     /// `tcp` or `unix`.
     kind: &'static str,
+    /// `hostaddr`, when given: the address connected to.
+    hostaddr: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -122,6 +146,7 @@ impl EndpointJson {
                     Host::Tcp(_) => "tcp",
                     Host::Unix(_) => "unix",
                 },
+                hostaddr: e.hostaddr.map(|a| a.to_string()),
             })
             .collect();
         EndpointJson {
@@ -133,9 +158,19 @@ impl EndpointJson {
             sslmode: p.sslmode.as_str(),
             application_name: p.application_name.clone(),
             hosts,
-            sslrootcert: p.sslrootcert.as_ref().map(|path| path.display().to_string()),
+            sslrootcert: p.sslrootcert.as_ref().map(ToString::to_string),
             target_session_attrs: p.target_session_attrs.as_str(),
             connect_timeout_s: p.connect_timeout.map(|t| t.as_secs()),
+            sslcert: p.sslcert.as_ref().map(|path| path.display().to_string()),
+            sslkey: p.sslkey.as_ref().map(|path| path.display().to_string()),
+            channel_binding: p.channel_binding.as_str(),
+            load_balance_hosts: if p.load_balance_hosts { "random" } else { "disable" },
+            keepalives: p.tcp.keepalives,
+            keepalives_idle_s: p.tcp.keepalives_idle.map(|t| t.as_secs()),
+            keepalives_interval_s: p.tcp.keepalives_interval.map(|t| t.as_secs()),
+            keepalives_count: p.tcp.keepalives_count,
+            tcp_user_timeout_ms: p.tcp.user_timeout.map(|t| t.as_millis()),
+            sources: p.sources.iter().map(|(k, s)| (k, s.to_string())).collect(),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Where and how to connect: one PostgreSQL (or PgBouncer) endpoint list with its connection parameters.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,6 +45,16 @@ pub struct Endpoint {
     pub host: Host,
     /// Its port (for a socket directory, the number in the socket's file name).
     pub port: u16,
+    /// `hostaddr`: the address to connect to without a name lookup; `host` is then the name TLS checks
+    /// and the password file matches.
+    pub hostaddr: Option<IpAddr>,
+}
+
+impl Endpoint {
+    /// A host and port without `hostaddr`.
+    pub fn new(host: Host, port: u16) -> Endpoint {
+        Endpoint { host, port, hostaddr: None }
+    }
 }
 
 impl fmt::Display for Endpoint {
@@ -144,6 +156,9 @@ pub enum TargetSessionAttrs {
     Any,
     /// The first host that accepts writes (a primary), for failover between hosts.
     ReadWrite,
+    /// The first host whose sessions are read-only (`transaction_read_only` on: a standby, or a server
+    /// with `default_transaction_read_only`).
+    ReadOnly,
 }
 
 impl TargetSessionAttrs {
@@ -152,7 +167,126 @@ impl TargetSessionAttrs {
         match self {
             TargetSessionAttrs::Any => "any",
             TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::ReadOnly => "read-only",
         }
+    }
+}
+
+/// libpq's `channel_binding`: whether SCRAM authentication binds itself to the TLS connection.
+///
+/// Defaults to `prefer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelBinding {
+    /// Never.
+    Disable,
+    /// When the server offers it over TLS.
+    #[default]
+    Prefer,
+    /// Always: a connection whose authentication cannot be bound (no TLS, no SCRAM, a server or PgBouncer
+    /// without `SCRAM-SHA-256-PLUS`) fails.
+    Require,
+}
+
+impl ChannelBinding {
+    /// libpq's name of the value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelBinding::Disable => "disable",
+            ChannelBinding::Prefer => "prefer",
+            ChannelBinding::Require => "require",
+        }
+    }
+}
+
+/// `sslrootcert`: where the CA certificates that sign the server's certificate are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SslRootCert {
+    /// A PEM file of CA certificates (or the server's own self-signed certificate).
+    File(PathBuf),
+    /// `system`: the operating system's trusted CAs (libpq 16); implies `verify-full`.
+    System,
+}
+
+impl fmt::Display for SslRootCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SslRootCert::File(path) => write!(f, "{}", path.display()),
+            SslRootCert::System => f.write_str("system"),
+        }
+    }
+}
+
+/// TCP keepalive and user timeout of the connections; `None` leaves pgconn's default (see
+/// `docs/operations.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tcp {
+    /// `keepalives`: `Some(false)` turns keepalive probes off.
+    pub keepalives: Option<bool>,
+    /// `keepalives_idle`: silence before the first probe.
+    pub keepalives_idle: Option<Duration>,
+    /// `keepalives_interval`: time between unanswered probes.
+    pub keepalives_interval: Option<Duration>,
+    /// `keepalives_count`: unanswered probes before the connection is given up.
+    pub keepalives_count: Option<u32>,
+    /// `tcp_user_timeout`: unacknowledged data this long closes the connection; zero is the kernel's
+    /// default.
+    pub user_timeout: Option<Duration>,
+}
+
+/// Where a connection parameter's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A variable: `DATABASE_URL`, `PGBOUNCER_URL`, `DB_HOST`, `PGHOST`, ...
+    Var(&'static str),
+    /// A line of a password file.
+    Passfile {
+        /// The file.
+        path: PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+    },
+    /// A file found where libpq looks by default (`~/.postgresql/root.crt`).
+    DefaultFile,
+    /// The default (libpq's, or pgconn's for the `DB_*` form's `localhost`), or a value derived from
+    /// another (the database name from the user).
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Var(name) => f.write_str(name),
+            Source::Passfile { path, line } => write!(f, "password file {} line {line}", path.display()),
+            Source::DefaultFile => f.write_str("default file"),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// Which source gave each connection parameter, by libpq keyword (`host`, `user`, `password`, ...).
+///
+/// Any two compare equal: parameters are equal when they connect the same way, wherever their values
+/// came from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources(pub(crate) BTreeMap<&'static str, Source>);
+
+impl PartialEq for Sources {
+    fn eq(&self, _other: &Sources) -> bool {
+        true
+    }
+}
+
+impl Eq for Sources {}
+
+impl Sources {
+    /// The source of `keyword`'s value; `None` when it has no value.
+    pub fn get(&self, keyword: &str) -> Option<&Source> {
+        self.0.get(keyword)
+    }
+
+    /// Every keyword with a value, and its source, in keyword order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Source)> {
+        self.0.iter().map(|(k, s)| (*k, s))
     }
 }
 
@@ -169,8 +303,15 @@ pub struct ConnParams {
     pub password: Option<Password>,
     /// TLS mode.
     pub sslmode: SslMode,
-    /// CA certificate file for `verify-ca` and `verify-full`.
-    pub sslrootcert: Option<PathBuf>,
+    /// The CA certificates for `verify-ca` and `verify-full` (and `require`, which then checks the chain
+    /// as libpq does).
+    pub sslrootcert: Option<SslRootCert>,
+    /// The client certificate (PEM) sent when the server asks for one.
+    pub sslcert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted, mode 0600 or less).
+    pub sslkey: Option<PathBuf>,
+    /// SCRAM channel binding.
+    pub channel_binding: ChannelBinding,
     /// `application_name` given in the URL, if any.
     pub application_name: Option<String>,
     /// `connect_timeout` given in the URL, if any (`DB_CONNECT_TIMEOUT` wins when set).
@@ -179,9 +320,38 @@ pub struct ConnParams {
     pub options: Option<String>,
     /// Which host of several is acceptable.
     pub target_session_attrs: TargetSessionAttrs,
+    /// `load_balance_hosts=random`: try the hosts in a random order (each connection anew).
+    pub load_balance_hosts: bool,
+    /// TCP keepalive and user timeout.
+    pub tcp: Tcp,
+    /// Where each value came from, for `pgconn config`.
+    pub sources: Sources,
 }
 
 impl ConnParams {
+    /// Parameters for `endpoints`, `dbname` and `user`, with libpq's defaults for everything else (no
+    /// password, `sslmode=prefer`, ...).
+    pub fn new(endpoints: Vec<Endpoint>, dbname: impl Into<String>, user: impl Into<String>) -> ConnParams {
+        ConnParams {
+            endpoints,
+            dbname: dbname.into(),
+            user: user.into(),
+            password: None,
+            sslmode: SslMode::default(),
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+            channel_binding: ChannelBinding::default(),
+            application_name: None,
+            connect_timeout: None,
+            options: None,
+            target_session_attrs: TargetSessionAttrs::default(),
+            load_balance_hosts: false,
+            tcp: Tcp::default(),
+            sources: Sources::default(),
+        }
+    }
+
     /// The first host and port, the one named in summaries.
     pub fn primary(&self) -> &Endpoint {
         &self.endpoints[0]
@@ -199,6 +369,9 @@ impl ConnParams {
                 Host::Tcp(name) => config.host(name),
                 Host::Unix(dir) => config.host_path(dir),
             };
+            if let Some(address) = endpoint.hostaddr {
+                config.hostaddr(address);
+            }
             config.port(endpoint.port);
         }
         config.dbname(&self.dbname).user(&self.user);
@@ -222,7 +395,31 @@ impl ConnParams {
         config.target_session_attrs(match self.target_session_attrs {
             TargetSessionAttrs::Any => postgres::config::TargetSessionAttrs::Any,
             TargetSessionAttrs::ReadWrite => postgres::config::TargetSessionAttrs::ReadWrite,
+            TargetSessionAttrs::ReadOnly => postgres::config::TargetSessionAttrs::ReadOnly,
         });
+        config.channel_binding(match self.channel_binding {
+            ChannelBinding::Disable => postgres::config::ChannelBinding::Disable,
+            ChannelBinding::Prefer => postgres::config::ChannelBinding::Prefer,
+            ChannelBinding::Require => postgres::config::ChannelBinding::Require,
+        });
+        if self.load_balance_hosts {
+            config.load_balance_hosts(postgres::config::LoadBalanceHosts::Random);
+        }
+        if let Some(on) = self.tcp.keepalives {
+            config.keepalives(on);
+        }
+        if let Some(idle) = self.tcp.keepalives_idle {
+            config.keepalives_idle(idle);
+        }
+        if let Some(interval) = self.tcp.keepalives_interval {
+            config.keepalives_interval(interval);
+        }
+        if let Some(count) = self.tcp.keepalives_count {
+            config.keepalives_retries(count);
+        }
+        if let Some(timeout) = self.tcp.user_timeout {
+            config.tcp_user_timeout(timeout);
+        }
         config
     }
 }

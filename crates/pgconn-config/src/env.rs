@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::conn::{ConnParams, DEFAULT_PORT, Endpoint, Host, Password, SslMode, TargetSessionAttrs};
+use crate::conninfo::{self, ConnInfo, KEYWORDS};
 use crate::error::{Error, Problem};
+use crate::resolve::{self, Home};
 use crate::settings::{ConnMaxAge, PgBouncerSettings, PoolMode, PoolSettings, Settings, Strategy};
-use crate::url::{self, UrlParts};
 
 /// Every variable pgconn reads, in the order of the configuration reference.
 pub const VARIABLES: &[&str] = &[
@@ -61,15 +61,9 @@ pub const DEFAULT_POOL_LEAK_THRESHOLD: Duration = Duration::from_secs(30);
 /// `PGBOUNCER_PORT` when unset.
 pub const DEFAULT_PGBOUNCER_PORT: u16 = 6432;
 
-/// Every variable as text; an empty value counts as unset.
+/// Every variable but the connection's own (read by `resolve`) as text; an empty value counts as unset.
 #[derive(Debug, Default, Deserialize)]
 struct Raw {
-    database_url: Option<String>,
-    db_host: Option<String>,
-    db_port: Option<String>,
-    db_name: Option<String>,
-    db_user: Option<String>,
-    db_password: Option<String>,
     db_conn_max_age: Option<String>,
     db_connect_timeout: Option<String>,
     db_statement_timeout: Option<String>,
@@ -97,9 +91,10 @@ impl Settings {
     pub fn from_env() -> Result<Settings, Error> {
         let mut problems = Vec::new();
         let mut vars = Vec::new();
-        for name in VARIABLES {
+        for name in VARIABLES.iter().copied().chain(libpq_variables()).chain(["HOME"]) {
             match std::env::var_os(name).map(OsString::into_string) {
                 Some(Ok(value)) => vars.push(((*name).to_owned(), value)),
+                Some(Err(_)) if name == "HOME" => {}
                 Some(Err(_)) => {
                     problems.push(Problem { variable: name, message: format!("{name} is not valid UTF-8") });
                 }
@@ -114,7 +109,9 @@ impl Settings {
         Err(Error::Invalid { problems })
     }
 
-    /// Reads the settings from name/value pairs, as if they were the environment; other names are ignored.
+    /// Reads the settings from name/value pairs, as if they were the environment: the variables of
+    /// [`VARIABLES`], libpq's `PG*` variables, and `HOME` (for `~/.pgpass` and `~/.postgresql/`; without
+    /// it, the home directory of the process's user). Other names are ignored.
     ///
     /// Never panics, whatever the input.
     ///
@@ -130,29 +127,38 @@ impl Settings {
         let vars: BTreeMap<String, String> = vars
             .into_iter()
             .map(|(k, v)| (k.into().to_ascii_uppercase(), v.into()))
-            .filter(|(k, _)| VARIABLES.contains(&k.as_str()))
+            .filter(|(k, v)| {
+                !v.is_empty()
+                    && (VARIABLES.contains(&k.as_str()) || libpq_variables().any(|n| n == k) || k == "HOME")
+            })
             .collect();
-        let vars = vars.into_iter().filter(|(_, v)| !v.is_empty());
+        let ours =
+            vars.iter().filter(|(k, _)| VARIABLES.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone()));
         // Every field is an optional string, so envy cannot fail on values; should it fail anyway, that is
         // reported, not unwrapped.
-        let raw: Raw = envy::from_iter(vars).map_err(|e| Error::Invalid {
+        let raw: Raw = envy::from_iter(ours).map_err(|e| Error::Invalid {
             problems: vec![Problem {
                 variable: "DATABASE_URL",
                 message: format!("cannot read the environment: {e}"),
             }],
         })?;
-        raw.validate()
+        raw.validate(&vars)
     }
+}
+
+/// libpq's environment variables (`PGHOST`, `PGPORT`, ...), the layer under `DATABASE_URL` and `DB_*`.
+pub fn libpq_variables() -> impl Iterator<Item = &'static str> {
+    KEYWORDS.iter().filter_map(|k| k.envvar)
 }
 
 /// Collects problems while reading values.
 #[derive(Default)]
-struct Check {
-    problems: Vec<Problem>,
+pub(crate) struct Check {
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Check {
-    fn push(&mut self, variable: &'static str, message: impl Display) {
+    pub(crate) fn push(&mut self, variable: &'static str, message: impl Display) {
         self.problems.push(Problem { variable, message: format!("{message}") });
     }
 
@@ -198,22 +204,19 @@ impl Check {
         u16::try_from(n).ok()
     }
 
-    /// Parses a URL variable, reporting each of its problems under its name.
-    fn url(&mut self, var: &'static str, value: &str) -> Option<UrlParts> {
-        match url::parse(value) {
-            Ok(parts) => Some(parts),
-            Err(messages) => {
-                for message in messages {
-                    self.push(var, format!("{var} {message}"));
-                }
-                None
-            }
+    /// Parses a connection string variable, reporting each of its problems under its name; what could
+    /// be read of it even so, for the rest to be checked too (the settings stay invalid).
+    pub(crate) fn conninfo(&mut self, var: &'static str, value: &str) -> Option<ConnInfo> {
+        let (info, messages) = conninfo::parse_partial(value);
+        for message in messages {
+            self.push(var, format!("{var} {message}"));
         }
+        info
     }
 }
 
 /// A value for a message: quoted, escaped, and cut short when long.
-fn quoted(text: &str) -> String {
+pub(crate) fn quoted(text: &str) -> String {
     let mut shown: String = text.chars().take(40).collect();
     if shown.len() < text.len() {
         shown.push('…');
@@ -230,9 +233,10 @@ fn parse_bool(text: &str) -> Option<bool> {
 }
 
 impl Raw {
-    fn validate(self) -> Result<Settings, Error> {
+    fn validate(self, vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
         let mut check = Check::default();
-        let database = self.database(&mut check);
+        let home = Home::new(vars);
+        let database = resolve::database(&mut check, vars, &home);
 
         let conn_max_age = match self.db_conn_max_age.as_deref() {
             Some(text) if text.trim().eq_ignore_ascii_case("none") => Some(ConnMaxAge::Unlimited),
@@ -350,7 +354,15 @@ impl Raw {
             }),
         };
         let target = match (use_pgbouncer, &database) {
-            (Some(true), Some(database)) => self.pgbouncer_target(&mut check, database),
+            (Some(true), Some(database)) => {
+                if database.options.is_some() {
+                    log::warn!(
+                        "DATABASE_URL has an options parameter; it is not sent through PgBouncer (1.18 refuses \
+                         the options startup parameter): set server settings in pgbouncer.ini"
+                    );
+                }
+                resolve::pgbouncer(&mut check, vars, &home, database)
+            }
             (Some(true), None) => None,
             (_, database) => {
                 let ignored: Vec<&str> = [
@@ -472,7 +484,10 @@ impl Raw {
             reserve_pool_size,
         )
         else {
-            return Err(Error::Invalid { problems: check.problems });
+            let mut problems = check.problems;
+            let mut seen = std::collections::BTreeSet::new();
+            problems.retain(|p| seen.insert(p.message.clone()));
+            return Err(Error::Invalid { problems });
         };
         if !check.problems.is_empty() {
             return Err(Error::Invalid { problems: check.problems });
@@ -497,135 +512,4 @@ impl Raw {
             },
         })
     }
-
-    /// PostgreSQL's own parameters, from `DATABASE_URL` or the `DB_*` variables.
-    fn database(&self, check: &mut Check) -> Option<ConnParams> {
-        if let Some(text) = &self.database_url {
-            let shadowed: Vec<&str> = [
-                ("DB_HOST", &self.db_host),
-                ("DB_PORT", &self.db_port),
-                ("DB_NAME", &self.db_name),
-                ("DB_USER", &self.db_user),
-                ("DB_PASSWORD", &self.db_password),
-            ]
-            .into_iter()
-            .filter_map(|(name, value)| value.as_ref().map(|_| name))
-            .collect();
-            if !shadowed.is_empty() {
-                log::warn!("DATABASE_URL is set, so {} ignored", shadowed.join(", "));
-            }
-            let parts = check.url("DATABASE_URL", text)?;
-            return from_url(check, "DATABASE_URL", &parts, None);
-        }
-        let Some(dbname) = &self.db_name else {
-            check.push(
-                "DATABASE_URL",
-                "DATABASE_URL or DB_NAME must be set: DATABASE_URL=postgresql://user:password@host:5432/dbname, \
-                 or DB_NAME and DB_USER (with DB_HOST, DB_PORT, DB_PASSWORD as needed)",
-            );
-            return None;
-        };
-        let port = check.port("DB_PORT", self.db_port.as_deref(), DEFAULT_PORT);
-        let Some(user) = &self.db_user else {
-            check.push("DB_USER", "DB_USER must be set when DB_NAME is used (the role to log in as)");
-            return None;
-        };
-        Some(ConnParams {
-            endpoints: vec![Endpoint {
-                host: Host::parse(self.db_host.as_deref().unwrap_or("localhost").trim()),
-                port: port?,
-            }],
-            dbname: dbname.clone(),
-            user: user.clone(),
-            password: self.db_password.clone().map(Password::new),
-            sslmode: SslMode::default(),
-            sslrootcert: None,
-            application_name: None,
-            connect_timeout: None,
-            options: None,
-            target_session_attrs: TargetSessionAttrs::Any,
-        })
-    }
-
-    /// PgBouncer's parameters: `PGBOUNCER_URL`, or `PGBOUNCER_HOST`/`PGBOUNCER_PORT` with the database's
-    /// user, password and database name.
-    fn pgbouncer_target(&self, check: &mut Check, database: &ConnParams) -> Option<ConnParams> {
-        if database.options.is_some() {
-            log::warn!(
-                "DATABASE_URL has an options parameter; it is not sent through PgBouncer (1.18 refuses the \
-                 options startup parameter): set server settings in pgbouncer.ini"
-            );
-        }
-        if let Some(text) = &self.pgbouncer_url {
-            let parts = check.url("PGBOUNCER_URL", text)?;
-            if parts.options.is_some() {
-                check.push(
-                    "PGBOUNCER_URL",
-                    "PGBOUNCER_URL has an options parameter, which PgBouncer refuses (unsupported startup \
-                     parameter); set server settings in pgbouncer.ini (connect_query) instead",
-                );
-                return None;
-            }
-            return from_url(check, "PGBOUNCER_URL", &parts, Some(database));
-        }
-        let host = self.pgbouncer_host.as_deref().unwrap_or("localhost").trim();
-        let port = check.port("PGBOUNCER_PORT", self.pgbouncer_port.as_deref(), DEFAULT_PGBOUNCER_PORT)?;
-        Some(ConnParams {
-            endpoints: vec![Endpoint { host: Host::parse(host), port }],
-            sslmode: SslMode::default(),
-            sslrootcert: None,
-            connect_timeout: None,
-            options: None,
-            target_session_attrs: TargetSessionAttrs::Any,
-            ..database.clone()
-        })
-    }
-}
-
-/// Connection parameters from a parsed URL; what it leaves out comes from `fallback` (PgBouncer's URL takes
-/// the database's user, password and name), else libpq's defaults.
-fn from_url(
-    check: &mut Check,
-    var: &'static str,
-    parts: &UrlParts,
-    fallback: Option<&ConnParams>,
-) -> Option<ConnParams> {
-    let endpoints = match parts.endpoints() {
-        Ok(endpoints) => endpoints,
-        Err(message) => {
-            check.push(var, format!("{var} {message}"));
-            return None;
-        }
-    };
-    let Some(user) = parts.user.clone().or_else(|| fallback.map(|f| f.user.clone())) else {
-        check.push(var, format!("{var} names no user: write postgresql://USER[:PASSWORD]@host/dbname"));
-        return None;
-    };
-    if matches!(parts.sslmode, Some(SslMode::VerifyCa | SslMode::VerifyFull)) && parts.sslrootcert.is_none() {
-        check.push(
-            var,
-            format!(
-                "{var} has sslmode=verify-ca or verify-full but no sslrootcert=PATH naming the CA certificate"
-            ),
-        );
-        return None;
-    }
-    let dbname =
-        parts.dbname.clone().or_else(|| fallback.map(|f| f.dbname.clone())).unwrap_or_else(|| user.clone());
-    Some(ConnParams {
-        endpoints,
-        dbname,
-        password: parts.password.clone().or_else(|| fallback.and_then(|f| f.password.clone())),
-        user,
-        sslmode: parts.sslmode.unwrap_or_default(),
-        sslrootcert: parts.sslrootcert.clone(),
-        application_name: parts
-            .application_name
-            .clone()
-            .or(parts.fallback_application_name.clone())
-            .or_else(|| fallback.and_then(|f| f.application_name.clone())),
-        connect_timeout: parts.connect_timeout,
-        options: parts.options.clone(),
-        target_session_attrs: parts.target_session_attrs.unwrap_or_default(),
-    })
 }

@@ -28,19 +28,23 @@
 //! ```
 
 mod conn;
+pub mod conninfo;
 mod env;
 mod error;
+mod passfile;
 mod pgbouncer;
+mod resolve;
 mod settings;
-mod url;
 
 pub use conn::{
-    ConnParams, DEFAULT_PORT, DEFAULT_SOCKET_DIR, Endpoint, Host, Password, SslMode, TargetSessionAttrs,
+    ChannelBinding, ConnParams, DEFAULT_PORT, DEFAULT_SOCKET_DIR, Endpoint, Host, Password, Source, Sources,
+    SslMode, SslRootCert, TargetSessionAttrs, Tcp,
 };
+pub use conninfo::render as render_url;
 pub use env::{
     DEFAULT_CONN_MAX_AGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PGBOUNCER_PORT, DEFAULT_POOL_LEAK_THRESHOLD,
     DEFAULT_POOL_MAX_SIZE, DEFAULT_POOL_MIN_IDLE, DEFAULT_POOL_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT,
-    QUERY_TIMEOUT_GRACE, VARIABLES,
+    QUERY_TIMEOUT_GRACE, VARIABLES, libpq_variables,
 };
 pub use error::{Error, Problem};
 pub use pgbouncer::{
@@ -50,4 +54,3 @@ pub use pgbouncer::{
 pub use settings::{
     ConnMaxAge, DEFAULT_APPLICATION_NAME, PgBouncerSettings, PoolMode, PoolSettings, Settings, Strategy,
 };
-pub use url::{SUPPORTED_PARAMS, render as render_url};

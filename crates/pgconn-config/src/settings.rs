@@ -52,7 +52,7 @@ impl Settings {
     /// For tests and for handing the configuration to a child process; never log it.
     pub fn to_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
-            ("DATABASE_URL", crate::url::render(&self.database)),
+            ("DATABASE_URL", crate::conninfo::render(&self.database)),
             ("DB_CONN_MAX_AGE", self.conn_max_age.to_string()),
             ("DB_CONNECT_TIMEOUT", self.connect_timeout.as_secs().to_string()),
             ("DB_STATEMENT_TIMEOUT", self.statement_timeout.map_or(0, |t| t.as_millis()).to_string()),
@@ -71,7 +71,7 @@ impl Settings {
             ("PGBOUNCER_RESERVE_POOL_SIZE", self.pgbouncer.reserve_pool_size.to_string()),
         ];
         if self.strategy == Strategy::PgBouncer {
-            env.push(("PGBOUNCER_URL", crate::url::render(&self.target)));
+            env.push(("PGBOUNCER_URL", crate::conninfo::render(&self.target)));
         }
         env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
@@ -215,12 +215,29 @@ impl fmt::Display for Settings {
         };
         let statement_timeout =
             self.statement_timeout.map_or_else(|| "off".to_owned(), |t| format!("{}ms", t.as_millis()));
+        let sources = |params: &ConnParams| {
+            let mut by_source: Vec<(String, Vec<&str>)> = Vec::new();
+            for (keyword, source) in params.sources.iter() {
+                let source = source.to_string();
+                match by_source.iter_mut().find(|(s, _)| *s == source) {
+                    Some((_, keywords)) => keywords.push(keyword),
+                    None => by_source.push((source, vec![keyword])),
+                }
+            }
+            by_source
+                .iter()
+                .map(|(source, keywords)| format!("{} from {source}", keywords.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         writeln!(f, "strategy            {}", self.strategy)?;
         writeln!(f, "database            {}", describe(&self.database))?;
+        writeln!(f, "  sources           {}", sources(&self.database))?;
         if self.strategy == Strategy::Direct {
             writeln!(f, "pool connects to    the database")?;
         } else {
             writeln!(f, "pool connects to    {} (PgBouncer)", describe(&self.target))?;
+            writeln!(f, "  sources           {}", sources(&self.target))?;
         }
         writeln!(f, "application_name    {}", self.application_name())?;
         writeln!(f, "conn max age        {max_age}")?;

@@ -80,12 +80,15 @@ impl Connector {
         // A dead peer is found on an idle connection within about KEEPALIVE_IDLE + TCP_USER_TIMEOUT
         // (the user timeout also bounds unanswered keepalive probes), on a busy one within
         // TCP_USER_TIMEOUT, whatever DB_QUERY_TIMEOUT says. Unix sockets ignore both.
+        // The URL's keepalives, keepalives_idle, keepalives_interval, keepalives_count and
+        // tcp_user_timeout replace these, one by one.
+        let tcp = &settings.target.tcp;
         config
-            .keepalives(true)
-            .keepalives_idle(KEEPALIVE_IDLE)
-            .keepalives_interval(KEEPALIVE_INTERVAL)
-            .keepalives_retries(KEEPALIVE_RETRIES)
-            .tcp_user_timeout(TCP_USER_TIMEOUT);
+            .keepalives(tcp.keepalives.unwrap_or(true))
+            .keepalives_idle(tcp.keepalives_idle.unwrap_or(KEEPALIVE_IDLE))
+            .keepalives_interval(tcp.keepalives_interval.unwrap_or(KEEPALIVE_INTERVAL))
+            .keepalives_retries(tcp.keepalives_count.unwrap_or(KEEPALIVE_RETRIES))
+            .tcp_user_timeout(tcp.user_timeout.unwrap_or(TCP_USER_TIMEOUT));
         if settings.strategy == Strategy::Direct
             && let Some(timeout) = settings.statement_timeout
         {
@@ -156,9 +159,41 @@ impl Connector {
             if timed_out_in_driver {
                 return timed_out();
             }
-            match self.tls.as_ref().and_then(|tls| tls.failure(&e, self.sslmode)) {
+            if let Some(reason) = self.tls.as_ref().and_then(|tls| tls.failure(&e, self.sslmode)) {
+                return Error::ConnectFailed { target: self.target.clone(), reason, source: Arc::new(e) };
+            }
+            // tokio-postgres says these in its own words, which name no setting.
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            let known = if text.contains("password missing") {
+                return Error::AuthFailed {
+                    target: self.target.clone(),
+                    reason: "the server asks for a password and none was given (not in the URL, DB_PASSWORD, \
+                             PGPASSWORD, nor a password file that matches and is private)"
+                        .to_owned(),
+                    source: Arc::new(e),
+                };
+            } else if text.contains("channel binding") {
+                Some(
+                    "channel_binding=require, and the server did not bind its SCRAM authentication to TLS \
+                     (that needs TLS, sslmode=require or stronger, and SCRAM-SHA-256-PLUS, which PgBouncer \
+                     1.18 never offers); use channel_binding=prefer to allow it unbound",
+                )
+            } else if text.contains("database is not read only") {
+                Some("target_session_attrs=read-only, and no host's sessions are read-only (no standby among them)")
+            } else if text.contains("database does not allow writes") {
+                Some("target_session_attrs=read-write, and no host accepts writes (no primary among them)")
+            } else {
+                None
+            };
+            match known {
                 Some(reason) => {
-                    Error::ConnectFailed { target: self.target.clone(), reason, source: Arc::new(e) }
+                    Error::ConnectFailed { target: self.target.clone(), reason: reason.to_owned(), source: Arc::new(e) }
                 }
                 None => Error::from_connect(e, &self.target),
             }
@@ -175,6 +210,23 @@ pub fn connect(settings: &Settings) -> Result<postgres::Client, Error> {
     Connector::new(settings)?.connect()
 }
 
+/// Reads every certificate and key file the settings name (the target's, and the database's for the
+/// monitor) and checks them as a pool would when built, without connecting: for `pgconn config`.
+///
+/// # Errors
+/// [`Error::Unsupported`] naming the variable, the file and what is wrong with it.
+pub fn check_tls(settings: &Settings) -> Result<(), Error> {
+    let target_var = match settings.strategy {
+        Strategy::Direct => "DATABASE_URL",
+        Strategy::PgBouncer => "PGBOUNCER_URL",
+    };
+    Tls::new(&settings.target, target_var)?;
+    if settings.strategy == Strategy::PgBouncer {
+        Tls::new(&settings.database, "DATABASE_URL")?;
+    }
+    Ok(())
+}
+
 /// Connect attempts given up on whose threads are still running, in this process.
 pub fn abandoned_connects() -> usize {
     ABANDONED.load(Ordering::Relaxed)
@@ -183,3 +235,34 @@ pub fn abandoned_connects() -> usize {
 const WAITING: u8 = 0;
 const DONE: u8 = 1;
 const GIVEN_UP: u8 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(url: &str) -> Connector {
+        let settings =
+            Settings::from_vars([("DATABASE_URL", url), ("HOME", "/nonexistent/pgconn-pool-tests")])
+                .expect("valid settings");
+        Connector::new(&settings).expect("a connector")
+    }
+
+    #[test]
+    fn keepalives_default_and_the_urls_replace_them_one_by_one() {
+        let config = connector("postgresql://u@h/d").config;
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+
+        let config =
+            connector("postgresql://u@h/d?keepalives_idle=7&keepalives_count=4&tcp_user_timeout=12000")
+                .config;
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(7));
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(4));
+        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(12)));
+        assert!(!connector("postgresql://u@h/d?keepalives=0").config.get_keepalives());
+    }
+}

@@ -49,14 +49,18 @@ pub enum Error {
         #[source]
         source: Arc<postgres::Error>,
     },
-    /// The server refused the user, password, or host-based access rule.
+    /// The server refused the user, password, client certificate, or host-based access rule.
     #[error(
-        "authentication failed for {target}: check the user and password in DATABASE_URL \
-         (or DB_USER/DB_PASSWORD) and the server's pg_hba.conf"
+        "authentication failed for {target}: {reason}; check the user and password in DATABASE_URL \
+         (or DB_USER/DB_PASSWORD, PGUSER/PGPASSWORD, the password file), the client certificate \
+         (sslcert/sslkey) if the server asks for one, and the server's pg_hba.conf"
     )]
     AuthFailed {
         /// `user@host:port/dbname`.
         target: String,
+        /// The server's own words (`password authentication failed for user "app"`, `connection requires
+        /// a valid client certificate`).
+        reason: String,
         /// The server's error.
         #[source]
         source: Arc<postgres::Error>,
@@ -246,7 +250,9 @@ impl Error {
                 if *code == SqlState::INVALID_PASSWORD
                     || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
             {
-                Error::AuthFailed { target, source }
+                let reason =
+                    source.as_db_error().map_or_else(|| source.to_string(), |db| db.message().to_owned());
+                Error::AuthFailed { target, reason, source }
             }
             _ => Error::ConnectFailed { target, reason: describe(&source), source },
         }

@@ -52,7 +52,7 @@ mod txmode;
 
 pub use connect::{
     KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, MAX_ABANDONED, TCP_USER_TIMEOUT,
-    abandoned_connects, connect,
+    abandoned_connects, check_tls, connect,
 };
 pub use deadline::WATCHDOG_PERIOD;
 pub use error::{Error, ErrorKind, describe as describe_postgres_error};

@@ -374,6 +374,22 @@ impl Cluster {
         path.is_file().then_some(path)
     }
 
+    /// The client certificate and key (PEM, the key mode 0600) of [`crate::tls::CERT_USER`], signed by the
+    /// cluster's CA, when the cluster was started with [`ClusterOptions::tls`].
+    pub fn client_cert_files(&self) -> Option<(PathBuf, PathBuf)> {
+        let cert = self.dir.join(crate::tls::CLIENT_CERT_FILE);
+        let key = self.dir.join(crate::tls::CLIENT_KEY_FILE);
+        (cert.is_file() && key.is_file()).then_some((cert, key))
+    }
+
+    /// Replaces the server's certificate and key (`server.crt`, `server.key` in the data directory); they
+    /// take effect at the next start (or [`restart`](Self::restart)).
+    pub fn replace_server_cert(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let data = self.data_dir();
+        crate::tls::write_private(&data.join("server.crt"), cert_pem, 0o644, self.user)?;
+        crate::tls::write_private(&data.join("server.key"), key_pem, 0o600, self.user)
+    }
+
     /// How to connect.
     pub fn info(&self) -> &ConnInfo {
         &self.info
@@ -495,7 +511,9 @@ impl Cluster {
             bail!("initdb failed ({status}); the end of {}:\n{}", log.display(), self.log_tail(0));
         }
         let hba = data.join("pg_hba.conf");
-        fs::write(&hba, PG_HBA).with_context(|| format!("cannot write {}", hba.display()))?;
+        let hba_lines =
+            if self.options.tls { format!("{}{PG_HBA}", crate::tls::HBA_LINES) } else { PG_HBA.to_owned() };
+        fs::write(&hba, hba_lines).with_context(|| format!("cannot write {}", hba.display()))?;
         if self.options.tls {
             crate::tls::install(&self.dir, &data, self.user)?;
         }

@@ -20,8 +20,19 @@ use rcgen::{
 
 use crate::host::ServerUser;
 
-/// The CA certificate of a TLS cluster, in the cluster directory.
+/// The CA certificate of a TLS cluster, in the cluster directory (and, as `ssl_ca_file`, in the data
+/// directory: the server asks clients for a certificate signed by it).
 pub const CA_FILE: &str = "ca.crt";
+/// The role a TLS cluster's `pg_hba.conf` admits only with a client certificate signed by its CA whose
+/// common name is the role (`clientcert=verify-full`), and a SCRAM password. The test creates the role.
+pub const CERT_USER: &str = "pgconn_cert";
+/// That role's client certificate and key (mode 0600), in the cluster directory.
+pub const CLIENT_CERT_FILE: &str = "client.crt";
+/// See [`CLIENT_CERT_FILE`].
+pub const CLIENT_KEY_FILE: &str = "client.key";
+/// The `pg_hba.conf` lines a TLS cluster puts before the testkit's own.
+pub(crate) const HBA_LINES: &str =
+    "hostssl all pgconn_cert 127.0.0.1/32 scram-sha-256 clientcert=verify-full\n";
 /// The names (subject alternative names) of a TLS cluster's server certificate.
 pub const SERVER_NAMES: &[&str] = &["localhost"];
 
@@ -77,6 +88,45 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).context("cannot sign the server certificate")?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+
+    /// A client certificate signed by this CA whose common name is `user` (what `clientcert=verify-full`
+    /// compares with the role), and its key: `(certificate PEM, key PEM)`.
+    pub fn client_cert(&self, user: &str) -> Result<(String, String)> {
+        let mut params = CertificateParams::new(Vec::new()).context("cannot make client parameters")?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().context("cannot generate the client's key")?;
+        let cert = params.signed_by(&key, &self.issuer).context("cannot sign the client certificate")?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// A self-signed server certificate as the PostgreSQL documentation makes one (`openssl req -new -x509
+/// -subj "/CN=name"`): a CA certificate (basicConstraints CA:TRUE), the name in its common name only, no
+/// subjectAltName. `(certificate PEM, key PEM)`.
+pub fn self_signed_server_cert(common_name: &str) -> Result<(String, String)> {
+    let mut params = CertificateParams::new(Vec::new()).context("cannot make certificate parameters")?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    let key = KeyPair::generate().context("cannot generate the key")?;
+    let cert = params.self_signed(&key).context("cannot self-sign the certificate")?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Writes `content` to `path` with `mode`, replacing the file, owned by `user`.
+pub(crate) fn write_private(path: &Path, content: &str, mode: u32, user: ServerUser) -> Result<()> {
+    let _ = fs::remove_file(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(content.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    user.chown(path)
 }
 
 /// Sets up TLS for a cluster whose `initdb` just ran: a new [`TestCa`], `server.crt` and `server.key`
@@ -102,6 +152,13 @@ pub(crate) fn install(dir: &Path, data_dir: &Path, user: ServerUser) -> Result<(
     let ca_file = dir.join(CA_FILE);
     ca.write_cert(&ca_file)?;
     user.chown(&ca_file)?;
+    let server_ca = data_dir.join(CA_FILE);
+    ca.write_cert(&server_ca)?;
+    user.chown(&server_ca)?;
+    // The client's files belong to whoever runs the tests (they read them), not to the server's user.
+    let (client_cert, client_key) = ca.client_cert(CERT_USER)?;
+    write_private(&dir.join(CLIENT_CERT_FILE), &client_cert, 0o644, ServerUser::Current)?;
+    write_private(&dir.join(CLIENT_KEY_FILE), &client_key, 0o600, ServerUser::Current)?;
     let conf_path = data_dir.join("postgresql.conf");
     let mut conf =
         fs::read_to_string(&conf_path).with_context(|| format!("cannot read {}", conf_path.display()))?;
@@ -110,6 +167,7 @@ pub(crate) fn install(dir: &Path, data_dir: &Path, user: ServerUser) -> Result<(
         "\n# TLS, added by pgconn-testkit: server.crt for {SERVER_NAMES:?}, signed by {CA_FILE}"
     );
     conf.push_str("ssl = on\n");
+    let _ = writeln!(conf, "ssl_ca_file = '{CA_FILE}'");
     // Overwriting keeps the file's owner and mode (the server user's, 0600).
     fs::write(&conf_path, conf).with_context(|| format!("cannot write {}", conf_path.display()))
 }

@@ -55,8 +55,14 @@ fn every_url_form() {
         "postgresql:///db?host=/var/run/postgresql&user=app",
         &db("/var/run/postgresql", 5432, "db", "app", false, "prefer", Value::Null),
     );
+    // `pgconn config` reads the CA file as a pool would: it must be a real one.
+    let ca = std::env::temp_dir().join(format!("pgconn-cli-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, TEST_CA).unwrap();
     check_database(
-        "postgresql://app@db/app?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=web",
+        &format!(
+            "postgresql://app@db/app?sslmode=verify-full&sslrootcert={}&application_name=web",
+            ca.display()
+        ),
         &db("db", 5432, "app", "app", false, "verify-full", json!("web")),
     );
     check_database(
@@ -152,3 +158,86 @@ fn ignored_pgbouncer_variables_are_warned_about() {
     );
     assert!(run.stdout.starts_with("strategy            direct\n"), "{}", run.stdout);
 }
+
+#[test]
+fn libpq_variables_alone_and_where_each_value_came_from() {
+    let env = [
+        ("HOME", "/nonexistent/pgconn-cli-tests"),
+        ("PGHOST", "db.internal"),
+        ("PGPORT", "6000"),
+        ("PGUSER", "alice"),
+        ("PGPASSWORD", "Sup3rS3cret"),
+        ("PGAPPNAME", "worker"),
+    ];
+    let json = config_json(&env);
+    let database = &json["database"];
+    assert_eq!((database["host"].as_str(), database["port"].as_u64()), (Some("db.internal"), Some(6000)));
+    assert_eq!((database["user"].as_str(), database["dbname"].as_str()), (Some("alice"), Some("alice")));
+    assert_eq!(database["password_set"], true);
+    assert_eq!(
+        database["sources"],
+        json!({"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD",
+               "application_name": "PGAPPNAME", "dbname": "default", "sslmode": "default"})
+    );
+    let run = pgconn(&["config"], &env);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("sources"), "{}", run.stdout);
+    assert!(run.stdout.contains("host from PGHOST"), "{}", run.stdout);
+    assert!(!run.stdout.contains("Sup3rS3cret") && !run.stderr.contains("Sup3rS3cret"));
+
+    // DATABASE_URL on top: what it says wins, the rest still comes from beneath.
+    let json = config_json(&[env[0], env[2], env[5], ("DATABASE_URL", "postgresql://bob@db/app")]);
+    assert_eq!(json["database"]["port"], 6000);
+    assert_eq!(json["database"]["user"], "bob");
+    assert_eq!(json["database"]["sources"]["user"], "DATABASE_URL");
+    assert_eq!(json["database"]["sources"]["port"], "PGPORT");
+}
+
+#[test]
+fn certificate_files_are_checked_by_config() {
+    // sslrootcert=system with an operating system store that holds nothing.
+    let run = pgconn(
+        &["config"],
+        &[
+            ("HOME", "/nonexistent/pgconn-cli-tests"),
+            ("DATABASE_URL", "postgresql://app@db/app?sslrootcert=system"),
+            ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+            ("SSL_CERT_DIR", "/nonexistent/certs"),
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("DATABASE_URL's sslrootcert=system"), "{}", run.stderr);
+    // A weaker sslmode with it is refused, as libpq 16 refuses it.
+    let run = pgconn(
+        &["config"],
+        &[("DATABASE_URL", "postgresql://app@db/app?sslrootcert=system&sslmode=require")],
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("use sslmode=verify-full"), "{}", run.stderr);
+    // A client certificate that does not exist.
+    let run = pgconn(
+        &["config"],
+        &[(
+            "DATABASE_URL",
+            "postgresql://app@db/app?sslmode=require&sslcert=/nonexistent/c.crt&sslkey=/nonexistent/c.key",
+        )],
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("sslcert /nonexistent/c.crt cannot be read"), "{}", run.stderr);
+}
+
+/// A self-signed CA certificate (ECDSA P-256, valid until 2126), made once with `openssl req -x509`.
+const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBrTCCAVOgAwIBAgIUPSNsHSBSda8UnoVPy51FxiAfG8AwCgYIKoZIzj0EAwIw
+IzEhMB8GA1UEAwwYcGdjb25uLXBvb2wgdW5pdCB0ZXN0IENBMCAXDTI2MTEyNzA3
+MzIzN1oYDzIxMjYxMTAzMDczMjM3WjAjMSEwHwYDVQQDDBhwZ2Nvbm4tcG9vbCB1
+bml0IHRlc3QgQ0EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQnSizSNC+5SJIH
+q43D9oEghm4ClbDJ2uMWzoq44gST23h+HHe8honvjRroTXw8dzSBMMAI3OdD0DDU
+7cHfJ3kno2MwYTAdBgNVHQ4EFgQUMsXaNNLXkJq3SyIWe4RzLnjKO14wHwYDVR0j
+BBgwFoAUMsXaNNLXkJq3SyIWe4RzLnjKO14wDwYDVR0TAQH/BAUwAwEB/zAOBgNV
+HQ8BAf8EBAMCAgQwCgYIKoZIzj0EAwIDSAAwRQIhAJvcAlshuezmT09bsdH3qHjm
+/7HE8oSCqcRQj3DQlbLWAiAZXAuUPXd8maYbJsVY4HnQvYVXvKyIHywYg7jLWxU+
+Bw==
+-----END CERTIFICATE-----
+";

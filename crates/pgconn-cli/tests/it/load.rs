@@ -108,7 +108,7 @@ fn a_pool_that_cannot_be_built_says_why() {
 
 #[test]
 fn invalid_configuration_exits_2() {
-    let run = pgconn(&["load"], &[("DB_NAME", "x")]);
+    let run = pgconn(&["load"], &[("DB_NAME", "x"), ("DB_PORT", "none")]);
     assert_eq!(run.code, 2);
-    assert_eq!(run.stderr.trim(), "DB_USER must be set when DB_NAME is used (the role to log in as)");
+    assert_eq!(run.stderr.trim(), "DB_PORT must be a whole number from 1 to 65535, got \"none\"");
 }

@@ -128,7 +128,7 @@ fn an_unreachable_server_is_unknown() {
         "{}",
         run.stdout
     );
-    let run = pgconn(&["check"], &[("DB_NAME", "app")]);
+    let run = pgconn(&["check"], &[("DB_NAME", "app"), ("DB_PORT", "none")]);
     assert_eq!(run.code, 3);
     assert_eq!(run.stdout, "UNKNOWN: invalid configuration\n");
 }

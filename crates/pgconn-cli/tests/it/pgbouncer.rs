@@ -33,7 +33,7 @@ fn renders_the_ini_and_writes_a_private_userlist() {
     assert_eq!(std::fs::read_to_string(&auth).unwrap(), "\"app\" \"Sup3rS3cret\"\n");
     std::fs::remove_dir_all(&dir).unwrap();
 
-    let run = pgconn(&["pgbouncer-ini"], &[("DB_NAME", "app")]);
+    let run = pgconn(&["pgbouncer-ini"], &[("DB_NAME", "app"), ("DB_PORT", "none")]);
     assert_eq!(run.code, 2);
     assert_eq!(run.stdout, "");
 }

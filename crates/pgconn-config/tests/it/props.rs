@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pgconn_config::{ConnParams, Endpoint, Host, Password, Settings, SslMode, TargetSessionAttrs, VARIABLES};
+use pgconn_config::{
+    ConnParams, Endpoint, Host, Password, Settings, SslMode, SslRootCert, TargetSessionAttrs, VARIABLES,
+};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -20,7 +22,8 @@ fn host() -> impl Strategy<Value = Host> {
     prop_oneof![
         "[a-z][a-z0-9.-]{0,15}".prop_map(Host::Tcp),
         select(vec!["::1", "2001:db8::7", "fe80::1"]).prop_map(|h| Host::Tcp(h.to_owned())),
-        "/[a-zA-Z0-9_ ,.%@:/-]{0,20}".prop_map(|p| Host::Unix(PathBuf::from(p))),
+        // No comma: libpq cannot write one in a host (it separates hosts).
+        "/[a-zA-Z0-9_ .%@:/-]{0,20}".prop_map(|p| Host::Unix(PathBuf::from(p))),
     ]
 }
 
@@ -31,7 +34,7 @@ fn conn_params() -> impl Strategy<Value = ConnParams> {
         "\\PC{1,12}",
         prop::option::of("\\PC{1,16}"),
         select(SslMode::ALL.to_vec()),
-        prop::option::of("\\PC{0,12}"),
+        prop::option::of("\\PC{1,12}"),
         prop::option::of(1..=3600_u64),
         prop::option::of("\\PC{1,12}"),
         any::<bool>(),
@@ -39,21 +42,24 @@ fn conn_params() -> impl Strategy<Value = ConnParams> {
         .prop_map(
             |(endpoints, dbname, user, password, sslmode, application_name, timeout, options, rw)| {
                 ConnParams {
-                    endpoints: endpoints.into_iter().map(|(host, port)| Endpoint { host, port }).collect(),
-                    dbname,
-                    user,
                     password: password.map(Password::new),
                     sslmode,
                     sslrootcert: matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
-                        .then(|| PathBuf::from("/etc/ssl/root ca.pem")),
+                        .then(|| SslRootCert::File(PathBuf::from("/etc/ssl/root ca.pem"))),
                     application_name,
-                    connect_timeout: timeout.map(Duration::from_secs),
+                    // libpq's minimum is 2 s.
+                    connect_timeout: timeout.map(|s| Duration::from_secs(s.max(2))),
                     options,
                     target_session_attrs: if rw {
                         TargetSessionAttrs::ReadWrite
                     } else {
                         TargetSessionAttrs::Any
                     },
+                    ..ConnParams::new(
+                        endpoints.into_iter().map(|(host, port)| Endpoint::new(host, port)).collect(),
+                        dbname,
+                        user,
+                    )
                 }
             },
         )
@@ -218,21 +224,19 @@ proptest! {
 #[test]
 fn rendered_urls_percent_encode_every_special_character() {
     let params = ConnParams {
-        endpoints: vec![Endpoint { host: Host::Unix(PathBuf::from("/run/pg sock,1")), port: 5433 }],
-        dbname: "d/b?".to_owned(),
-        user: "u@s:r".to_owned(),
         password: Some(Password::new("p@ss:w/rd?#%")),
         sslmode: SslMode::Require,
-        sslrootcert: None,
         application_name: Some("web app".to_owned()),
-        connect_timeout: None,
-        options: None,
-        target_session_attrs: TargetSessionAttrs::Any,
+        ..ConnParams::new(
+            vec![Endpoint::new(Host::Unix(PathBuf::from("/run/pg sock;1")), 5433)],
+            "d/b?",
+            "u@s:r",
+        )
     };
     let url = pgconn_config::render_url(&params);
     assert_eq!(
         url,
-        "postgresql://u%40s%3Ar:p%40ss%3Aw%2Frd%3F%23%25@%2Frun%2Fpg%20sock%2C1:5433/d%2Fb%3F?sslmode=require&application_name=web%20app"
+        "postgresql://u%40s%3Ar:p%40ss%3Aw%2Frd%3F%23%25@%2Frun%2Fpg%20sock%3B1:5433/d%2Fb%3F?sslmode=require&application_name=web%20app"
     );
     let settings = Settings::from_vars([("DATABASE_URL", url)]).unwrap();
     assert_eq!(settings.database, params);

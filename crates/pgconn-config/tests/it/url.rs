@@ -22,7 +22,7 @@ fn check(url: &str, expected: &str) {
 }
 
 fn tcp(host: &str, port: u16) -> Endpoint {
-    Endpoint { host: Host::Tcp(host.to_owned()), port }
+    Endpoint::new(Host::Tcp(host.to_owned()), port)
 }
 
 #[test]
@@ -32,10 +32,13 @@ fn schemes_and_defaults() {
         "postgres://app@db.internal:6000/app",
         "app@db.internal:6000/app password=- sslmode=prefer app=None",
     );
-    check("POSTGRESQL://app@h/d", "app@h:5432/d password=- sslmode=prefer app=None");
+    // libpq's scheme test is case-sensitive: POSTGRESQL:// is not a URL to it, nor to pgconn.
+    assert!(!problems(&[("DATABASE_URL", "POSTGRESQL://app@h/d")]).is_empty());
     // libpq: the database defaults to the user name.
     check("postgresql://app@h", "app@h:5432/app password=- sslmode=prefer app=None");
     check("postgresql://app@h/", "app@h:5432/app password=- sslmode=prefer app=None");
+    // No user: libpq's default, the process's own user (PGUSER when set).
+    assert_eq!(database("postgresql://h/d").sources.get("user"), Some(&pgconn_config::Source::Default));
     check("postgresql://app@h:/d", "app@h:5432/d password=- sslmode=prefer app=None");
 }
 
@@ -100,7 +103,7 @@ fn ipv6_hosts() {
 
 #[test]
 fn socket_directories() {
-    let unix = |dir: &str, port| Endpoint { host: Host::Unix(PathBuf::from(dir)), port };
+    let unix = |dir: &str, port| Endpoint::new(Host::Unix(PathBuf::from(dir)), port);
     assert_eq!(
         database("postgresql://app@%2Fvar%2Frun%2Fpostgresql/db").endpoints,
         vec![unix("/var/run/postgresql", 5432)]
@@ -123,7 +126,7 @@ fn query_parameters() {
     assert_eq!(params.user, "app");
     assert_eq!(params.password.as_ref().map(pgconn_config::Password::expose), Some("s&cret"));
     assert_eq!(params.sslmode, SslMode::VerifyFull);
-    assert_eq!(params.sslrootcert, Some(PathBuf::from("/etc/ca.pem")));
+    assert_eq!(params.sslrootcert, Some(pgconn_config::SslRootCert::File(PathBuf::from("/etc/ca.pem"))));
     assert_eq!(params.application_name.as_deref(), Some("web 1"));
     assert_eq!(params.connect_timeout, Some(Duration::from_secs(3)));
     assert_eq!(params.endpoints, vec![tcp("h", 6000)]);
@@ -169,8 +172,9 @@ fn malformed_urls() {
     };
     check(
         "mysql://u@h/d",
-        "DATABASE_URL must start with postgresql:// or postgres:// (a libpq URL such as \
-         postgresql://user:password@host:5432/dbname)",
+        "DATABASE_URL must be a libpq URL starting with postgresql:// or postgres:// (such as \
+         postgresql://user:password@host:5432/dbname) or keyword=value pairs (such as host=db dbname=app \
+         user=app)",
     );
     check(
         "postgresql://u@h:99999/d",
@@ -182,7 +186,7 @@ fn malformed_urls() {
     );
     check(
         "postgresql://u@[::1/d",
-        "DATABASE_URL host 1 of the URL has a `[` without its `]` (write IPv6 addresses as [::1]:5432)",
+        "DATABASE_URL has a `[` without its `]` (write IPv6 addresses as [::1]:5432)",
     );
     check(
         "postgresql://u@h/d%zz",
@@ -190,27 +194,33 @@ fn malformed_urls() {
     );
     check(
         "postgresql://u@h/d?sslmode=maybe",
-        "DATABASE_URL query parameter sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full, got \"maybe\"",
+        "DATABASE_URL parameter sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full, got \"maybe\"",
     );
     check(
         "postgresql://u@h/d?connect_timeout=0",
-        "DATABASE_URL query parameter connect_timeout=0 would wait forever; give whole seconds from 1 to 3600, or leave it out and set DB_CONNECT_TIMEOUT",
+        "DATABASE_URL parameter connect_timeout=0 would wait forever; give whole seconds from 1 to 3600, or leave it out and set DB_CONNECT_TIMEOUT",
     );
     check(
         "postgresql://u@h/d?sslmode=verify-full",
-        "DATABASE_URL has sslmode=verify-ca or verify-full but no sslrootcert=PATH naming the CA certificate",
+        "DATABASE_URL has sslmode=verify-full but no sslrootcert=PATH naming the CA certificate, and \
+         /nonexistent/pgconn-config-tests/.postgresql/root.crt (libpq's default) does not exist; give \
+         sslrootcert=PATH, or sslrootcert=system for the operating system's CAs",
     );
-    check("postgresql://h/d", "DATABASE_URL names no user: write postgresql://USER[:PASSWORD]@host/dbname");
     check(
         "postgresql://u@a,b,c/d?port=1,2",
         "DATABASE_URL names 3 hosts but 2 ports; give one port for all hosts or one per host",
     );
     check(
         "postgresql://u@h/d?target_session_attrs=standby",
-        "DATABASE_URL query parameter target_session_attrs must be any or read-write (the values the postgres crate implements), got \"standby\"",
+        "DATABASE_URL parameter target_session_attrs=standby is not implemented by the postgres crate; use read-only (a standby's sessions are read-only)",
     );
-    let unknown = problems(&[("DATABASE_URL", "postgresql://u@h/d?gssencmode=disable")]);
-    assert!(unknown[0].starts_with("DATABASE_URL: DATABASE_URL query parameter gssencmode is not supported by pgconn; supported: host, port,"), "{unknown:?}");
+    let unknown = problems(&[("DATABASE_URL", "postgresql://u@h/d?gssencmod=disable")]);
+    assert!(
+        unknown[0].starts_with(
+            "DATABASE_URL: DATABASE_URL query parameter names \"gssencmod\", a keyword libpq does not know; known: user,"
+        ),
+        "{unknown:?}"
+    );
 }
 
 #[test]

@@ -55,13 +55,17 @@ fn neither_url_nor_name() {
         vec![
             "DATABASE_URL: DATABASE_URL or DB_NAME must be set: \
              DATABASE_URL=postgresql://user:password@host:5432/dbname, or DB_NAME and DB_USER \
-             (with DB_HOST, DB_PORT, DB_PASSWORD as needed)"
+             (with DB_HOST, DB_PORT, DB_PASSWORD as needed), or libpq's PGHOST, PGDATABASE, PGUSER, ... \
+             variables"
         ]
     );
-    assert_eq!(
-        problems(&[("DB_NAME", "app")]),
-        vec!["DB_USER: DB_USER must be set when DB_NAME is used (the role to log in as)"]
-    );
+    // Without DB_USER, PGUSER, else the process's own user, as libpq.
+    let s = settings(&[("DB_NAME", "app"), ("PGUSER", "alice")]);
+    assert_eq!(format!("{}", s.database), "alice@localhost:5432/app");
+    assert_eq!(s.database.sources.get("user"), Some(&pgconn_config::Source::Var("PGUSER")));
+    let s = settings(&[("DB_NAME", "app")]);
+    assert_eq!(s.database.sources.get("user"), Some(&pgconn_config::Source::Default));
+    assert!(!s.database.user.is_empty());
     // An empty value counts as unset.
     assert_eq!(problems(&[("DATABASE_URL", ""), ("DB_NAME", "")]).len(), 1);
 }
