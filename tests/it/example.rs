@@ -237,3 +237,77 @@ fn an_invalid_configuration_is_refused_naming_the_variable() {
     assert!(failure.starts_with("exit status: 2"), "{failure}");
     assert!(failure.contains("DB_POOL_MAX_SIZE"), "{failure}");
 }
+
+#[test]
+fn a_burst_clears_from_health_once_the_window_has_passed() {
+    let window = 3;
+    let server = start(&[
+        ("DATABASE_URL", &database_url()),
+        ("DB_STATEMENT_TIMEOUT", "100"),
+        ("PGCONN_HEALTH_WINDOW", &window.to_string()),
+    ])
+    .unwrap();
+    check_error(&server, "/?sleep_ms=500", 503, "statement_timeout");
+    check_json(&server, "/", 200);
+    let health = check_json(&server, "/health", 503);
+    assert!(
+        health["alerts"].as_array().unwrap().iter().any(|a| a["metric"] == "pool_error_rate"),
+        "{health}"
+    );
+    assert!(health["rates"]["pool"]["query_errors"] == 1, "{health}");
+    // Still within the window: still reported.
+    thread::sleep(Duration::from_millis(500));
+    check_json(&server, "/", 200);
+    assert_eq!(check_json(&server, "/health", 503)["status"], "CRITICAL");
+    // Past it: the burst is gone from /health, though the counters keep it.
+    thread::sleep(Duration::from_secs(window + 1));
+    check_json(&server, "/", 200);
+    let health = check_json(&server, "/health", 200);
+    assert_eq!(health["status"], "HEALTHY", "{health}");
+    assert_eq!(health["rates"]["pool"]["query_errors"], 0, "{health}");
+    assert_eq!(health["pool"]["query_errors"], 1, "the counter stays cumulative: {health}");
+    let metrics = get(&server, "/metrics").body;
+    assert!(metrics.contains("pgconn_pool_query_errors_total 1\n"), "{metrics}");
+}
+
+#[test]
+fn live_and_ready_across_a_database_stop_and_start() {
+    let mut cluster = pgconn_tests::private_cluster(&pgconn_tests::ClusterOptions::default());
+    let url = cluster.info().database_url();
+    let server = start(&[
+        ("DATABASE_URL", &url),
+        ("DB_CONNECT_TIMEOUT", "2"),
+        ("DB_POOL_TIMEOUT", "3000"),
+        ("DB_POOL_MIN_IDLE", "1"),
+    ])
+    .unwrap();
+    assert_eq!(check_json(&server, "/health/live", 200)["status"], "live");
+    assert_eq!(check_json(&server, "/health/ready", 200)["status"], "ready");
+
+    cluster.stop_server().unwrap();
+    let started = std::time::Instant::now();
+    let answer = get(&server, "/health/ready");
+    assert_eq!(answer.code, 503, "{}", answer.body);
+    assert!(started.elapsed() < Duration::from_secs(4), "ready took {:?}", started.elapsed());
+    assert_eq!(
+        check_json(&server, "/health/live", 200)["status"],
+        "live",
+        "liveness never asks the database"
+    );
+
+    cluster.start_server().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let answer = get(&server, "/health/ready");
+        if answer.code == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "not ready 15 s after the restart: {}",
+            answer.body
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "ready again only after {:?}", started.elapsed());
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use pgconn_monitor::{Context, PgBouncerProbe, Report, ServerProbe, ServerView, Status, render};
+use pgconn_monitor::{Context, PgBouncerProbe, Report, ServerProbe, ServerView, Status, Window, render};
 
 use crate::EXIT_INVALID;
 
@@ -38,6 +38,10 @@ pub(crate) struct MonitorArgs {
     /// Stop after this many reports (implies --watch).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
+    /// With --watch, judge error rates and query times over this many seconds (the first report: since
+    /// the server's statistics were reset).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    window: u64,
 }
 
 pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
@@ -57,11 +61,13 @@ pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
     let mut pgbouncer = PgBouncerProbe::new(&settings);
     let mut stdout = std::io::stdout().lock();
     let mut reported = 0_u64;
+    let mut window = Window::new(Duration::from_secs(args.window));
     let last_reached = loop {
         let started = Instant::now();
         let server = probe.probe();
         let reached = !matches!(server, ServerView::Unreachable { .. });
-        let mut report = Report::new(&context, Some(&server), None, SystemTime::now());
+        let rates = window.observe(Instant::now(), None, Some(&server));
+        let mut report = Report::windowed(&context, Some(&server), None, Some(&rates), SystemTime::now());
         if let Some(pgbouncer) = &mut pgbouncer {
             report = report.with_pgbouncer(&pgbouncer.probe(), &context.thresholds);
         }
@@ -102,10 +108,17 @@ pub(crate) fn check() -> ExitCode {
     ExitCode::from(report.status.exit_code())
 }
 
-/// `STATUS: used/max connections (u%) on host/db; first alert (+n more)`.
+/// `STATUS: used/usable usable connections (u%, max_connections m) on db; first alert (+n more)`.
 fn summary(report: &Report) -> String {
-    let usage = match (report.server_connections, report.max_connections, report.utilization_percent) {
-        (Some(used), Some(max), Some(u)) => format!("{used}/{max} connections ({u:.1}%)"),
+    let usage = match (
+        report.server_connections,
+        report.usable_connections,
+        report.max_connections,
+        report.utilization_percent,
+    ) {
+        (Some(used), Some(usable), Some(max), Some(u)) => {
+            format!("{used}/{usable} usable connections ({u:.1}%, max_connections {max})")
+        }
         _ => "connections unknown".to_owned(),
     };
     let alerts = match report.alerts.as_slice() {

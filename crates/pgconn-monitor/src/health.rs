@@ -5,6 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::model::{PgBouncerSnapshot, PgBouncerView, PoolSnapshot, ServerView, Thresholds};
+use crate::window::{PoolRates, Rates};
 
 /// Overall health. Ordered: `Healthy < Warning < Critical`; `Unknown` when the server could not be asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -80,30 +81,50 @@ pub struct Alert {
     pub message: String,
 }
 
-/// Utilization of the server's connection slots: client backends over `max_connections`.
+/// Utilization of the server's connection slots: client backends over the usable slots
+/// (`max_connections` less the reserved ones, [`ServerSnapshot::usable_connections`]); above 1 when
+/// superusers hold reserved slots.
+///
+/// [`ServerSnapshot::usable_connections`]: crate::ServerSnapshot::usable_connections
 #[allow(clippy::cast_precision_loss)]
-pub fn utilization(server_connections: u32, max_connections: u32) -> f64 {
-    if max_connections == 0 { 0.0 } else { f64::from(server_connections) / f64::from(max_connections) }
+pub fn utilization(server_connections: u32, usable_connections: u32) -> f64 {
+    if usable_connections == 0 { 0.0 } else { f64::from(server_connections) / f64::from(usable_connections) }
 }
 
-/// The alerts for these snapshots, worst first, and the resulting status.
-#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+/// The alerts for these snapshots, worst first, and the resulting status; counters judged since the pool
+/// started (or the server's statistics were reset). See [`assess_with`] for a window.
 pub fn assess(
     server: Option<&ServerView>,
     pool: Option<&PoolSnapshot>,
     t: &Thresholds,
 ) -> (Status, Vec<Alert>) {
+    assess_with(server, pool, None, t)
+}
+
+/// As [`assess`], with the error rates, checkout timeouts and query times judged over `rates`' window
+/// where it has them ([`crate::Window`]), so that an alert clears once its burst is out of the window.
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+pub fn assess_with(
+    server: Option<&ServerView>,
+    pool: Option<&PoolSnapshot>,
+    rates: Option<&Rates>,
+    t: &Thresholds,
+) -> (Status, Vec<Alert>) {
+    let span = rates.map(|r| format!("in the last {:.0}s", r.window_s));
     let mut alerts = Vec::new();
     let mut push = |level, metric, message: String| alerts.push(Alert { level, metric, message });
     let mut unknown = false;
     match server {
         Some(ServerView::Reached(s)) => {
-            let u = utilization(s.server_connections, s.max_connections);
+            let usable = s.usable_connections();
+            let u = utilization(s.server_connections, usable);
             let used = format!(
-                "{} of {} connection slots in use ({:.1}%)",
+                "{} of {usable} usable connection slots in use ({:.1}%; max_connections {}, {} reserved for \
+                 superusers)",
                 s.server_connections,
+                u * 100.0,
                 s.max_connections,
-                u * 100.0
+                s.reserved_connections
             );
             if u > t.utilization_critical {
                 push(
@@ -124,23 +145,31 @@ pub fn assess(
                 );
             }
             if let Some(q) = &s.query_stats {
-                if let Some(avg) = q.avg_query_time_ms
+                let windowed = rates.and_then(|r| r.server).filter(|_| span.is_some());
+                let (avg_ms, total, errors, when) = match (windowed, &span) {
+                    (Some(w), Some(span)) => (w.avg_query_time_ms, w.queries, w.errors, span.clone()),
+                    _ => (
+                        q.avg_query_time_ms,
+                        q.total_queries,
+                        q.errors,
+                        "since the statistics reset".to_owned(),
+                    ),
+                };
+                if let Some(avg) = avg_ms
                     && let Some((level, limit)) =
                         grade(avg, t.query_time_warning_ms, t.query_time_critical_ms)
                 {
                     push(
                         level,
                         "avg_query_time",
-                        format!("average query time {avg:.1}ms is above {limit:.0}ms"),
+                        format!("average query time {avg:.1}ms {when} is above {limit:.0}ms"),
                     );
                 }
-                if q.total_queries > 0 {
-                    let rate = q.errors as f64 / q.total_queries as f64;
+                if total > 0 {
+                    let rate = errors as f64 / total as f64;
                     if let Some((level, _)) = grade(rate, t.error_rate_warning, t.error_rate_critical) {
                         let text = format!(
-                            "{} of {} transactions rolled back ({:.2}%)",
-                            q.errors,
-                            q.total_queries,
+                            "{errors} of {total} transactions rolled back {when} ({:.2}%)",
                             rate * 100.0
                         );
                         push(level, "error_rate", text);
@@ -193,6 +222,19 @@ pub fn assess(
     }
     if let Some(p) = pool {
         let m = &p.metrics;
+        // The counters the alerts judge: over the window when there is one, else since the pool started.
+        let cumulative = PoolRates {
+            checkouts: m.checkouts,
+            checkout_timeouts: m.checkout_timeouts,
+            queries: m.queries,
+            query_errors: m.query_errors,
+            avg_query_time_ms: (m.queries > 0).then_some(m.query_ms.mean),
+        };
+        let (w, when) = match (rates.and_then(|r| r.pool), &span) {
+            (Some(windowed), Some(span)) => (windowed, span.clone()),
+            (Some(windowed), None) => (windowed, "since the pool started".to_owned()),
+            _ => (cumulative, "since the pool started".to_owned()),
+        };
         if p.state.waiting > 0 {
             push(
                 Level::Warning,
@@ -203,9 +245,9 @@ pub fn assess(
                 ),
             );
         }
-        if m.checkout_timeouts > 0 {
-            let level = if m.checkout_timeouts as f64
-                > t.error_rate_critical * (m.checkouts + m.checkout_timeouts) as f64
+        if w.checkout_timeouts > 0 {
+            let level = if w.checkout_timeouts as f64
+                > t.error_rate_critical * (w.checkouts + w.checkout_timeouts) as f64
             {
                 Level::Critical
             } else {
@@ -215,8 +257,8 @@ pub fn assess(
                 level,
                 "pool_timeouts",
                 format!(
-                    "{} checkout(s) failed since the pool started ({} succeeded); raise DB_POOL_MAX_SIZE or look for slow requests and leaks",
-                    m.checkout_timeouts, m.checkouts
+                    "{} checkout(s) failed {when} ({} succeeded); raise DB_POOL_MAX_SIZE or look for slow requests and leaks",
+                    w.checkout_timeouts, w.checkouts
                 ),
             );
         }
@@ -232,18 +274,19 @@ pub fn assess(
                 ),
             );
         }
-        if m.queries > 0 {
-            let mean = m.query_ms.mean;
-            if let Some((level, limit)) = grade(mean, t.query_time_warning_ms, t.query_time_critical_ms) {
-                let text = format!("queries through the pool average {mean:.1}ms, above {limit:.0}ms");
+        if w.queries > 0 {
+            if let Some(mean) = w.avg_query_time_ms
+                && let Some((level, limit)) = grade(mean, t.query_time_warning_ms, t.query_time_critical_ms)
+            {
+                let text = format!("queries through the pool average {mean:.1}ms {when}, above {limit:.0}ms");
                 push(level, "pool_avg_query_time", text);
             }
-            let rate = m.query_errors as f64 / m.queries as f64;
+            let rate = w.query_errors as f64 / w.queries as f64;
             if let Some((level, _)) = grade(rate, t.error_rate_warning, t.error_rate_critical) {
                 let text = format!(
-                    "{} of {} queries through the pool failed ({:.2}%)",
-                    m.query_errors,
-                    m.queries,
+                    "{} of {} queries through the pool failed {when} ({:.2}%)",
+                    w.query_errors,
+                    w.queries,
                     rate * 100.0
                 );
                 push(level, "pool_error_rate", text);

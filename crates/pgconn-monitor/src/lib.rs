@@ -29,11 +29,13 @@ mod model;
 mod probe;
 pub mod render;
 mod report;
+mod window;
 
-pub use health::{Alert, Level, Status, assess, assess_pgbouncer, utilization};
+pub use health::{Alert, Level, Status, assess, assess_pgbouncer, assess_with, utilization};
 pub use model::{
-    Backend, PgBouncerRow, PgBouncerSnapshot, PgBouncerView, PoolSnapshot, QuerySource, QueryStats,
-    ServerSnapshot, ServerView, Thresholds,
+    ApplicationCount, Backend, PgBouncerRow, PgBouncerSnapshot, PgBouncerView, PoolSnapshot, QuerySource,
+    QueryStats, ServerSnapshot, ServerView, Thresholds,
 };
 pub use probe::{MONITOR_APPLICATION_NAME, PROBE_STATEMENT_TIMEOUT, PgBouncerProbe, ServerProbe};
 pub use report::{Context, PgBouncerSection, Report};
+pub use window::{DEFAULT_WINDOW, PoolRates, Rates, ServerRates, Window};

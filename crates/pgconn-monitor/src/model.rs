@@ -47,6 +47,42 @@ pub struct QueryStats {
     pub avg_query_time_ms: Option<f64>,
 }
 
+/// Who holds some of the server's connections: one application name and role, how many, in which states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplicationCount {
+    /// `application_name` (empty when the client set none).
+    pub application_name: String,
+    /// The role.
+    pub user: String,
+    /// Client backends.
+    pub count: u32,
+    /// By state; `unknown` for connections whose detail the monitor's role may not see.
+    pub states: BTreeMap<String, u32>,
+}
+
+/// Groups client backends by application name and role, largest first (then by name).
+pub(crate) fn by_application(backends: &[Backend]) -> Vec<ApplicationCount> {
+    let mut groups: BTreeMap<(String, String), ApplicationCount> = BTreeMap::new();
+    for backend in backends {
+        let key = (backend.application_name.clone(), backend.user.clone());
+        let group = groups.entry(key).or_insert_with(|| ApplicationCount {
+            application_name: backend.application_name.clone(),
+            user: backend.user.clone(),
+            count: 0,
+            states: BTreeMap::new(),
+        });
+        group.count += 1;
+        *group.states.entry(backend.state.clone()).or_insert(0) += 1;
+    }
+    let mut list: Vec<ApplicationCount> = groups.into_values().collect();
+    list.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| (&a.application_name, &a.user).cmp(&(&b.application_name, &b.user)))
+    });
+    list
+}
+
 /// What the server said about itself, from one probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSnapshot {
@@ -54,10 +90,17 @@ pub struct ServerSnapshot {
     pub database: String,
     /// `max_connections`.
     pub max_connections: u32,
-    /// `superuser_reserved_connections`: slots only superusers may take.
+    /// Slots only superusers (and, on PostgreSQL 16 and later, roles with `pg_use_reserved_connections`)
+    /// may take: `superuser_reserved_connections` plus `reserved_connections`.
     pub reserved_connections: u32,
-    /// Client backends on the whole server.
+    /// Client backends on the whole server: counted in `pg_stat_activity` when the monitor's role may read
+    /// all of it (`pg_read_all_stats`, part of `pg_monitor`), else `pg_stat_database.numbackends` summed,
+    /// which every role may read (and which counts autovacuum and parallel workers too).
     pub server_connections: u32,
+    /// Connections the monitor's role cannot see in detail (state, database): 0 with `pg_monitor`.
+    pub connections_hidden: u32,
+    /// Who holds the server's client backends, largest first (those hidden in detail as state `unknown`).
+    pub by_application: Vec<ApplicationCount>,
     /// This database's client backends, the monitor's own included.
     pub connections: Vec<Backend>,
     /// The monitor's own backend.
@@ -66,6 +109,13 @@ pub struct ServerSnapshot {
     pub connection_age: Duration,
     /// Query statistics, if they could be read.
     pub query_stats: Option<QueryStats>,
+}
+
+impl ServerSnapshot {
+    /// The slots ordinary roles may use: `max_connections` less the reserved ones.
+    pub fn usable_connections(&self) -> u32 {
+        self.max_connections.saturating_sub(self.reserved_connections)
+    }
 }
 
 /// The outcome of probing the server.

@@ -9,7 +9,7 @@ use pgconn_pool::{Error, ErrorKind, describe_postgres_error as describe};
 
 use crate::model::{
     Backend, PgBouncerRow, PgBouncerSnapshot, PgBouncerView, QuerySource, QueryStats, ServerSnapshot,
-    ServerView,
+    ServerView, by_application,
 };
 
 /// The application name of the monitor's own connection, so it can be told apart.
@@ -100,44 +100,66 @@ fn refused(error: &Error) -> ServerView {
 
 #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)] // counts from PostgreSQL are >= 0
 fn snapshot(client: &mut postgres::Client) -> Result<ServerSnapshot, postgres::Error> {
+    // reserved_connections is PostgreSQL 16's; current_setting(.., true) is NULL before.
     let row = client.query_typed_one(
         "SELECT current_setting('max_connections')::int4, \
-                current_setting('superuser_reserved_connections')::int4, \
-                pg_backend_pid(), current_database()::text",
+                current_setting('superuser_reserved_connections')::int4 \
+                  + coalesce(current_setting('reserved_connections', true)::int4, 0), \
+                pg_backend_pid(), current_database()::text, \
+                (SELECT coalesce(sum(numbackends), 0)::int8 FROM pg_stat_database), \
+                pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER')",
         &[],
     )?;
-    let (max_connections, reserved, backend_pid, database): (i32, i32, i32, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (max_connections, reserved, backend_pid, database, numbackends, sees_all): (
+        i32,
+        i32,
+        i32,
+        String,
+        i64,
+        bool,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    // Client backends, and the sessions of other roles whose backend_type a role without
+    // pg_read_all_stats is not shown (those with a database: client backends, or workers).
     let rows = client.query_typed(
         "SELECT pid, datname::text, coalesce(usename::text, ''), coalesce(application_name, ''), \
                 coalesce(state, 'unknown'), \
                 coalesce(extract(epoch FROM now() - backend_start)::float8, 0), \
-                CASE WHEN state LIKE 'idle%' THEN extract(epoch FROM now() - state_change)::float8 END \
-         FROM pg_stat_activity WHERE backend_type = 'client backend' ORDER BY backend_start",
+                CASE WHEN state LIKE 'idle%' THEN extract(epoch FROM now() - state_change)::float8 END, \
+                backend_type IS NULL \
+         FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' OR (backend_type IS NULL AND datid IS NOT NULL) \
+         ORDER BY backend_start",
         &[],
     )?;
-    let mut server_connections = 0_u32;
+    let mut visible = 0_u32;
+    let mut all = Vec::new();
     let mut connections = Vec::new();
     let mut own_age = 0.0;
     for row in &rows {
-        server_connections += 1;
         let pid: i32 = row.get(0);
         let datname: Option<String> = row.get(1);
+        let hidden: bool = row.get(7);
         let backend = Backend {
             pid,
-            state: row.get(4),
+            state: if hidden { "unknown".to_owned() } else { row.get(4) },
             age_s: row.get(5),
             idle_s: row.get(6),
             user: row.get(2),
             application_name: row.get(3),
         };
+        if !hidden {
+            visible += 1;
+        }
         if pid == backend_pid {
             own_age = backend.age_s;
         }
         if datname.as_deref() == Some(database.as_str()) {
-            connections.push(backend);
+            connections.push(backend.clone());
         }
+        all.push(backend);
     }
+    let server_connections =
+        if sees_all { visible } else { visible.max(u32::try_from(numbackends.max(0)).unwrap_or(u32::MAX)) };
     let query_stats = query_stats(client).unwrap_or_else(|e| {
         log::info!("query statistics unavailable: {}", describe(&e));
         None
@@ -147,6 +169,8 @@ fn snapshot(client: &mut postgres::Client) -> Result<ServerSnapshot, postgres::E
         max_connections: max_connections.max(0) as u32,
         reserved_connections: reserved.max(0) as u32,
         server_connections,
+        connections_hidden: server_connections - visible,
+        by_application: by_application(&all),
         connections,
         backend_pid,
         connection_age: Duration::from_secs_f64(own_age.max(0.0)),

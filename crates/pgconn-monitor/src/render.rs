@@ -14,6 +14,10 @@ type Sample<'a> = (Vec<(&'a str, String)>, f64);
 const RULE: &str = "======================================================================";
 /// Connections listed in the text report; the rest are counted.
 const LISTED: usize = 10;
+/// Application/user groups the text report lists.
+const TOP_APPLICATIONS: usize = 5;
+/// Application/user groups with series of their own in `pgconn_server_connections`; the rest are `other`.
+const TOP_SERIES: usize = 10;
 
 /// The report as text, in the documented layout; with `color`, the status and alerts are coloured (ANSI).
 pub fn text(report: &Report, color: bool) -> String {
@@ -39,11 +43,20 @@ pub fn text(report: &Report, color: bool) -> String {
     let _ = writeln!(
         out,
         "Active Connections: {}",
-        match (report.server_connections, report.max_connections) {
-            (Some(used), Some(max)) => format!("{used}/{max}"),
+        match (report.server_connections, report.usable_connections, report.max_connections) {
+            (Some(used), Some(usable), Some(max)) => {
+                format!("{used}/{usable} usable (max_connections {max}, {} reserved)", max - usable)
+            }
             _ => unknown(),
         }
     );
+    if let Some(hidden) = report.connections_hidden.filter(|&n| n > 0) {
+        let _ = writeln!(
+            out,
+            "Hidden Connections: {hidden} (counted, but the monitor's role cannot see their state or \
+             database: GRANT pg_monitor TO <its role>)"
+        );
+    }
     let _ = writeln!(
         out,
         "Utilization: {}",
@@ -86,6 +99,20 @@ pub fn text(report: &Report, color: bool) -> String {
                 Level::Warning => ("⚠", "33"),
             };
             let _ = writeln!(out, "{} {}", paint(code, &format!("{mark} {}:", alert.level)), alert.message);
+        }
+        out.push('\n');
+    }
+
+    if !report.by_application.is_empty() {
+        let _ = writeln!(out, "Who Holds the Connections (whole server):");
+        for group in report.by_application.iter().take(TOP_APPLICATIONS) {
+            let states: Vec<String> = group.states.iter().map(|(state, n)| format!("{n} {state}")).collect();
+            let name = if group.application_name.is_empty() { "(no name)" } else { &group.application_name };
+            let _ = writeln!(out, "  {:>4}  {name} as {} ({})", group.count, group.user, states.join(", "));
+        }
+        if report.by_application.len() > TOP_APPLICATIONS {
+            let rest: u32 = report.by_application.iter().skip(TOP_APPLICATIONS).map(|g| g.count).sum();
+            let _ = writeln!(out, "  {rest:>4}  others");
         }
         out.push('\n');
     }
@@ -236,13 +263,24 @@ pub fn prometheus(report: &Report) -> String {
     {
         gauge(
             "pgconn_server_connections",
-            "Client backends on the whole server.",
-            vec![(vec![], f64::from(used))],
+            "Client backends on the whole server, by application_name, user and state (the largest \
+             groups; the rest as application_name=\"other\"); sum() is the total.",
+            server_connection_samples(report, used),
+        );
+        gauge(
+            "pgconn_server_connections_hidden",
+            "Connections the monitor's role cannot see in detail (grant it pg_monitor).",
+            vec![(vec![], f64::from(report.connections_hidden.unwrap_or(0)))],
         );
         gauge("pgconn_max_connections", "The server's max_connections.", vec![(vec![], f64::from(max))]);
         gauge(
+            "pgconn_usable_connections",
+            "max_connections less the slots reserved for superusers: what ordinary roles may use.",
+            vec![(vec![], f64::from(report.usable_connections.unwrap_or(max)))],
+        );
+        gauge(
             "pgconn_utilization_ratio",
-            "Client backends over max_connections (0 to 1).",
+            "Client backends over usable connections (1 = full for ordinary roles).",
             vec![(vec![], report.utilization_percent.unwrap_or(0.0) / 100.0)],
         );
         gauge(
@@ -265,15 +303,36 @@ pub fn prometheus(report: &Report) -> String {
             vec![(vec![], f64::from(report.idle_over_threshold))],
         );
     }
+    let mut counters = Vec::new();
+    let mut histograms = Vec::new();
+    let mut counter_family = |name: &str, help: &str, samples: Vec<(Vec<(&str, String)>, f64)>| {
+        counters.push(family(name, help, MetricType::COUNTER, samples, |v| {
+            let mut c = Counter::default();
+            c.set_value(v);
+            let mut m = Metric::default();
+            m.set_counter(c);
+            m
+        }));
+    };
     if let Some(q) = &report.query_stats {
+        counter_family(
+            "pgconn_server_queries_total",
+            "Statements (pg_stat_statements) or transactions (pg_stat_database) since the statistics reset.",
+            vec![(vec![], q.total_queries as f64)],
+        );
+        counter_family(
+            "pgconn_server_query_errors_total",
+            "Rolled-back transactions since the statistics reset.",
+            vec![(vec![], q.errors as f64)],
+        );
         gauge(
             "pgconn_queries",
-            "Statements (pg_stat_statements) or transactions (pg_stat_database) since the statistics reset.",
+            "Deprecated: pgconn_server_queries_total, as a gauge.",
             vec![(vec![], q.total_queries as f64)],
         );
         gauge(
             "pgconn_query_errors",
-            "Rolled-back transactions since the statistics reset.",
+            "Deprecated: pgconn_server_query_errors_total, as a gauge.",
             vec![(vec![], q.errors as f64)],
         );
         if let Some(avg) = q.avg_query_time_ms {
@@ -284,8 +343,6 @@ pub fn prometheus(report: &Report) -> String {
             );
         }
     }
-    let mut counters = Vec::new();
-    let mut histograms = Vec::new();
     if let Some(p) = &report.pool {
         let state = &p.state;
         gauge(
@@ -307,15 +364,7 @@ pub fn prometheus(report: &Report) -> String {
         );
         let m = &p.metrics;
         let c = &m.connections_closed;
-        let mut counter = |name: &str, help: &str, samples: Vec<(Vec<(&str, String)>, f64)>| {
-            counters.push(family(name, help, MetricType::COUNTER, samples, |v| {
-                let mut c = Counter::default();
-                c.set_value(v);
-                let mut m = Metric::default();
-                m.set_counter(c);
-                m
-            }));
-        };
+        let counter = &mut counter_family;
         counter("pgconn_pool_checkouts_total", "Successful checkouts.", vec![(vec![], m.checkouts as f64)]);
         counter(
             "pgconn_pool_checkout_timeouts_total",
@@ -470,6 +519,42 @@ fn family(
             .collect(),
     );
     f
+}
+
+/// `pgconn_server_connections`'s samples: the [`TOP_SERIES`] largest application/user groups by state,
+/// the rest as `other`, so that the series stay few whatever connects; they sum to `total`.
+fn server_connection_samples(report: &Report, total: u32) -> Vec<Sample<'static>> {
+    let mut samples: Vec<Sample<'static>> = Vec::new();
+    let mut other: std::collections::BTreeMap<String, u32> = std::collections::BTreeMap::new();
+    let mut counted = 0;
+    for (i, group) in report.by_application.iter().enumerate() {
+        for (state, n) in &group.states {
+            counted += n;
+            if i < TOP_SERIES {
+                samples.push((
+                    vec![
+                        ("application_name", group.application_name.clone()),
+                        ("user", group.user.clone()),
+                        ("state", state.clone()),
+                    ],
+                    f64::from(*n),
+                ));
+            } else {
+                *other.entry(state.clone()).or_insert(0) += n;
+            }
+        }
+    }
+    // Counted by numbackends but not listed in pg_stat_activity at all.
+    if total > counted {
+        *other.entry("unknown".to_owned()).or_insert(0) += total - counted;
+    }
+    for (state, n) in other {
+        samples.push((
+            vec![("application_name", "other".to_owned()), ("user", "other".to_owned()), ("state", state)],
+            f64::from(n),
+        ));
+    }
+    samples
 }
 
 /// Milliseconds with the precision that matters: `0.042ms`, `12.3ms`.

@@ -6,10 +6,12 @@ use std::time::SystemTime;
 use pgconn_config::Settings;
 use serde::Serialize;
 
-use crate::health::{Alert, Status, assess, assess_pgbouncer, combine, utilization};
+use crate::health::{Alert, Status, assess_pgbouncer, assess_with, combine, utilization};
 use crate::model::{
-    Backend, PgBouncerRow, PgBouncerView, PoolSnapshot, QueryStats, ServerView, Thresholds, by_state,
+    ApplicationCount, Backend, PgBouncerRow, PgBouncerView, PoolSnapshot, QueryStats, ServerView, Thresholds,
+    by_state,
 };
+use crate::window::Rates;
 
 /// What the report is about, beyond the snapshots.
 #[derive(Debug, Clone)]
@@ -52,8 +54,16 @@ pub struct Report {
     pub database_connections: Option<u32>,
     /// The server's `max_connections`.
     pub max_connections: Option<u32>,
-    /// `server_connections / max_connections × 100`.
+    /// Slots ordinary roles may use: `max_connections` less `superuser_reserved_connections` (and
+    /// `reserved_connections` on PostgreSQL 16 and later).
+    pub usable_connections: Option<u32>,
+    /// `server_connections / usable_connections × 100` (above 100 when superusers hold reserved slots).
     pub utilization_percent: Option<f64>,
+    /// Connections the monitor's role cannot see in detail; grant it `pg_monitor` to see them. 0 when it
+    /// sees everything.
+    pub connections_hidden: Option<u32>,
+    /// Who holds the server's connections: `{application_name, user, count, states}`, largest first.
+    pub by_application: Vec<ApplicationCount>,
     /// The monitor's own backend.
     pub backend_pid: Option<i32>,
     /// How long the monitor's own connection has been open.
@@ -72,6 +82,9 @@ pub struct Report {
     pub connections: Vec<Backend>,
     /// The in-process pool, when the report was made from one.
     pub pool: Option<PoolSnapshot>,
+    /// What happened in the window the alerts judged (`window_s`, `pool`, `server`); `null` for a report
+    /// judged since the start.
+    pub rates: Option<Rates>,
     /// PgBouncer's pools, statistics and databases, with the pgbouncer strategy; `null` otherwise.
     pub pgbouncer: Option<PgBouncerSection>,
 }
@@ -90,14 +103,27 @@ pub struct PgBouncerSection {
 }
 
 impl Report {
-    /// Builds the report for these snapshots at `now`: a pure function.
+    /// Builds the report for these snapshots at `now`: a pure function. Counters are judged since the pool
+    /// started (or the server's statistics were reset); [`Report::windowed`] judges them over a window.
     pub fn new(
         context: &Context,
         server: Option<&ServerView>,
         pool: Option<&PoolSnapshot>,
         now: SystemTime,
     ) -> Report {
-        let (status, alerts) = assess(server, pool, &context.thresholds);
+        Report::windowed(context, server, pool, None, now)
+    }
+
+    /// As [`Report::new`], with error rates, checkout timeouts and query times judged over `rates`
+    /// (from a [`crate::Window`]), which the report shows as `rates`.
+    pub fn windowed(
+        context: &Context,
+        server: Option<&ServerView>,
+        pool: Option<&PoolSnapshot>,
+        rates: Option<&Rates>,
+        now: SystemTime,
+    ) -> Report {
+        let (status, alerts) = assess_with(server, pool, rates, &context.thresholds);
         let mut report = Report {
             status,
             timestamp: humantime::format_rfc3339_micros(now).to_string(),
@@ -106,7 +132,10 @@ impl Report {
             server_connections: None,
             database_connections: None,
             max_connections: None,
+            usable_connections: None,
             utilization_percent: None,
+            connections_hidden: None,
+            by_application: Vec::new(),
             backend_pid: None,
             connection_age_s: None,
             connections_by_state: BTreeMap::new(),
@@ -116,6 +145,7 @@ impl Report {
             alerts,
             connections: Vec::new(),
             pool: pool.cloned(),
+            rates: rates.cloned(),
             pgbouncer: None,
         };
         if let Some(ServerView::Reached(s)) = server {
@@ -124,7 +154,11 @@ impl Report {
             report.server_connections = Some(s.server_connections);
             report.database_connections = Some(u32::try_from(s.connections.len()).unwrap_or(u32::MAX));
             report.max_connections = Some(s.max_connections);
-            report.utilization_percent = Some(utilization(s.server_connections, s.max_connections) * 100.0);
+            report.usable_connections = Some(s.usable_connections());
+            report.utilization_percent =
+                Some(utilization(s.server_connections, s.usable_connections()) * 100.0);
+            report.connections_hidden = Some(s.connections_hidden);
+            report.by_application.clone_from(&s.by_application);
             report.backend_pid = Some(s.backend_pid);
             report.connection_age_s = Some(s.connection_age.as_secs_f64());
             report.connections_by_state = by_state(&s.connections);

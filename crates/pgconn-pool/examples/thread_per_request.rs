@@ -9,6 +9,8 @@
 //! curl -i localhost:8080/                 # one query through the pool, answered as JSON
 //! curl -i 'localhost:8080/?sleep_ms=50'   # the same, holding the connection 50 ms like a slower request
 //! curl -i localhost:8080/health           # the pool's health report; 503 when CRITICAL
+//! curl -i localhost:8080/health/live      # 200 while the process serves at all (liveness)
+//! curl -i localhost:8080/health/ready     # 200 while a connection can be checked out (readiness)
 //! curl -s localhost:8080/metrics          # the same report for Prometheus
 //! ```
 //!
@@ -26,13 +28,13 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgconn_config::{ConnMaxAge, Settings};
-use pgconn_monitor::{Context, PoolSnapshot, Report, Status, render};
+use pgconn_monitor::{Context, DEFAULT_WINDOW, PoolSnapshot, Report, Status, Window, render};
 use pgconn_pool::Pool;
 use serde_json::{Value, json};
 
@@ -50,6 +52,17 @@ const MAX_HEAD: u64 = 8 * 1024;
 /// The largest `?sleep_ms=` accepted.
 const MAX_SLEEP_MS: u32 = 1000;
 
+/// How long `/health/ready` waits for a connection (at most `DB_POOL_TIMEOUT`): a readiness probe must
+/// answer well within its own timeout.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every request thread shares: the pool, and the window `/health` judges rates over
+/// (`PGCONN_HEALTH_WINDOW` seconds, default 60).
+struct App {
+    pool: Pool,
+    window: Mutex<Window>,
+}
+
 fn main() -> ExitCode {
     // The pool logs through `log` (connect failures, leak warnings); show them on stderr.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -65,6 +78,18 @@ fn main() -> ExitCode {
         }
     };
     let listen = std::env::var("PGCONN_LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    let window = match std::env::var("PGCONN_HEALTH_WINDOW") {
+        Err(_) => DEFAULT_WINDOW,
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) if (1..=86_400).contains(&seconds) => Duration::from_secs(seconds),
+            _ => {
+                eprintln!(
+                    "thread_per_request: PGCONN_HEALTH_WINDOW must be whole seconds from 1 to 86400, got {text:?}"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
 
     // 2. One pool for the whole process, built before serving anything: a wrong password, an unknown
     //    database or an unreachable server fails here, with its cause, instead of at the first request.
@@ -94,6 +119,7 @@ fn main() -> ExitCode {
     );
 
     // 3. One thread per request, at most MAX_REQUESTS at once.
+    let app = Arc::new(App { pool, window: Mutex::new(Window::new(window)) });
     let running = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let stream = match stream {
@@ -111,11 +137,11 @@ fn main() -> ExitCode {
             continue;
         }
         let slot = Slot::take(&running);
-        let pool = pool.clone();
+        let app = Arc::clone(&app);
         // If the thread cannot start, the closure is dropped: the slot is given back, the connection closed.
         let spawned = thread::Builder::new().name("request".to_owned()).spawn(move || {
             let _slot = slot;
-            serve(stream, &pool);
+            serve(stream, &app);
         });
         if let Err(e) = spawned {
             log::warn!("cannot start a request thread: {e}");
@@ -151,7 +177,7 @@ fn too_busy(mut stream: TcpStream) {
 }
 
 /// Reads one request from `stream`, answers it, and closes the connection.
-fn serve(mut stream: TcpStream, pool: &Pool) {
+fn serve(mut stream: TcpStream, app: &App) {
     // No wait without a bound: a client that sends nothing, or takes nothing, is given up on.
     if stream.set_read_timeout(Some(CLIENT_TIMEOUT)).is_err()
         || stream.set_write_timeout(Some(CLIENT_TIMEOUT)).is_err()
@@ -159,7 +185,7 @@ fn serve(mut stream: TcpStream, pool: &Pool) {
         return;
     }
     let response = match read_request(&stream) {
-        Some((method, target)) => route(&method, &target, pool),
+        Some((method, target)) => route(&method, &target, app),
         None => Response::error(400, "bad_request", "expected an HTTP/1.x request line and headers"),
     };
     // The client may be gone already; there is no one to tell.
@@ -189,7 +215,8 @@ fn read_request(stream: &TcpStream) -> Option<(String, String)> {
     }
 }
 
-fn route(method: &str, target: &str, pool: &Pool) -> Response {
+fn route(method: &str, target: &str, app: &App) -> Response {
+    let pool = &app.pool;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match (method, path) {
         ("GET", "/") => {
@@ -204,20 +231,44 @@ fn route(method: &str, target: &str, pool: &Pool) -> Response {
             }
         }
         ("GET", "/health") => {
-            let report = report(pool);
+            let report = report(app);
             let code = match report.status {
                 Status::Healthy | Status::Warning => 200,
                 Status::Critical | Status::Unknown => 503,
             };
             Response { code, content_type: "application/json", body: render::json(&report, false) }
         }
+        // Liveness: the process answers. Never the database: an outage must not restart every pod.
+        ("GET", "/health/live") => Response::json(200, &json!({ "status": "live" })),
+        ("GET", "/health/ready") => ready(pool),
         ("GET", "/metrics") => Response {
             code: 200,
             content_type: "text/plain; version=0.0.4",
-            body: render::prometheus(&report(pool)),
+            body: render::prometheus(&report(app)),
         },
-        (_, "/" | "/health" | "/metrics") => Response::error(405, "method_not_allowed", "only GET is served"),
-        _ => Response::error(404, "not_found", "no such page; try /, /health or /metrics"),
+        (_, "/" | "/health" | "/health/live" | "/health/ready" | "/metrics") => {
+            Response::error(405, "method_not_allowed", "only GET is served")
+        }
+        _ => Response::error(
+            404,
+            "not_found",
+            "no such page; try /, /health, /health/live, /health/ready or /metrics",
+        ),
+    }
+}
+
+/// Readiness: a connection can be checked out within [`READY_TIMEOUT`] and answers a query, now. 503 with
+/// the error's kind while not (the server is down or unreachable, or every connection is busy), 200 again
+/// at the first probe after recovery: nothing here remembers the past.
+fn ready(pool: &Pool) -> Response {
+    let started = Instant::now();
+    let result = pool.get_timeout(READY_TIMEOUT).and_then(|mut conn| conn.simple_query("SELECT 1").map(drop));
+    match result {
+        Ok(()) => Response::json(
+            200,
+            &json!({ "status": "ready", "checkout_and_query_ms": started.elapsed().as_secs_f64() * 1000.0 }),
+        ),
+        Err(e) => database_error(&e),
     }
 }
 
@@ -242,9 +293,22 @@ fn sleep_ms(query: &str) -> Option<u32> {
 }
 
 /// The health report of the pool, as `/health` and `/metrics` serve it: the pool's own view (size,
-/// waits, timeouts, errors, leaks), read from memory without a database round trip.
-fn report(pool: &Pool) -> Report {
-    Report::new(&Context::new(pool.settings()), None, Some(&PoolSnapshot::of(pool)), SystemTime::now())
+/// waits, timeouts, errors, leaks), read from memory without a database round trip. Timeouts, error
+/// rates and query times are judged over the window, so a burst clears from `/health` once it is over.
+fn report(app: &App) -> Report {
+    let snapshot = PoolSnapshot::of(&app.pool);
+    let rates = app.window.lock().unwrap_or_else(PoisonError::into_inner).observe(
+        Instant::now(),
+        Some(&snapshot),
+        None,
+    );
+    Report::windowed(
+        &Context::new(app.pool.settings()),
+        None,
+        Some(&snapshot),
+        Some(&rates),
+        SystemTime::now(),
+    )
 }
 
 /// A database error: 503, with its kind (`pool_timeout`, `too_many_clients`, ..., see `docs/pool.md`)

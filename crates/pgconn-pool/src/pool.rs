@@ -147,21 +147,34 @@ impl Pool {
     /// [`Error::AuthFailed`], [`Error::ConnectTimeout`], [`Error::ConnectFailed`]).
     #[track_caller]
     pub fn get(&self) -> Result<PooledConn, Error> {
-        let location = Location::caller();
+        self.checkout(Location::caller(), self.shared.settings.pool.checkout_timeout)
+    }
+
+    /// As [`Pool::get`], waiting at most `timeout` (and never longer than `DB_POOL_TIMEOUT`): for a
+    /// readiness probe, which should answer within a second or two whatever the pool's own bound.
+    ///
+    /// # Errors
+    /// As [`Pool::get`].
+    #[track_caller]
+    pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConn, Error> {
+        let timeout = timeout.min(self.shared.settings.pool.checkout_timeout).max(Duration::from_millis(1));
+        self.checkout(Location::caller(), timeout)
+    }
+
+    fn checkout(&self, location: &'static Location<'static>, timeout: Duration) -> Result<PooledConn, Error> {
         let shared = &self.shared;
         let started = Instant::now();
         shared.metrics.waiting.fetch_add(1, Ordering::Relaxed);
         let result = match &shared.mode {
             Mode::Pooled(pool) => {
-                with_checkout_deadline(started + shared.settings.pool.checkout_timeout, || pool.get())
+                with_checkout_deadline(started + timeout, || pool.get_timeout(timeout))
                     .map(Slot::Pooled)
                     .map_err(|_| {
                         let waited = started.elapsed();
                         let max_size = shared.settings.pool.max_size;
                         // While the pool could still grow, a failure to open a connection is the real cause.
                         let could_grow = pool.state().connections < max_size;
-                        let lookback =
-                            shared.settings.pool.checkout_timeout + shared.settings.connect_timeout;
+                        let lookback = timeout + shared.settings.connect_timeout;
                         let since = started.checked_sub(lookback).unwrap_or(started);
                         could_grow
                             .then(|| shared.last_error.since(since))

@@ -87,16 +87,25 @@ fn utilization_thresholds_flip_the_status_and_the_exit_code() {
         assert_eq!(run.code, expected, "with {held} sessions held: {}", run.stdout);
         run.stdout
     };
-    let mut held: Vec<_> = (0..15).map(|_| connect(&app_url, "holder")).collect();
+    // 17 usable slots (20 less 3 reserved): above 80% is 14, above 95% is 17.
+    let mut held: Vec<_> = (0..12).map(|_| connect(&app_url, "holder")).collect();
     let line = check(0, held.len());
-    assert!(line.starts_with("HEALTHY: 16/20 connections (80.0%) on pgconn_test; no alerts"), "{line}");
+    assert!(
+        line.starts_with(
+            "HEALTHY: 13/17 usable connections (76.5%, max_connections 20) on pgconn_test; no alerts"
+        ),
+        "{line}"
+    );
     held.push(connect(&app_url, "holder"));
     let line = check(1, held.len());
-    assert!(line.starts_with("WARNING: 17/20 connections (85.0%)"), "{line}");
-    held.push(connect(&app_url, "holder"));
-    held.extend((0..2).map(|_| connect(&admin_holder_url, "holder")));
+    assert!(line.starts_with("WARNING: 14/17 usable connections (82.4%, max_connections 20)"), "{line}");
+    held.extend((0..3).map(|_| connect(&app_url, "holder")));
     let line = check(2, held.len());
-    assert!(line.starts_with("CRITICAL: 20/20 connections (100.0%)"), "{line}");
+    assert!(line.starts_with("CRITICAL: 17/17 usable connections (100.0%"), "{line}");
+    // Past the usable slots: only superusers may take the reserved ones.
+    held.extend((0..3).map(|_| connect(&admin_holder_url, "holder")));
+    let line = check(2, held.len());
+    assert!(line.starts_with("CRITICAL: 20/17 usable connections (117.6%"), "{line}");
     // The last slot taken: the monitor itself is refused, and says so.
     held.push(connect(&admin_holder_url, "holder"));
     let line = check(2, held.len());

@@ -31,12 +31,15 @@ fn with_stats(used: u32, avg_ms: f64, total: u64, errors: u64) -> ServerView {
 
 #[test]
 fn utilization_thresholds() {
+    // Against the usable slots: max_connections 100 less 3 reserved for superusers, 97.
     check(Some(&server(15, 100, vec![])), None, Status::Healthy, &[]);
-    check(Some(&server(80, 100, vec![])), None, Status::Healthy, &[]);
-    check(Some(&server(81, 100, vec![])), None, Status::Warning, &[(Level::Warning, "utilization")]);
-    check(Some(&server(95, 100, vec![])), None, Status::Warning, &[(Level::Warning, "utilization")]);
-    check(Some(&server(96, 100, vec![])), None, Status::Critical, &[(Level::Critical, "utilization")]);
-    check(Some(&server(17, 20, vec![])), None, Status::Warning, &[(Level::Warning, "utilization")]);
+    check(Some(&server(77, 100, vec![])), None, Status::Healthy, &[]);
+    check(Some(&server(78, 100, vec![])), None, Status::Warning, &[(Level::Warning, "utilization")]);
+    check(Some(&server(92, 100, vec![])), None, Status::Warning, &[(Level::Warning, "utilization")]);
+    check(Some(&server(93, 100, vec![])), None, Status::Critical, &[(Level::Critical, "utilization")]);
+    // A small server: 20 less 3 reserved is 17 usable; 14 is 82%, 17 is full for ordinary roles.
+    check(Some(&server(14, 20, vec![])), None, Status::Warning, &[(Level::Warning, "utilization")]);
+    check(Some(&server(17, 20, vec![])), None, Status::Critical, &[(Level::Critical, "utilization")]);
 }
 
 #[test]

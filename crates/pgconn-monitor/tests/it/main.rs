@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod health;
+mod promtool;
 mod render;
 
 use std::time::Duration;
@@ -27,6 +28,8 @@ pub(crate) fn server(used: u32, max: u32, connections: Vec<Backend>) -> ServerVi
         max_connections: max,
         reserved_connections: 3,
         server_connections: used,
+        connections_hidden: 0,
+        by_application: Vec::new(),
         connections,
         backend_pid: 4242,
         connection_age: Duration::from_millis(45_200),

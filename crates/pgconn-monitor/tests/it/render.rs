@@ -42,8 +42,8 @@ Timestamp: 2026-02-18T14:29:39.099345Z
 
 Database: app
 Connection Max Age: 600s
-Active Connections: 15/100
-Utilization: 15.0%
+Active Connections: 15/97 usable (max_connections 100, 3 reserved)
+Utilization: 15.5%
 Backend PID: 4242
 Connection Age: 45.2s
 
@@ -78,7 +78,13 @@ fn alerts_replace_the_no_alerts_line_and_colour_is_optional() {
     let report = Report::new(&context(), Some(&server(97, 100, vec![])), None, at());
     let text = render::text(&report, false);
     assert!(text.contains("Status: CRITICAL\n"), "{text}");
-    assert!(text.contains("\n✗ CRITICAL: 97 of 100 connection slots in use (97.0%)"), "{text}");
+    assert!(
+        text.contains(
+            "\n✗ CRITICAL: 97 of 97 usable connection slots in use (100.0%; max_connections 100, 3 reserved \
+             for superusers)"
+        ),
+        "{text}"
+    );
     assert!(!text.contains("No alerts") && !text.contains('\x1b'));
     assert!(render::text(&report, true).contains("\x1b[1;31mCRITICAL\x1b[0m"));
 }
@@ -95,7 +101,10 @@ fn json_keys() {
         (Some(15), Some(15))
     );
     assert_eq!(json["max_connections"], 100);
-    assert!((json["utilization_percent"].as_f64().unwrap() - 15.0).abs() < 1e-9);
+    assert_eq!(json["usable_connections"], 97);
+    assert!((json["utilization_percent"].as_f64().unwrap() - 1500.0 / 97.0).abs() < 1e-9);
+    assert_eq!(json["connections_hidden"], 0);
+    assert_eq!(json["by_application"], serde_json::json!([]));
     assert_eq!(json["backend_pid"], 4242);
     assert!((json["connection_age_s"].as_f64().unwrap() - 45.2).abs() < 1e-9);
     assert_eq!(json["connections_by_state"], serde_json::json!({"active": 14, "idle": 1}));
@@ -113,7 +122,7 @@ fn json_keys() {
     assert_eq!(json["pgbouncer"], serde_json::Value::Null);
 }
 
-fn pool_report() -> Report {
+pub(crate) fn pool_report() -> Report {
     let mut state = PoolState::default();
     state.max_size = 10;
     state.size = 3;
@@ -142,7 +151,8 @@ fn prometheus_parses_back() {
     assert_eq!(value("pgconn_health_status"), Value::Gauge(0.0));
     assert_eq!(value("pgconn_server_connections"), Value::Gauge(15.0));
     assert_eq!(value("pgconn_max_connections"), Value::Gauge(100.0));
-    assert_eq!(value("pgconn_utilization_ratio"), Value::Gauge(0.15));
+    assert_eq!(value("pgconn_usable_connections"), Value::Gauge(97.0));
+    assert_eq!(value("pgconn_utilization_ratio"), Value::Gauge(15.0 / 97.0));
     assert_eq!(value("pgconn_pool_connections"), Value::Gauge(3.0));
     assert_eq!(value("pgconn_pool_checkouts_total"), Value::Counter(42.0));
     let Value::Histogram(buckets) = value("pgconn_pool_checkout_wait_seconds") else {
