@@ -11,4 +11,5 @@ mod monitor;
 mod network;
 mod pgbouncer;
 mod pool;
+mod statement_cache;
 mod tls;

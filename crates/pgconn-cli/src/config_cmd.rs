@@ -94,6 +94,11 @@ struct PoolJson {
     checkout_timeout_ms: u128,
     /// `0` when off.
     leak_threshold_ms: u128,
+    /// `DB_STATEMENT_CACHE`, as set.
+    statement_cache: u32,
+    /// The statement cache's size in effect: `0` when off (asked, not persistent, or through PgBouncer in
+    /// transaction mode without `PGBOUNCER_PREPARED_STATEMENTS`).
+    statement_cache_effective: u32,
 }
 
 #[derive(Serialize)]
@@ -103,6 +108,8 @@ struct PgBouncerJson {
     default_pool_size: u32,
     min_pool_size: u32,
     reserve_pool_size: u32,
+    /// `PGBOUNCER_PREPARED_STATEMENTS`.
+    prepared_statements: bool,
 }
 
 impl ConfigJson {
@@ -122,6 +129,8 @@ impl ConfigJson {
                 min_idle: s.pool.min_idle,
                 checkout_timeout_ms: s.pool.checkout_timeout.as_millis(),
                 leak_threshold_ms: s.pool.leak_threshold.map_or(0, |t| t.as_millis()),
+                statement_cache: s.pool.statement_cache,
+                statement_cache_effective: s.statement_cache(),
             },
             pgbouncer: PgBouncerJson {
                 pool_mode: s.pgbouncer.pool_mode.as_str(),
@@ -129,6 +138,7 @@ impl ConfigJson {
                 default_pool_size: s.pgbouncer.default_pool_size,
                 min_pool_size: s.pgbouncer.min_pool_size,
                 reserve_pool_size: s.pgbouncer.reserve_pool_size,
+                prepared_statements: s.pgbouncer.prepared_statements,
             },
         }
     }

@@ -48,6 +48,13 @@ pub(crate) struct LoadArgs {
     /// every checkout, no connect deadline), same query, same target.
     #[arg(long, conflicts_with = "checkout_only")]
     r2d2: bool,
+    /// With --r2d2: no validation round trip at checkout (`test_on_check_out(false)`).
+    #[arg(long, requires = "r2d2")]
+    no_test_on_check_out: bool,
+    /// With --dedicated: each thread prepares the query once and runs the prepared statement (what a
+    /// statement cache gives); without it, each request runs it unnamed.
+    #[arg(long, requires = "dedicated")]
+    prepared: bool,
     /// Measure the checkout alone: check out and return, no query.
     #[arg(long)]
     checkout_only: bool,
@@ -104,7 +111,8 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let start_slot = Arc::new(std::sync::OnceLock::<(Instant, Budget)>::new());
     let dedicated = args.dedicated;
     let checkout_only = args.checkout_only;
-    let bare = if args.r2d2 { Some(bare_r2d2(&settings)?) } else { None };
+    let bare = if args.r2d2 { Some(bare_r2d2(&settings, !args.no_test_on_check_out)?) } else { None };
+    let prepared = args.prepared;
     for i in 0..clients {
         let bare = bare.clone();
         let (pool, barrier, claimed, query, start_slot, progress) = (
@@ -119,6 +127,10 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             .name(format!("request-{i}"))
             .spawn(move || {
                 let mut dedicated = dedicated.then(|| pgconn_pool::connect(pool.settings()));
+                let statement = match (&mut dedicated, prepared) {
+                    (Some(Ok(client)), true) => client.prepare(&query).ok(),
+                    _ => None,
+                };
                 barrier.wait();
                 let &(start, budget) = start_slot.get().expect("set before the barrier opens");
                 if let Some(Err(e)) = &dedicated {
@@ -130,8 +142,13 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
                         None if checkout_only => pool.get().map(drop),
                         None if bare.is_some() => bare_request(bare.as_ref(), sql),
                         None => pool.get().and_then(|mut conn| conn.query(sql, &[]).map(drop)),
-                        Some(Ok(client)) => client.query_typed(sql, &[]).map(drop).map_err(|e| {
-                            pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) }
+                        Some(Ok(client)) => match &statement {
+                            Some(statement) => client.query(statement, &[]).map(drop),
+                            None => client.query_typed(sql, &[]).map(drop),
+                        }
+                        .map_err(|e| pgconn_pool::Error::Other {
+                            reason: e.to_string(),
+                            source: Arc::new(e),
                         }),
                         Some(Err(e)) => Err(e.clone()),
                     }
@@ -166,11 +183,14 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 /// The bare r2d2 baseline: r2d2's defaults over `r2d2_postgres`, the target of the settings.
 type BarePool = r2d2::Pool<r2d2_postgres::PostgresConnectionManager<postgres::NoTls>>;
 
-fn bare_r2d2(settings: &Settings) -> anyhow::Result<BarePool> {
+fn bare_r2d2(settings: &Settings, test_on_check_out: bool) -> anyhow::Result<BarePool> {
     let mut config = settings.target.to_postgres_config();
     config.application_name(settings.application_name());
     let manager = r2d2_postgres::PostgresConnectionManager::new(config, postgres::NoTls);
-    r2d2::Pool::new(manager).context("cannot build the bare r2d2 pool")
+    r2d2::Pool::builder()
+        .test_on_check_out(test_on_check_out)
+        .build(manager)
+        .context("cannot build the bare r2d2 pool")
 }
 
 fn bare_request(pool: Option<&BarePool>, sql: &str) -> Result<(), pgconn_pool::Error> {
@@ -377,6 +397,7 @@ impl Report {
             persistent: settings.persistent(),
             dedicated: args.dedicated,
             baseline: match (args.dedicated, args.r2d2, args.checkout_only) {
+                (true, _, _) if args.prepared => "dedicated-prepared",
                 (true, _, _) => "dedicated",
                 (_, true, _) => "r2d2",
                 (_, _, true) => "pgconn-checkout",
@@ -415,6 +436,8 @@ impl Report {
             self.strategy,
             match (self.baseline, self.persistent) {
                 ("dedicated", _) => "dedicated connection per thread, no pool",
+                ("dedicated-prepared", _) =>
+                    "dedicated connection per thread, no pool, the query prepared once",
                 ("r2d2", _) => "bare r2d2 + r2d2_postgres, defaults",
                 ("pgconn-checkout", _) => "checkout and return only, no query",
                 (_, true) => "persistent",

@@ -29,6 +29,7 @@ pub const VARIABLES: &[&str] = &[
     "DB_POOL_MIN_IDLE",
     "DB_POOL_TIMEOUT",
     "DB_POOL_LEAK_THRESHOLD",
+    "DB_STATEMENT_CACHE",
     "USE_PGBOUNCER",
     "PGBOUNCER_URL",
     "PGBOUNCER_HOST",
@@ -38,6 +39,7 @@ pub const VARIABLES: &[&str] = &[
     "PGBOUNCER_DEFAULT_POOL_SIZE",
     "PGBOUNCER_MIN_POOL_SIZE",
     "PGBOUNCER_RESERVE_POOL_SIZE",
+    "PGBOUNCER_PREPARED_STATEMENTS",
 ];
 
 /// `DB_CONN_MAX_AGE` when unset: ten minutes, Django's usual production value.
@@ -58,6 +60,9 @@ pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// `DB_POOL_LEAK_THRESHOLD` when unset: as long as the default statement timeout, so a connection held
 /// that long is held while no statement runs.
 pub const DEFAULT_POOL_LEAK_THRESHOLD: Duration = Duration::from_secs(30);
+/// `DB_STATEMENT_CACHE` when unset: statements prepared and kept per connection, at most (psycopg's
+/// `prepared_max`).
+pub const DEFAULT_STATEMENT_CACHE: u32 = 100;
 /// `PGBOUNCER_PORT` when unset.
 pub const DEFAULT_PGBOUNCER_PORT: u16 = 6432;
 
@@ -72,6 +77,7 @@ struct Raw {
     db_pool_min_idle: Option<String>,
     db_pool_timeout: Option<String>,
     db_pool_leak_threshold: Option<String>,
+    db_statement_cache: Option<String>,
     use_pgbouncer: Option<String>,
     pgbouncer_url: Option<String>,
     pgbouncer_host: Option<String>,
@@ -81,6 +87,7 @@ struct Raw {
     pgbouncer_default_pool_size: Option<String>,
     pgbouncer_min_pool_size: Option<String>,
     pgbouncer_reserve_pool_size: Option<String>,
+    pgbouncer_prepared_statements: Option<String>,
 }
 
 impl Settings {
@@ -340,6 +347,26 @@ impl Raw {
             )
             .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
 
+        let statement_cache = check.count(
+            "DB_STATEMENT_CACHE",
+            self.db_statement_cache.as_deref(),
+            DEFAULT_STATEMENT_CACHE,
+            (0, 10_000),
+        );
+        let prepared_through_pgbouncer = match self.pgbouncer_prepared_statements.as_deref() {
+            None => Some(false),
+            Some(text) => parse_bool(text).or_else(|| {
+                check.push(
+                    "PGBOUNCER_PREPARED_STATEMENTS",
+                    format!(
+                        "PGBOUNCER_PREPARED_STATEMENTS must be true or false (also 1/0, yes/no, on/off), got {}",
+                        quoted(text)
+                    ),
+                );
+                None
+            }),
+        };
+
         let use_pgbouncer = match self.use_pgbouncer.as_deref() {
             None => Some(false),
             Some(text) => parse_bool(text).or_else(|| {
@@ -458,6 +485,8 @@ impl Raw {
             Some(min_idle),
             Some(checkout_timeout),
             Some(leak_threshold),
+            Some(statement_cache),
+            Some(prepared_through_pgbouncer),
             Some(listen_port),
             Some(pool_mode),
             Some(max_client_conn),
@@ -476,6 +505,8 @@ impl Raw {
             min_idle,
             checkout_timeout,
             leak_threshold,
+            statement_cache,
+            prepared_through_pgbouncer,
             listen_port,
             pool_mode,
             max_client_conn,
@@ -500,7 +531,7 @@ impl Raw {
             connect_timeout,
             statement_timeout,
             query_timeout,
-            pool: PoolSettings { max_size, min_idle, checkout_timeout, leak_threshold },
+            pool: PoolSettings { max_size, min_idle, checkout_timeout, leak_threshold, statement_cache },
             pgbouncer: PgBouncerSettings {
                 listen_host,
                 listen_port,
@@ -509,6 +540,7 @@ impl Raw {
                 default_pool_size,
                 min_pool_size,
                 reserve_pool_size,
+                prepared_statements: prepared_through_pgbouncer,
             },
         })
     }

@@ -42,6 +42,17 @@ impl Settings {
         self.target.application_name.as_deref().unwrap_or(DEFAULT_APPLICATION_NAME)
     }
 
+    /// The statement cache's size in effect: `DB_STATEMENT_CACHE`, except through PgBouncer in transaction
+    /// or statement mode, where named statements break (PgBouncer 1.18), unless
+    /// `PGBOUNCER_PREPARED_STATEMENTS` says PgBouncer handles them (1.21 and later): then 0. Also 0 when
+    /// connections are not persistent (`DB_CONN_MAX_AGE=0`), where nothing would be reused.
+    pub fn statement_cache(&self) -> u32 {
+        let through_pgbouncer_without_them = self.strategy == Strategy::PgBouncer
+            && self.pgbouncer.pool_mode != PoolMode::Session
+            && !self.pgbouncer.prepared_statements;
+        if through_pgbouncer_without_them || !self.persistent() { 0 } else { self.pool.statement_cache }
+    }
+
     /// Whether connections outlive a request (`DB_CONN_MAX_AGE` is not `0`).
     pub fn persistent(&self) -> bool {
         self.conn_max_age != ConnMaxAge::PerRequest
@@ -61,6 +72,8 @@ impl Settings {
             ("DB_POOL_MIN_IDLE", self.pool.min_idle.to_string()),
             ("DB_POOL_TIMEOUT", self.pool.checkout_timeout.as_millis().to_string()),
             ("DB_POOL_LEAK_THRESHOLD", self.pool.leak_threshold.map_or(0, |t| t.as_millis()).to_string()),
+            ("DB_STATEMENT_CACHE", self.pool.statement_cache.to_string()),
+            ("PGBOUNCER_PREPARED_STATEMENTS", self.pgbouncer.prepared_statements.to_string()),
             ("USE_PGBOUNCER", (self.strategy == Strategy::PgBouncer).to_string()),
             ("PGBOUNCER_HOST", self.pgbouncer.listen_host.clone()),
             ("PGBOUNCER_PORT", self.pgbouncer.listen_port.to_string()),
@@ -149,6 +162,9 @@ pub struct PoolSettings {
     /// A connection held longer than this is logged once as a possible leak, with where it was checked
     /// out; `None` when off (`DB_POOL_LEAK_THRESHOLD`, ms, `0` = off). Defaults to 30 s.
     pub leak_threshold: Option<Duration>,
+    /// Statements prepared server-side and kept per connection, at most (`DB_STATEMENT_CACHE`, `0` = off).
+    /// Defaults to 100. See [`Settings::statement_cache`] for the size in effect.
+    pub statement_cache: u32,
 }
 
 /// PgBouncer's pooling mode (`PGBOUNCER_POOL_MODE`).
@@ -199,6 +215,9 @@ pub struct PgBouncerSettings {
     pub min_pool_size: u32,
     /// `reserve_pool_size`: extra server connections when clients wait. Defaults to 5.
     pub reserve_pool_size: u32,
+    /// `PGBOUNCER_PREPARED_STATEMENTS`: PgBouncer is 1.21 or later with `max_prepared_statements` set, so
+    /// named prepared statements work through it in transaction mode. Defaults to false (PgBouncer 1.18).
+    pub prepared_statements: bool,
 }
 
 impl fmt::Display for Settings {
@@ -256,6 +275,21 @@ impl fmt::Display for Settings {
             self.pool.min_idle,
             self.pool.checkout_timeout.as_millis(),
             self.pool.leak_threshold.map_or_else(|| "off".to_owned(), |t| format!("{}ms", t.as_millis()))
+        )?;
+        let cache = self.statement_cache();
+        writeln!(
+            f,
+            "statement cache     {}",
+            if cache > 0 {
+                format!("{cache} statements per connection")
+            } else if self.pool.statement_cache == 0 {
+                "off (DB_STATEMENT_CACHE=0)".to_owned()
+            } else if !self.persistent() {
+                "off (DB_CONN_MAX_AGE=0: nothing is reused)".to_owned()
+            } else {
+                "off through PgBouncer in transaction mode (PGBOUNCER_PREPARED_STATEMENTS=true for 1.21+)"
+                    .to_owned()
+            }
         )?;
         write!(
             f,

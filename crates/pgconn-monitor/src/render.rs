@@ -171,8 +171,14 @@ pub fn text(report: &Report, color: bool) -> String {
         );
         let _ = writeln!(
             out,
-            "  Queries: {} ({} errors, avg {:.3}ms), leak warnings: {}\n",
+            "  Queries: {} ({} errors, avg {:.3}ms), leak warnings: {}",
             m.queries, m.query_errors, m.query_ms.mean, m.leak_warnings
+        );
+        let sc = &m.statement_cache;
+        let _ = writeln!(
+            out,
+            "  Statement cache: {} hits, {} misses, {} prepared, {} evicted, {} invalidated\n",
+            sc.hits, sc.misses, sc.prepared, sc.evictions, sc.invalidations
         );
     }
     if let Some(b) = &report.pgbouncer {
@@ -417,6 +423,31 @@ pub fn prometheus(report: &Report) -> String {
             "pgconn_pool_leak_warnings_total",
             "Connections reported as possible leaks.",
             vec![(vec![], m.leak_warnings as f64)],
+        );
+        let sc = &m.statement_cache;
+        counter(
+            "pgconn_pool_statement_cache_lookups_total",
+            "Calls of the query API by whether their statement was prepared on the connection already \
+             (result=\"hit\") or ran unnamed or was prepared now (result=\"miss\").",
+            vec![
+                (vec![("result", "hit".into())], sc.hits as f64),
+                (vec![("result", "miss".into())], sc.misses as f64),
+            ],
+        );
+        counter(
+            "pgconn_pool_statements_prepared_total",
+            "Statements the statement cache prepared.",
+            vec![(vec![], sc.prepared as f64)],
+        );
+        counter(
+            "pgconn_pool_statement_cache_evictions_total",
+            "Prepared statements closed to make room in a full statement cache.",
+            vec![(vec![], sc.evictions as f64)],
+        );
+        counter(
+            "pgconn_pool_statement_cache_invalidations_total",
+            "Cached statements the server rejected as stale (their plan changed, or gone), run again unnamed.",
+            vec![(vec![], sc.invalidations as f64)],
         );
         let b = &m.checkout_wait_buckets;
         let mut h = Histogram::default();

@@ -37,6 +37,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cache;
 mod connect;
 mod deadline;
 mod error;
@@ -50,6 +51,7 @@ mod sql;
 mod tls;
 mod txmode;
 
+pub use cache::PREPARE_THRESHOLD;
 pub use connect::{
     KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES, MAX_ABANDONED, TCP_USER_TIMEOUT,
     abandoned_connects, check_tls, connect,
@@ -58,7 +60,8 @@ pub use deadline::WATCHDOG_PERIOD;
 pub use error::{Error, ErrorKind, describe as describe_postgres_error};
 pub use manager::{MAX_AGE_JITTER, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
 pub use metrics::{
-    Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, ResetCounts, WAIT_BUCKETS_MS, quantiles,
+    Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, ResetCounts, StatementCacheCounts, WAIT_BUCKETS_MS,
+    quantiles,
 };
 pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlParam, SqlType, Transaction};
 pub use postgres::types::Type;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::cache::StatementCache;
 use crate::connect::Connector;
 use crate::lifecycle::{Checkout, Idle, Peek, at_checkout};
 use crate::metrics::{CloseReason, Metrics};
@@ -78,6 +79,8 @@ pub(crate) struct Conn {
     pub(crate) tx: TxStatus,
     /// Whether its session state may have changed since it was opened.
     pub(crate) dirty: bool,
+    /// Its prepared statements ([`crate::cache`]).
+    pub(crate) statements: StatementCache,
     metrics: Arc<Metrics>,
 }
 
@@ -204,6 +207,8 @@ pub(crate) struct Manager {
     /// Whether a connection whose socket cannot be told apart may ask the server for its port (only
     /// PostgreSQL itself can say; PgBouncer cannot).
     pub(crate) ask_client_port: bool,
+    /// Each connection's statement cache size (`Settings::statement_cache`); 0: off.
+    pub(crate) statement_cache: u32,
     random: RandomState,
 }
 
@@ -222,6 +227,7 @@ impl Manager {
             last_error: Arc::default(),
             peers: Arc::new([]),
             ask_client_port: false,
+            statement_cache: 0,
             random: RandomState::new(),
         }
     }
@@ -261,6 +267,7 @@ impl Manager {
                     before: if socket.is_some() { Before::default() } else { before },
                     tx: TxStatus::Idle,
                     dirty: false,
+                    statements: StatementCache::new(self.statement_cache),
                     metrics: Arc::clone(&self.metrics),
                 })
             }

@@ -82,6 +82,22 @@ impl ClosedCounts {
     }
 }
 
+/// The statement caches of the pool's connections, together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StatementCacheCounts {
+    /// Calls of the query API that ran a statement prepared earlier on their connection.
+    pub hits: u64,
+    /// Calls that ran unnamed (the statement not, or not yet, prepared on that connection), or prepared it.
+    pub misses: u64,
+    /// Statements prepared.
+    pub prepared: u64,
+    /// Prepared statements closed to make room (`DB_STATEMENT_CACHE` reached).
+    pub evictions: u64,
+    /// Prepared statements forgotten because the server said their plan changed or they were gone, each
+    /// retried unprepared when no transaction was open.
+    pub invalidations: u64,
+}
+
 /// Returned connections reset before going back into the pool, by what was reset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ResetCounts {
@@ -144,6 +160,8 @@ pub struct PoolMetrics {
     pub query_ms: Quantiles,
     /// Connections reported as possible leaks (held past `DB_POOL_LEAK_THRESHOLD`).
     pub leak_warnings: u64,
+    /// The connections' statement caches.
+    pub statement_cache: StatementCacheCounts,
 }
 
 /// Stripes per shared structure: threads record into different stripes, so a busy pool's request threads
@@ -252,6 +270,11 @@ pub(crate) struct Metrics {
     pub(crate) query_errors: AtomicU64,
     pub(crate) query_time: Latency,
     pub(crate) leak_warnings: AtomicU64,
+    pub(crate) statement_hits: AtomicU64,
+    pub(crate) statement_misses: AtomicU64,
+    pub(crate) statements_prepared: AtomicU64,
+    pub(crate) statement_evictions: AtomicU64,
+    pub(crate) statement_invalidations: AtomicU64,
 }
 
 impl Metrics {
@@ -274,6 +297,11 @@ impl Metrics {
             query_errors: AtomicU64::new(0),
             query_time: Latency::new(),
             leak_warnings: AtomicU64::new(0),
+            statement_hits: AtomicU64::new(0),
+            statement_misses: AtomicU64::new(0),
+            statements_prepared: AtomicU64::new(0),
+            statement_evictions: AtomicU64::new(0),
+            statement_invalidations: AtomicU64::new(0),
         }
     }
 
@@ -313,6 +341,13 @@ impl Metrics {
             query_errors: get(&self.query_errors),
             query_ms: self.query_time.quantiles(),
             leak_warnings: get(&self.leak_warnings),
+            statement_cache: StatementCacheCounts {
+                hits: get(&self.statement_hits),
+                misses: get(&self.statement_misses),
+                prepared: get(&self.statements_prepared),
+                evictions: get(&self.statement_evictions),
+                invalidations: get(&self.statement_invalidations),
+            },
         }
     }
 }

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use pgconn_config::{ConnMaxAge, Host, PoolMode, Settings, Strategy};
 use postgres::types::{ToSql, Type};
-use postgres::{Row, SimpleQueryMessage};
+use postgres::{Row, SimpleQueryMessage, Statement};
 use serde::Serialize;
 
 use crate::Error;
+use crate::cache::Lookup;
 use crate::connect::Connector;
 use crate::deadline::{Deadlines, spawn_watchdog};
 use crate::lifecycle::{Return, Returned, at_return};
@@ -94,6 +95,7 @@ impl Pool {
             .collect::<Vec<_>>()
             .into();
         manager.ask_client_port = settings.strategy == Strategy::Direct;
+        manager.statement_cache = settings.statement_cache();
         let deadlines = Arc::new(Deadlines::new());
         spawn_watchdog(Arc::downgrade(&deadlines));
         let mut probe = manager.open()?;
@@ -296,6 +298,72 @@ impl PooledConn {
         sql: &str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
+        self.run_on(sql, |conn| f(conn.client()))
+    }
+
+    /// A statement with typed parameters, through the connection's statement cache ([`crate::cache`]):
+    /// unnamed (`unnamed`, one round trip) until its text has been used [`PREPARE_THRESHOLD`] times on
+    /// this connection, then prepared once and run by name (`named`), which spares the server parsing and
+    /// planning it. A cached statement the server rejects as stale (its result type changed, or it is
+    /// gone) is forgotten and, outside a transaction, run again unnamed.
+    ///
+    /// [`PREPARE_THRESHOLD`]: crate::PREPARE_THRESHOLD
+    fn run_typed<T>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn SqlParam],
+        unnamed: impl Fn(&mut postgres::Client, &[(&(dyn ToSql + Sync), Type)]) -> Result<T, postgres::Error>,
+        named: impl Fn(&mut postgres::Client, &Statement, &[&(dyn ToSql + Sync)]) -> Result<T, postgres::Error>,
+    ) -> Result<T, Error> {
+        let typed = typed(params);
+        if !self.conn_ref().statements.enabled() {
+            return self.run_on(sql, |conn| unnamed(conn.client(), &typed));
+        }
+        let metrics = Arc::clone(&self.shared.metrics);
+        self.run_on(sql, |conn| {
+            let param_types: Vec<Type> = typed.iter().map(|(_, ty)| ty.clone()).collect();
+            let (lookup, evicted) = conn.statements.lookup(sql, &param_types);
+            metrics.statement_evictions.fetch_add(evicted.prepared, Ordering::Relaxed);
+            let statement = match lookup {
+                Lookup::Unnamed => {
+                    metrics.statement_misses.fetch_add(1, Ordering::Relaxed);
+                    return unnamed(conn.client(), &typed);
+                }
+                Lookup::Prepare => {
+                    metrics.statement_misses.fetch_add(1, Ordering::Relaxed);
+                    let statement = conn.client().prepare_typed(sql, &param_types)?;
+                    metrics.statements_prepared.fetch_add(1, Ordering::Relaxed);
+                    conn.statements.store(sql, &param_types, statement.clone());
+                    statement
+                }
+                Lookup::Prepared(statement) => {
+                    metrics.statement_hits.fetch_add(1, Ordering::Relaxed);
+                    statement
+                }
+            };
+            let values: Vec<&(dyn ToSql + Sync)> = typed.iter().map(|(value, _)| *value).collect();
+            match named(conn.client(), &statement, &values) {
+                Err(e) if crate::cache::is_stale(&e) => {
+                    conn.statements.forget(sql, &param_types);
+                    metrics.statement_invalidations.fetch_add(1, Ordering::Relaxed);
+                    // In a transaction the error aborted it: a retry would only meet 25P02. (After the
+                    // client() escape hatch the status is unknown: retried, as it most likely is none.)
+                    if matches!(conn.tx, TxStatus::Idle | TxStatus::Unknown) {
+                        unnamed(conn.client(), &typed)
+                    } else {
+                        Err(e)
+                    }
+                }
+                result => result,
+            }
+        })
+    }
+
+    fn run_on<T>(
+        &mut self,
+        sql: &str,
+        f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
+    ) -> Result<T, Error> {
         let code = strip(sql);
         let pgbouncer = &self.shared.settings.pgbouncer;
         if self.shared.settings.strategy == Strategy::PgBouncer
@@ -314,6 +382,9 @@ impl PooledConn {
         shared.metrics.queries.fetch_add(1, Ordering::Relaxed);
         shared.metrics.query_time.record(started.elapsed());
         conn.dirty |= effect.changes_session;
+        if effect.drops_prepared {
+            conn.statements.clear();
+        }
         if expired {
             shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
             conn.close_as(CloseReason::Broken);
@@ -335,8 +406,7 @@ impl PooledConn {
     /// # Errors
     /// The server's error, classified ([`Error::StatementTimeout`], [`Error::ConnectionLost`], ...).
     pub fn query(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Vec<Row>, Error> {
-        let typed = typed(params);
-        self.run(sql, |client| client.query_typed(sql, &typed))
+        self.run_typed(sql, params, |c, typed| c.query_typed(sql, typed), |c, s, values| c.query(s, values))
     }
 
     /// Runs a statement that returns exactly one row.
@@ -344,8 +414,12 @@ impl PooledConn {
     /// # Errors
     /// As [`PooledConn::query`], and an error when the statement returns no row or several.
     pub fn query_one(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Row, Error> {
-        let typed = typed(params);
-        self.run(sql, |client| client.query_typed_one(sql, &typed))
+        self.run_typed(
+            sql,
+            params,
+            |c, typed| c.query_typed_one(sql, typed),
+            |c, s, values| c.query_one(s, values),
+        )
     }
 
     /// Runs a statement that returns at most one row.
@@ -353,8 +427,12 @@ impl PooledConn {
     /// # Errors
     /// As [`PooledConn::query`], and an error when the statement returns several rows.
     pub fn query_opt(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<Option<Row>, Error> {
-        let typed = typed(params);
-        self.run(sql, |client| client.query_typed_opt(sql, &typed))
+        self.run_typed(
+            sql,
+            params,
+            |c, typed| c.query_typed_opt(sql, typed),
+            |c, s, values| c.query_opt(s, values),
+        )
     }
 
     /// Runs a statement and returns how many rows it changed.
@@ -362,8 +440,12 @@ impl PooledConn {
     /// # Errors
     /// As [`PooledConn::query`].
     pub fn execute(&mut self, sql: &str, params: &[&dyn SqlParam]) -> Result<u64, Error> {
-        let typed = typed(params);
-        self.run(sql, |client| client.execute_typed(sql, &typed))
+        self.run_typed(
+            sql,
+            params,
+            |c, typed| c.execute_typed(sql, typed),
+            |c, s, values| c.execute(s, values),
+        )
     }
 
     /// Runs one or more statements with the simple query protocol; values come back as text.
@@ -490,7 +572,7 @@ impl PooledConn {
                 let deadline = Some(Instant::now() + shared.reset_timeout);
                 let mut reset = |sql: &str| {
                     let (result, expired) =
-                        bounded(conn, &shared.deadlines, deadline, |client| client.batch_execute(sql));
+                        bounded(conn, &shared.deadlines, deadline, |conn| conn.client().batch_execute(sql));
                     result.is_ok() && !expired
                 };
                 if (rollback && !reset("ROLLBACK")) || (discard && !reset("DISCARD ALL")) {
@@ -502,8 +584,10 @@ impl PooledConn {
                     shared.metrics.reset_transaction.fetch_add(1, Ordering::Relaxed);
                 }
                 if discard {
-                    // DISCARD ALL deallocated the statements the driver prepared to look types up.
+                    // DISCARD ALL deallocated the statements the driver prepared to look types up, and
+                    // the cached ones.
                     conn.client().clear_type_cache();
+                    conn.statements.clear();
                     shared.metrics.reset_session.fetch_add(1, Ordering::Relaxed);
                 }
                 conn.tx = TxStatus::Idle;
@@ -519,13 +603,13 @@ fn bounded<T>(
     conn: &mut Conn,
     deadlines: &Deadlines,
     deadline: Option<Instant>,
-    f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
 ) -> (Result<T, postgres::Error>, bool) {
     let call = match (conn.socket, deadline) {
         (Some(socket), Some(deadline)) => Some(deadlines.start(socket, deadline)),
         _ => None,
     };
-    let result = f(conn.client());
+    let result = f(conn);
     let expired = call.is_some_and(|call| deadlines.finish(call));
     (result, expired)
 }

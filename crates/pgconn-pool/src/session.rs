@@ -52,6 +52,8 @@ pub(crate) struct Effect {
     opaque: bool,
     /// It may change session state that outlives a transaction.
     pub(crate) changes_session: bool,
+    /// It deallocates prepared statements (`DEALLOCATE`, `DISCARD ALL`): the statement cache is stale.
+    pub(crate) drops_prepared: bool,
 }
 
 impl Effect {
@@ -61,18 +63,21 @@ impl Effect {
         let mut steps = Vec::new();
         let mut opaque = false;
         let mut changes_session = SESSION_FUNCTIONS.iter().any(|f| contains_call(code, f));
+        let mut drops_prepared = false;
         for statement in statements(code) {
             let words: Vec<&str> = statement.split_whitespace().collect();
             steps.push(step(&words));
             opaque |= words.windows(2).any(|w| w == ["begin", "atomic"]);
             changes_session |= changes_session_state(&words);
+            drops_prepared |= matches!(words.as_slice(), ["deallocate", ..] | ["discard", "all", ..]);
         }
-        Effect { steps, opaque, changes_session }
+        Effect { steps, opaque, changes_session, drops_prepared }
     }
 
     /// An effect the pool cannot follow: what the `client()` escape hatch may have done.
     pub(crate) fn anything() -> Effect {
-        Effect { steps: Vec::new(), opaque: true, changes_session: true }
+        // A DEALLOCATE through it is found when a cached statement fails as gone (26000), and retried.
+        Effect { steps: Vec::new(), opaque: true, changes_session: true, drops_prepared: false }
     }
 }
 

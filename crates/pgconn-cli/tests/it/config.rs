@@ -88,7 +88,8 @@ fn the_documented_keys() {
     assert_eq!(json["statement_timeout_ms"], 0);
     assert_eq!(
         json["pool"],
-        json!({"max_size": 20, "min_idle": 5, "checkout_timeout_ms": 5000, "leak_threshold_ms": 30000})
+        json!({"max_size": 20, "min_idle": 5, "checkout_timeout_ms": 5000, "leak_threshold_ms": 30000,
+               "statement_cache": 100, "statement_cache_effective": 0})
     );
     assert_eq!(json["target"]["host"], "localhost");
     assert_eq!(json["target"]["port"], 6432);

@@ -1,0 +1,180 @@
+//! The statement cache of one connection: a statement text used [`PREPARE_THRESHOLD`] times is prepared
+//! server-side and reused from then on, so PostgreSQL stops parsing and planning it on every call.
+//!
+//! Bounded and least-recently-used: `DB_STATEMENT_CACHE` entries at most, counting the texts still on
+//! their way to the threshold; evicting a prepared statement closes it on the server. A cached statement
+//! belongs to its connection and never leaves it: it is forgotten when the session is reset (`DISCARD
+//! ALL`, `DEALLOCATE`) and when the server says its plan changed (`0A000`, "cached plan must not change
+//! result type", after DDL) or that it is gone (`26000`). Off through PgBouncer in transaction mode
+//! (`Settings::statement_cache`), where a named statement would land on another server connection.
+
+use std::collections::HashMap;
+
+use postgres::Statement;
+use postgres::types::Type;
+
+/// Uses of a statement text (with its parameter types) on one connection before it is prepared: the
+/// first ones run unnamed, as they would without a cache, so a statement run once or twice costs no
+/// extra round trip; the rest skip parsing and planning. psycopg's `prepare_threshold` and pgjdbc's
+/// `prepareThreshold` are 5 as well.
+pub const PREPARE_THRESHOLD: u32 = 5;
+
+/// What to do with a statement.
+pub(crate) enum Lookup {
+    /// Run it unnamed, as without a cache.
+    Unnamed,
+    /// Prepare it now, keep it, and run the prepared statement.
+    Prepare,
+    /// Run this prepared statement.
+    Prepared(Statement),
+}
+
+#[derive(PartialEq, Eq, Hash, Clone)]
+struct Key {
+    sql: String,
+    types: Vec<Type>,
+}
+
+struct Entry {
+    uses: u32,
+    statement: Option<Statement>,
+    /// When it was last used, in lookups since the cache was made: the least recent goes first.
+    last_used: u64,
+}
+
+/// One connection's prepared statements, and the texts on their way there.
+pub(crate) struct StatementCache {
+    capacity: usize,
+    entries: HashMap<Key, Entry>,
+    clock: u64,
+}
+
+/// What a lookup or an insertion did, for the pool's metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Evicted {
+    /// Prepared statements closed to make room.
+    pub(crate) prepared: u64,
+}
+
+impl StatementCache {
+    /// A cache of `capacity` entries; 0 turns it off.
+    pub(crate) fn new(capacity: u32) -> StatementCache {
+        StatementCache { capacity: capacity as usize, entries: HashMap::new(), clock: 0 }
+    }
+
+    /// Whether the cache is on.
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// Counts a use of `sql` with `types` and says how to run it; may evict the least recently used entry.
+    pub(crate) fn lookup(&mut self, sql: &str, types: &[Type]) -> (Lookup, Evicted) {
+        if !self.enabled() {
+            return (Lookup::Unnamed, Evicted::default());
+        }
+        self.clock += 1;
+        let key = Key { sql: sql.to_owned(), types: types.to_vec() };
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.last_used = self.clock;
+            entry.uses = entry.uses.saturating_add(1);
+            return match &entry.statement {
+                Some(statement) => (Lookup::Prepared(statement.clone()), Evicted::default()),
+                None if entry.uses >= PREPARE_THRESHOLD => (Lookup::Prepare, Evicted::default()),
+                None => (Lookup::Unnamed, Evicted::default()),
+            };
+        }
+        let evicted = self.make_room();
+        self.entries.insert(key, Entry { uses: 1, statement: None, last_used: self.clock });
+        let lookup = if PREPARE_THRESHOLD <= 1 { Lookup::Prepare } else { Lookup::Unnamed };
+        (lookup, evicted)
+    }
+
+    /// Keeps `statement`, prepared for `sql` with `types`.
+    pub(crate) fn store(&mut self, sql: &str, types: &[Type], statement: Statement) {
+        let key = Key { sql: sql.to_owned(), types: types.to_vec() };
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.statement = Some(statement);
+        }
+    }
+
+    /// Forgets `sql` with `types` (its plan changed, or the server lost it): it starts counting again.
+    pub(crate) fn forget(&mut self, sql: &str, types: &[Type]) {
+        self.entries.remove(&Key { sql: sql.to_owned(), types: types.to_vec() });
+    }
+
+    /// Forgets everything: the session was reset, and its prepared statements with it. Dropping them
+    /// sends a `Close` the server answers harmlessly for a statement it no longer has.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Evicts the least recently used entry when the cache is full.
+    fn make_room(&mut self) -> Evicted {
+        if self.entries.len() < self.capacity {
+            return Evicted::default();
+        }
+        let oldest = self.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone());
+        match oldest.and_then(|key| self.entries.remove(&key)) {
+            Some(entry) => Evicted { prepared: u64::from(entry.statement.is_some()) },
+            None => Evicted::default(),
+        }
+    }
+}
+
+/// Whether `error` says a cached statement cannot be used any more: its result type changed (DDL since it
+/// was prepared) or the server no longer has it (`DEALLOCATE`, `DISCARD ALL` behind the pool's back).
+pub(crate) fn is_stale(error: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    error.as_db_error().is_some_and(|db| {
+        (*db.code() == SqlState::FEATURE_NOT_SUPPORTED
+            && db.message().contains("cached plan must not change"))
+            || *db.code() == SqlState::INVALID_SQL_STATEMENT_NAME
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(lookup: &Lookup) -> &'static str {
+        match lookup {
+            Lookup::Unnamed => "unnamed",
+            Lookup::Prepare => "prepare",
+            Lookup::Prepared(_) => "prepared",
+        }
+    }
+
+    #[test]
+    fn a_text_is_prepared_at_the_threshold_and_counted_per_parameter_types() {
+        let mut cache = StatementCache::new(10);
+        for _ in 1..PREPARE_THRESHOLD {
+            assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::INT4]).0), "unnamed");
+        }
+        assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::INT4]).0), "prepare");
+        // Not stored (no server here): it asks again.
+        assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::INT4]).0), "prepare");
+        // The same text with other types is another statement.
+        assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::TEXT]).0), "unnamed");
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_makes_room() {
+        let mut cache = StatementCache::new(2);
+        cache.lookup("a", &[]);
+        cache.lookup("b", &[]);
+        cache.lookup("a", &[]);
+        let (_, evicted) = cache.lookup("c", &[]);
+        assert_eq!(evicted, Evicted::default(), "b was not prepared");
+        assert_eq!(cache.entries.len(), 2);
+        assert!(cache.entries.contains_key(&Key { sql: "a".into(), types: vec![] }), "a was used last");
+    }
+
+    #[test]
+    fn off_at_zero() {
+        let mut cache = StatementCache::new(0);
+        for _ in 0..10 {
+            assert_eq!(kind(&cache.lookup("SELECT 1", &[]).0), "unnamed");
+        }
+        assert!(cache.entries.is_empty());
+    }
+}
