@@ -299,3 +299,49 @@ fn a_leak_is_reported_with_where_it_was_taken() {
     drop(leaked);
     assert_eq!(pool.suspected_leaks().len(), 1);
 }
+
+#[test]
+fn a_thread_gets_back_the_connection_it_returned_and_parked_ones_are_never_withheld() {
+    let settings = pgconn_tests::settings(&[
+        ("DB_POOL_MAX_SIZE", "2"),
+        ("DB_POOL_MIN_IDLE", "0"),
+        ("DB_POOL_TIMEOUT", "2000"),
+    ]);
+    let pool = Pool::new(&settings).unwrap();
+    // Affinity: two threads, each checking out 50 times, each keep one server process.
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                let mut pids = std::collections::BTreeSet::new();
+                for _ in 0..50 {
+                    let mut conn = pool.get().unwrap();
+                    pids.insert(conn.backend_pid().unwrap());
+                }
+                pids.len()
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap(), 1, "a thread alone on its connection kept it");
+    }
+    // A thread parks its connection and goes quiet; another needs both connections at once, at once.
+    let parker = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            drop(pool.get().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let first = pool.get().unwrap();
+    let second = pool.get().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_millis(500), "waited {:?}", started.elapsed());
+    assert_eq!(pool.state().in_use, 2);
+    drop((first, second));
+    parker.join().unwrap();
+    // Parked or not, returned connections count as idle.
+    let state = pool.state();
+    assert_eq!(state.in_use, 0, "{state:?}");
+}

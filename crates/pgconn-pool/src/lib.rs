@@ -44,6 +44,7 @@ mod error;
 mod lifecycle;
 mod manager;
 mod metrics;
+mod parking;
 mod pool;
 mod session;
 mod socket;
@@ -63,6 +64,7 @@ pub use metrics::{
     Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, ResetCounts, StatementCacheCounts, WAIT_BUCKETS_MS,
     quantiles,
 };
+pub use parking::PARK_LIMIT;
 pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlParam, SqlType, Transaction};
 pub use postgres::types::Type;
 pub use postgres::{Row, SimpleQueryMessage};

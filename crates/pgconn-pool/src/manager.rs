@@ -7,12 +7,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use std::collections::HashMap;
+
 use crate::cache::StatementCache;
 use crate::connect::Connector;
 use crate::lifecycle::{Checkout, Idle, Peek, at_checkout};
 use crate::metrics::{CloseReason, Metrics};
+use crate::session::Effect;
 use crate::session::TxStatus;
 use crate::socket::{Before, Peer, Socket};
+use crate::sql::strip;
 
 /// A connection returned this recently, whose socket shows nothing from the server, is handed out again
 /// without a validation round trip (HikariCP's window too): in steady state a checkout then costs no
@@ -54,6 +58,17 @@ const MIN_VALIDATION_TIMEOUT: Duration = Duration::from_millis(10);
 /// connects to the same server were in progress); a return that needs a reset always looks again.
 const FIND_TRIES: u8 = 10;
 
+/// Statement texts whose [`Analysis`] a connection remembers, at most.
+const ANALYSES: usize = 256;
+
+/// What one statement text does, read from its text once ([`crate::session`], [`crate::txmode`]).
+pub(crate) struct Analysis {
+    /// Its effect on the transaction status and the session.
+    pub(crate) effect: Effect,
+    /// Through PgBouncer in transaction mode: what it does that breaks there, and what to do instead.
+    pub(crate) mistake: Option<(&'static str, &'static str)>,
+}
+
 /// One pooled connection and what the pool knows about it.
 pub(crate) struct Conn {
     /// Present until the connection is dropped.
@@ -81,6 +96,8 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// Its prepared statements ([`crate::cache`]).
     pub(crate) statements: StatementCache,
+    /// What the statement texts it ran do ([`Analysis`]), by text; emptied when it reaches [`ANALYSES`].
+    analyses: HashMap<Box<str>, Arc<Analysis>>,
     metrics: Arc<Metrics>,
 }
 
@@ -92,6 +109,35 @@ impl Conn {
 
     fn expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// What `sql` does to the session and the transaction, and (`transaction_mode`: through PgBouncer in
+    /// transaction mode) what it must not do there; remembered per text, so a statement run again costs a
+    /// lookup instead of a scan.
+    pub(crate) fn analysis(&mut self, sql: &str, transaction_mode: bool) -> Arc<Analysis> {
+        if let Some(analysis) = self.analyses.get(sql) {
+            return Arc::clone(analysis);
+        }
+        let code = strip(sql);
+        let analysis = Arc::new(Analysis {
+            effect: Effect::of(&code),
+            mistake: if transaction_mode { crate::txmode::mistake(&code) } else { None },
+        });
+        if self.analyses.len() >= ANALYSES {
+            self.analyses.clear();
+        }
+        self.analyses.insert(sql.into(), Arc::clone(&analysis));
+        analysis
+    }
+
+    /// Records that it was returned now (r2d2's `has_broken` does it for connections returned to r2d2).
+    pub(crate) fn mark_returned(&mut self, now: Instant) {
+        self.returned = Some(now);
+    }
+
+    /// Whether it must be closed rather than reused.
+    pub(crate) fn closing_or_expired(&self, now: Instant) -> bool {
+        self.close_reason.is_some() || self.expired(now)
     }
 
     /// Marks this connection to be closed, and how it will be counted then.
@@ -268,6 +314,7 @@ impl Manager {
                     tx: TxStatus::Idle,
                     dirty: false,
                     statements: StatementCache::new(self.statement_cache),
+                    analyses: HashMap::new(),
                     metrics: Arc::clone(&self.metrics),
                 })
             }
@@ -297,49 +344,7 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), ManagerError> {
-        if conn.socket.is_none() && conn.find_tries > 0 {
-            conn.find_tries -= 1;
-            conn.find_socket();
-        }
-        let now = Instant::now();
-        let peek = conn.socket.map_or(Peek::Unknown, Socket::peek);
-        let idle = Idle {
-            expired: conn.expired(now),
-            closed: conn.client().is_closed(),
-            peek,
-            quiet_for: now.saturating_duration_since(conn.returned.unwrap_or(conn.opened)),
-        };
-        match at_checkout(idle) {
-            Checkout::Hand => {
-                self.metrics.validations_skipped.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Checkout::Close(reason) => {
-                conn.close_as(reason);
-                Err(if reason == CloseReason::MaxAge {
-                    ManagerError::Expired
-                } else {
-                    ManagerError::Invalid(Error::Unsupported("the server closed it while it was idle".into()))
-                })
-            }
-            Checkout::Validate => {
-                self.metrics.validations.fetch_add(1, Ordering::Relaxed);
-                let left = CHECKOUT_DEADLINE
-                    .with(std::cell::Cell::get)
-                    .map_or(self.validation_timeout, |deadline| deadline.saturating_duration_since(now));
-                let timeout = self.validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT);
-                conn.client().is_valid(timeout).map_err(|e| {
-                    // Bytes waiting and then a failure: the server said goodbye (a FATAL) before closing.
-                    let reason = if peek == Peek::Readable {
-                        CloseReason::ClosedByServer
-                    } else {
-                        CloseReason::Broken
-                    };
-                    conn.close_as(reason);
-                    ManagerError::Invalid(Error::from_query(e, true))
-                })
-            }
-        }
+        check_out(conn, &self.metrics, self.validation_timeout)
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
@@ -379,6 +384,56 @@ impl r2d2::HandleError<ManagerError> for ErrorLog {
             }
             ManagerError::Expired => log::debug!("closing a connection that reached DB_CONN_MAX_AGE"),
             ManagerError::Invalid(e) => log::info!("discarding a pooled connection: {}", e.with_cause()),
+        }
+    }
+}
+
+/// The checks of a connection about to be handed out, from r2d2's idle list or a parking slot
+/// ([`crate::parking`]): the socket found if it can be, then [`at_checkout`]: hand it over, close it, or
+/// validate it with a round trip within the checkout's deadline.
+pub(crate) fn check_out(
+    conn: &mut Conn,
+    metrics: &Metrics,
+    validation_timeout: Duration,
+) -> Result<(), ManagerError> {
+    if conn.socket.is_none() && conn.find_tries > 0 {
+        conn.find_tries -= 1;
+        conn.find_socket();
+    }
+    let now = Instant::now();
+    let peek = conn.socket.map_or(Peek::Unknown, Socket::peek);
+    let idle = Idle {
+        expired: conn.expired(now),
+        closed: conn.client().is_closed(),
+        peek,
+        quiet_for: now.saturating_duration_since(conn.returned.unwrap_or(conn.opened)),
+    };
+    match at_checkout(idle) {
+        Checkout::Hand => {
+            metrics.validations_skipped.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Checkout::Close(reason) => {
+            conn.close_as(reason);
+            Err(if reason == CloseReason::MaxAge {
+                ManagerError::Expired
+            } else {
+                ManagerError::Invalid(Error::Unsupported("the server closed it while it was idle".into()))
+            })
+        }
+        Checkout::Validate => {
+            metrics.validations.fetch_add(1, Ordering::Relaxed);
+            let left = CHECKOUT_DEADLINE
+                .with(std::cell::Cell::get)
+                .map_or(validation_timeout, |deadline| deadline.saturating_duration_since(now));
+            let timeout = validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT);
+            conn.client().is_valid(timeout).map_err(|e| {
+                // Bytes waiting and then a failure: the server said goodbye (a FATAL) before closing.
+                let reason =
+                    if peek == Peek::Readable { CloseReason::ClosedByServer } else { CloseReason::Broken };
+                conn.close_as(reason);
+                ManagerError::Invalid(Error::from_query(e, true))
+            })
         }
     }
 }

@@ -15,11 +15,13 @@ use crate::cache::Lookup;
 use crate::connect::Connector;
 use crate::deadline::{Deadlines, spawn_watchdog};
 use crate::lifecycle::{Return, Returned, at_return};
-use crate::manager::{Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT, with_checkout_deadline};
+use crate::manager::{
+    Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT, check_out, with_checkout_deadline,
+};
 use crate::metrics::{Checkouts, CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
+use crate::parking::{Parking, spawn_sweeper};
 use crate::session::{Effect, TxStatus};
 use crate::socket::Peer;
-use crate::sql::strip;
 
 /// Pooled connections idle this long beyond `DB_POOL_MIN_IDLE` are closed (checked every 30 s by r2d2),
 /// so a quiet process gives its server slots back; kept under the monitor's 5-minute idle alert.
@@ -45,6 +47,10 @@ struct Shared {
     /// Whether changed session state is reset on return (direct, or PgBouncer in session mode); through
     /// PgBouncer in transaction or statement mode it is refused before it is sent.
     resets_session: bool,
+    /// Returned connections kept for the thread that returned them ([`crate::parking`]); pooled mode only.
+    parking: Option<Arc<Parking>>,
+    /// The bound of a validation round trip at checkout.
+    validation_timeout: Duration,
 }
 
 enum Mode {
@@ -119,6 +125,14 @@ impl Pool {
                 .build_unchecked(manager);
             Mode::Pooled(pool)
         };
+        let parking = match &mode {
+            Mode::Pooled(_) => {
+                let parking = Arc::new(Parking::new(settings.pool.max_size));
+                spawn_sweeper(Arc::downgrade(&parking));
+                Some(parking)
+            }
+            Mode::PerRequest { .. } => None,
+        };
         let checkouts = Arc::new(Checkouts::new());
         if let Some(threshold) = settings.pool.leak_threshold {
             spawn_leak_detector(Arc::downgrade(&checkouts), Arc::downgrade(&metrics), threshold);
@@ -134,6 +148,8 @@ impl Pool {
                 reset_timeout: VALIDATION_TIMEOUT.min(settings.connect_timeout),
                 resets_session: settings.strategy == Strategy::Direct
                     || settings.pgbouncer.pool_mode == PoolMode::Session,
+                parking,
+                validation_timeout: VALIDATION_TIMEOUT.min(settings.connect_timeout),
             }),
         })
     }
@@ -169,7 +185,7 @@ impl Pool {
         shared.metrics.waiting.fetch_add(1, Ordering::Relaxed);
         let result = match &shared.mode {
             Mode::Pooled(pool) => {
-                with_checkout_deadline(started + timeout, || pool.get_timeout(timeout))
+                with_checkout_deadline(started + timeout, || self.affine_get(pool, timeout))
                     .map(Slot::Pooled)
                     .map_err(|_| {
                         let waited = started.elapsed();
@@ -211,6 +227,39 @@ impl Pool {
         }
     }
 
+    /// A connection for this thread: the one it returned last if it is still parked and passes the
+    /// checkout checks, else r2d2's, stealing a parked one before blocking ([`crate::parking`]).
+    fn affine_get(
+        &self,
+        pool: &r2d2::Pool<Manager>,
+        timeout: Duration,
+    ) -> Result<r2d2::PooledConnection<Manager>, r2d2::Error> {
+        let shared = &self.shared;
+        let Some(parking) = &shared.parking else { return pool.get_timeout(timeout) };
+        let usable = |mut conn: r2d2::PooledConnection<Manager>| match check_out(
+            &mut conn,
+            &shared.metrics,
+            shared.validation_timeout,
+        ) {
+            Ok(()) => Some(conn),
+            // Marked to be closed: dropping it makes r2d2 discard it.
+            Err(_) => None,
+        };
+        if let Some(conn) = parking.take_own().and_then(usable) {
+            return Ok(conn);
+        }
+        if let Some(conn) = pool.try_get() {
+            return Ok(conn);
+        }
+        let stolen = parking.block_or_steal().and_then(usable);
+        let result = match stolen {
+            Some(conn) => Ok(conn),
+            None => pool.get_timeout(timeout),
+        };
+        parking.unblock();
+        result
+    }
+
     /// Open, idle and busy connections, and threads waiting, now.
     pub fn state(&self) -> PoolState {
         let max_size = self.shared.settings.pool.max_size;
@@ -218,11 +267,14 @@ impl Pool {
         match &self.shared.mode {
             Mode::Pooled(pool) => {
                 let state = pool.state();
+                // Parked connections are idle, though r2d2 counts them out.
+                let parked = self.shared.parking.as_ref().map_or(0, |p| p.parked());
+                let idle = (state.idle_connections + parked).min(state.connections);
                 PoolState {
                     max_size,
                     size: state.connections,
-                    idle: state.idle_connections,
-                    in_use: state.connections - state.idle_connections,
+                    idle,
+                    in_use: state.connections - idle,
                     waiting,
                 }
             }
@@ -364,16 +416,17 @@ impl PooledConn {
         sql: &str,
         f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
-        let code = strip(sql);
-        let pgbouncer = &self.shared.settings.pgbouncer;
-        if self.shared.settings.strategy == Strategy::PgBouncer
-            && pgbouncer.pool_mode != PoolMode::Session
-            && let Some((what, instead)) = crate::txmode::mistake(&code)
-        {
+        let pool_mode = self.shared.settings.pgbouncer.pool_mode;
+        let transaction_mode =
+            self.shared.settings.strategy == Strategy::PgBouncer && pool_mode != PoolMode::Session;
+        // What the statement does to the session, and whether transaction mode forbids it: read once per
+        // text and connection (a scan of the text), then remembered.
+        let analysis = self.conn().analysis(sql, transaction_mode);
+        if let Some((what, instead)) = analysis.mistake {
             self.shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(Error::TransactionMode { what, pool_mode: pgbouncer.pool_mode.as_str(), instead });
+            return Err(Error::TransactionMode { what, pool_mode: pool_mode.as_str(), instead });
         }
-        let effect = Effect::of(&code);
+        let effect = &analysis.effect;
         let shared = Arc::clone(&self.shared);
         let timeout = shared.settings.query_timeout;
         let started = Instant::now();
@@ -390,7 +443,7 @@ impl PooledConn {
             conn.close_as(CloseReason::Broken);
             return Err(Error::QueryTimeout { timeout: timeout.unwrap_or_default() });
         }
-        conn.tx = conn.tx.after(&effect, result.is_ok());
+        conn.tx = conn.tx.after(effect, result.is_ok());
         result.map_err(|e| {
             shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
             let error = Error::from_query(e, conn.client().is_closed());
@@ -542,7 +595,17 @@ impl Drop for PooledConn {
         if self.slot.is_some() {
             self.clean();
         }
-        // Dropping the slot returns an r2d2 connection or closes an owned one.
+        // A pooled connection in good order is parked for this thread ([`crate::parking`]); dropping the
+        // slot returns any other to r2d2 or closes an owned one.
+        if let (Some(Slot::Pooled(_)), Some(parking)) = (&self.slot, &self.shared.parking) {
+            let now = Instant::now();
+            let keep = !std::thread::panicking() && !self.conn_ref().closing_or_expired(now);
+            if keep && let Some(Slot::Pooled(mut conn)) = self.slot.take() {
+                conn.mark_returned(now);
+                parking.park(conn);
+                return;
+            }
+        }
         self.slot = None;
     }
 }

@@ -1,0 +1,171 @@
+//! A thread-affine hand-out on top of r2d2: a returned connection is parked for the thread that returned it,
+//! and that thread's next checkout takes it back first, as HikariCP's `ConcurrentBag` does with its
+//! thread-local lists.
+//!
+//! Why: r2d2 hands connections out from one last-in first-out stack, so under load a thread rarely gets the
+//! connection (the server process, the socket, the runtime's buffers) it used last; the scheduler then moves
+//! threads between cores, and each request pays for cold caches (`docs/pool.md`, "Known behaviour").
+//!
+//! Rules, so that parking never makes a request wait or keeps a connection from one that needs it:
+//! - A thread's slot is chosen once per thread; threads beyond the pool's size share slots.
+//! - A checkout that finds nothing in its slot and nothing idle in r2d2 steals any parked connection
+//!   before it blocks; while any thread is about to block, returned connections go to r2d2, not to a
+//!   slot (both sides use sequentially consistent counters, so a connection is never parked unseen by a
+//!   waiter).
+//! - A connection parked for longer than [`PARK_LIMIT`] goes back to r2d2, whose idle timeout, maximum
+//!   age and `DB_POOL_MIN_IDLE` then apply as before; a parked connection is checked at checkout exactly
+//!   as one from r2d2 ([`crate::manager::check_out`]).
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::manager::Manager;
+
+/// A connection parked longer than this goes back to r2d2's idle list.
+pub const PARK_LIMIT: Duration = Duration::from_secs(1);
+
+/// How often parked connections are looked at for [`PARK_LIMIT`].
+const SWEEP_PERIOD: Duration = Duration::from_millis(200);
+
+type Pooled = r2d2::PooledConnection<Manager>;
+
+struct Parked {
+    conn: Pooled,
+    since: Instant,
+}
+
+/// The slots.
+pub(crate) struct Parking {
+    slots: Box<[Mutex<Option<Parked>>]>,
+    /// Connections parked now.
+    parked: AtomicUsize,
+    /// Threads that found no connection in their slot nor idle in r2d2, and will block unless they steal.
+    blocked: AtomicUsize,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's number, for its slot.
+    static THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn thread_number() -> usize {
+    THREAD.with(|number| {
+        if let Some(n) = number.get() {
+            return n;
+        }
+        let n = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+        number.set(Some(n));
+        n
+    })
+}
+
+impl Parking {
+    /// `slots` slots (the pool's size), at least one.
+    pub(crate) fn new(slots: u32) -> Parking {
+        let slots = usize::try_from(slots.max(1)).unwrap_or(1);
+        Parking {
+            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+            parked: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
+        }
+    }
+
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Parked>> {
+        self.slots[index % self.slots.len()].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections parked now.
+    pub(crate) fn parked(&self) -> u32 {
+        u32::try_from(self.parked.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
+    }
+
+    /// The connection parked in this thread's slot, if any.
+    pub(crate) fn take_own(&self) -> Option<Pooled> {
+        self.take(thread_number())
+    }
+
+    fn take(&self, index: usize) -> Option<Pooled> {
+        let parked = self.slot(index).take()?;
+        self.parked.fetch_sub(1, Ordering::SeqCst);
+        Some(parked.conn)
+    }
+
+    /// Announces a thread about to block in r2d2; returns a parked connection to steal, if there is one.
+    /// The caller must call [`Parking::unblock`] once it stops waiting, whatever happened.
+    pub(crate) fn block_or_steal(&self) -> Option<Pooled> {
+        self.blocked.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let start = thread_number();
+        (0..self.slots.len()).find_map(|i| self.take(start + i))
+    }
+
+    /// See [`Parking::block_or_steal`].
+    pub(crate) fn unblock(&self) {
+        self.blocked.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Parks `conn` for this thread, unless a thread is about to block (then it goes to r2d2, which wakes
+    /// that thread). A connection parked earlier in the same slot goes to r2d2.
+    pub(crate) fn park(&self, conn: Pooled) {
+        if self.blocked.load(Ordering::SeqCst) > 0 {
+            drop(conn);
+            return;
+        }
+        let index = thread_number();
+        let previous = {
+            let mut slot = self.slot(index);
+            let previous = slot.replace(Parked { conn, since: Instant::now() });
+            if previous.is_none() {
+                self.parked.fetch_add(1, Ordering::SeqCst);
+            }
+            previous
+        };
+        // Returned to r2d2 outside the lock.
+        drop(previous);
+        // A thread may have started to block after the first look: it may have missed this one.
+        if self.blocked.load(Ordering::SeqCst) > 0 {
+            drop(self.take(index));
+        }
+    }
+
+    /// Returns to r2d2 the connections parked longer than [`PARK_LIMIT`].
+    fn sweep(&self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let stale = {
+                let mut slot = self.slot(index);
+                if slot.as_ref().is_some_and(|p| now.saturating_duration_since(p.since) >= PARK_LIMIT) {
+                    slot.take()
+                } else {
+                    None
+                }
+            };
+            if stale.is_some() {
+                self.parked.fetch_sub(1, Ordering::SeqCst);
+                drop(stale);
+            }
+        }
+    }
+}
+
+/// Starts the thread that returns long-parked connections to r2d2; it ends once the pool is gone.
+pub(crate) fn spawn_sweeper(parking: Weak<Parking>) {
+    let spawned = thread::Builder::new().name("pgconn-parking".into()).spawn(move || {
+        loop {
+            thread::sleep(SWEEP_PERIOD);
+            let Some(parking) = parking.upgrade() else { return };
+            parking.sweep(Instant::now());
+        }
+    });
+    if let Err(e) = spawned {
+        log::warn!(
+            "cannot start the parking sweeper; connections stay parked until their thread's next checkout: {e}"
+        );
+    }
+}
