@@ -308,11 +308,17 @@ fn a_thread_gets_back_the_connection_it_returned_and_parked_ones_are_never_withh
         ("DB_POOL_TIMEOUT", "2000"),
     ]);
     let pool = Pool::new(&settings).unwrap();
-    // Affinity: two threads, each checking out 50 times, each keep one server process.
+    // Affinity: two threads hold a connection each at the same time (so that both exist), then check out
+    // 50 times each: each keeps its own server process.
+    let barrier = Arc::new(std::sync::Barrier::new(2));
     let handles: Vec<_> = (0..2)
         .map(|_| {
-            let pool = pool.clone();
+            let (pool, barrier) = (pool.clone(), Arc::clone(&barrier));
             std::thread::spawn(move || {
+                let first = pool.get().unwrap();
+                barrier.wait();
+                drop(first);
+                barrier.wait();
                 let mut pids = std::collections::BTreeSet::new();
                 for _ in 0..50 {
                     let mut conn = pool.get().unwrap();
@@ -323,7 +329,7 @@ fn a_thread_gets_back_the_connection_it_returned_and_parked_ones_are_never_withh
         })
         .collect();
     for handle in handles {
-        assert_eq!(handle.join().unwrap(), 1, "a thread alone on its connection kept it");
+        assert_eq!(handle.join().unwrap(), 1, "a thread kept the connection it returned");
     }
     // A thread parks its connection and goes quiet; another needs both connections at once, at once.
     let parker = {

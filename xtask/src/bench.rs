@@ -32,6 +32,11 @@ struct Cell {
     requests: u64,
     errors: u64,
     kinds: String,
+    /// The pool's connections at the end, and the process then: file descriptors, RSS (kB), threads.
+    size: u64,
+    fds: u64,
+    rss_kb: u64,
+    threads: u64,
 }
 
 struct Bench {
@@ -83,6 +88,10 @@ impl Bench {
             requests: report["requests"].as_u64().unwrap_or(0),
             errors: report["errors"].as_u64().unwrap_or(0),
             kinds: if report.is_null() { "no report".into() } else { kinds.join(", ") },
+            size: report["pool"]["size"].as_u64().unwrap_or(0),
+            fds: report["process"]["fds"].as_u64().unwrap_or(0),
+            rss_kb: report["process"]["rss_kb"].as_u64().unwrap_or(0),
+            threads: report["process"]["threads"].as_u64().unwrap_or(0),
         })
     }
 
@@ -245,6 +254,32 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
     let _ = writeln!(
         doc,
         "## Checkout overhead\n\n`pgconn load --clients 1 --requests 1000000 --checkout-only`: check out and return, no query: **{ns:.0} ns** per checkout and return, the load loop's own timing and bookkeeping included.\n"
+    );
+
+    // 2b. What one connection costs the client process.
+    let cost =
+        |size: &str| vec![("DB_POOL_MAX_SIZE", size.to_owned()), ("DB_POOL_MIN_IDLE", size.to_owned())];
+    let small = b.load(&cost("1"), &["--clients", "1", "--duration", "1", "--warmup", "1"], false)?;
+    let large = b.load(&cost("41"), &["--clients", "41", "--duration", "1", "--warmup", "1"], false)?;
+    let added = large.size.saturating_sub(small.size).max(1);
+    #[allow(clippy::cast_precision_loss)]
+    let per = |a: u64, b: u64| (a as f64 - b as f64) / added as f64;
+    let _ = writeln!(
+        doc,
+        "## What a connection costs the client
+
+The process of `pgconn load` at the end of a run, its pool's connections still open: with 1 connection ({} file descriptors, {} kB resident, {} threads) and with {} ({} fds, {} kB, {} threads). Per connection: **{:.1} file descriptors**, **{:.0} kB** resident, {:.1} threads. Each connection's descriptors, listed in `/proc/PID/fd` of a run with 3 connections: its socket, and for the tokio runtime the `postgres` crate starts per connection two `eventpoll` descriptors and an `eventfd`; the crate's API gives no way to share one runtime between connections (`postgres::Client::new` is private).
+",
+        small.fds,
+        small.rss_kb,
+        small.threads,
+        large.size,
+        large.fds,
+        large.rss_kb,
+        large.threads,
+        per(large.fds, small.fds),
+        per(large.rss_kb, small.rss_kb),
+        per(large.threads, small.threads),
     );
 
     // 3. Throughput and p99 by concurrency.

@@ -171,7 +171,9 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let elapsed = start.elapsed();
     progress.stop(reporter);
 
-    let report = Report::new(&settings, args, &results, elapsed, pool.metrics(), pool.state());
+    let mut report = Report::new(&settings, args, &results, elapsed, pool.metrics(), pool.state());
+    // While the pool still holds its connections.
+    report.process = ProcessSample::now();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -342,6 +344,28 @@ struct Report {
     checkout_wait_ms: Quantiles,
     timeline: Vec<TimelineEntry>,
     pool: PoolReport,
+    /// This process at the end, the pool's connections still open: for the cost of a connection.
+    process: Option<ProcessSample>,
+}
+
+/// File descriptors, resident memory and threads of this process, from `/proc/self`.
+#[derive(Serialize)]
+struct ProcessSample {
+    fds: u64,
+    rss_kb: u64,
+    threads: u64,
+}
+
+impl ProcessSample {
+    /// `None` where `/proc` cannot be read.
+    fn now() -> Option<ProcessSample> {
+        let fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status.lines().find_map(|line| line.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
+        };
+        Some(ProcessSample { fds, rss_kb: field("VmRSS:")?, threads: field("Threads:")? })
+    }
 }
 
 #[derive(Serialize)]
@@ -415,6 +439,7 @@ impl Report {
             checkout_wait_ms: metrics.checkout_wait_ms,
             timeline,
             pool: PoolReport { state, metrics },
+            process: None,
         }
     }
 

@@ -7,7 +7,8 @@
 //! threads between cores, and each request pays for cold caches (`docs/pool.md`, "Known behaviour").
 //!
 //! Rules, so that parking never makes a request wait or keeps a connection from one that needs it:
-//! - A thread's slot is chosen once per thread; threads beyond the pool's size share slots.
+//! - Each thread gets a slot of its own at its first checkout, in turn; once the slots (the pool's size,
+//!   at least 16) are all given, later threads share them.
 //! - A checkout that finds nothing in its slot and nothing idle in r2d2 steals any parked connection
 //!   before it blocks; while any thread is about to block, returned connections go to r2d2, not to a
 //!   slot (both sides use sequentially consistent counters, so a connection is never parked unseen by a
@@ -16,7 +17,7 @@
 //!   age and `DB_POOL_MIN_IDLE` then apply as before; a parked connection is checked at checkout exactly
 //!   as one from r2d2 ([`crate::manager::check_out`]).
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
 use std::thread;
@@ -39,6 +40,10 @@ struct Parked {
 
 /// The slots.
 pub(crate) struct Parking {
+    /// This pool's number.
+    id: usize,
+    /// The next slot to give a thread that has none in this pool.
+    next_slot: AtomicUsize,
     slots: Box<[Mutex<Option<Parked>>]>,
     /// Connections parked now.
     parked: AtomicUsize,
@@ -46,33 +51,46 @@ pub(crate) struct Parking {
     blocked: AtomicUsize,
 }
 
-static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+/// Numbers the pools, for the threads' slot assignments.
+static NEXT_POOL: AtomicUsize = AtomicUsize::new(0);
+
+/// How many pools a thread remembers its slot in; past that the oldest assignment is forgotten (the
+/// thread then gets a new slot in that pool).
+const REMEMBERED: usize = 16;
 
 thread_local! {
-    /// This thread's number, for its slot.
-    static THREAD: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-fn thread_number() -> usize {
-    THREAD.with(|number| {
-        if let Some(n) = number.get() {
-            return n;
-        }
-        let n = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-        number.set(Some(n));
-        n
-    })
+    /// This thread's slot in each pool it used: `(pool, slot)`.
+    static SLOTS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Parking {
-    /// `slots` slots (the pool's size), at least one.
+    /// `slots` slots (the pool's size, at least 16): the first threads to use the pool each get one of
+    /// their own, later ones share.
     pub(crate) fn new(slots: u32) -> Parking {
-        let slots = usize::try_from(slots.max(1)).unwrap_or(1);
+        let slots = usize::try_from(slots.max(16)).unwrap_or(16);
         Parking {
+            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            next_slot: AtomicUsize::new(0),
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
             parked: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
         }
+    }
+
+    /// This thread's slot in this pool, given in turn at its first checkout.
+    fn thread_slot(&self) -> usize {
+        SLOTS.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            if let Some(&(_, slot)) = slots.iter().find(|(pool, _)| *pool == self.id) {
+                return slot;
+            }
+            let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+            if slots.len() >= REMEMBERED {
+                slots.remove(0);
+            }
+            slots.push((self.id, slot));
+            slot
+        })
     }
 
     fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Parked>> {
@@ -86,7 +104,7 @@ impl Parking {
 
     /// The connection parked in this thread's slot, if any.
     pub(crate) fn take_own(&self) -> Option<Pooled> {
-        self.take(thread_number())
+        self.take(self.thread_slot())
     }
 
     fn take(&self, index: usize) -> Option<Pooled> {
@@ -102,7 +120,7 @@ impl Parking {
         if self.parked.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        let start = thread_number();
+        let start = self.thread_slot();
         (0..self.slots.len()).find_map(|i| self.take(start + i))
     }
 
@@ -118,7 +136,7 @@ impl Parking {
             drop(conn);
             return;
         }
-        let index = thread_number();
+        let index = self.thread_slot();
         let previous = {
             let mut slot = self.slot(index);
             let previous = slot.replace(Parked { conn, since: Instant::now() });
