@@ -9,10 +9,11 @@
 //! Rules, so that parking never makes a request wait or keeps a connection from one that needs it:
 //! - Each thread gets a slot of its own at its first checkout, in turn; once the slots (the pool's size,
 //!   at least 16) are all given, later threads share them.
-//! - A checkout that finds nothing in its slot and nothing idle in r2d2 steals any parked connection
-//!   before it blocks; while any thread is about to block, returned connections go to r2d2, not to a
-//!   slot (both sides use sequentially consistent counters, so a connection is never parked unseen by a
-//!   waiter).
+//! - A checkout that finds nothing in its slot takes a connection parked in another slot before it asks
+//!   r2d2 (so that a server starting a thread per request reuses what the last request's thread parked,
+//!   and r2d2 does not open more connections beside them), and again before it blocks; while any thread is
+//!   about to block, returned connections go to r2d2, not to a slot (both sides use sequentially
+//!   consistent counters, so a connection is never parked unseen by a waiter).
 //! - A connection parked for longer than [`PARK_LIMIT`] goes back to r2d2, whose idle timeout, maximum
 //!   age and `DB_POOL_MIN_IDLE` then apply as before; a parked connection is checked at checkout exactly
 //!   as one from r2d2 ([`crate::manager::check_out`]).
@@ -49,6 +50,8 @@ pub(crate) struct Parking {
     parked: AtomicUsize,
     /// Threads that found no connection in their slot nor idle in r2d2, and will block unless they steal.
     blocked: AtomicUsize,
+    /// Connections checked out now (from r2d2 or a slot).
+    held: AtomicUsize,
 }
 
 /// Numbers the pools, for the threads' slot assignments.
@@ -74,6 +77,7 @@ impl Parking {
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
             parked: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
         }
     }
 
@@ -117,11 +121,7 @@ impl Parking {
     /// The caller must call [`Parking::unblock`] once it stops waiting, whatever happened.
     pub(crate) fn block_or_steal(&self) -> Option<Pooled> {
         self.blocked.fetch_add(1, Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) == 0 {
-            return None;
-        }
-        let start = self.thread_slot();
-        (0..self.slots.len()).find_map(|i| self.take(start + i))
+        self.steal()
     }
 
     /// See [`Parking::block_or_steal`].
@@ -129,9 +129,37 @@ impl Parking {
         self.blocked.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Counts a connection checked out.
+    pub(crate) fn checked_out(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes back a connection checked out: parked for this thread.
+    pub(crate) fn give_back(&self, conn: Pooled) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        self.park(conn);
+    }
+
+    /// A parked connection of another slot, if any: a thread with nothing in its own slot (a new thread,
+    /// as in a server that starts one per request) takes one before asking r2d2, so connections parked by
+    /// threads that are gone are reused at once, and r2d2 is not made to open more to keep
+    /// `DB_POOL_MIN_IDLE` idle beside them.
+    pub(crate) fn steal(&self) -> Option<Pooled> {
+        if self.parked.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let start = self.thread_slot();
+        (0..self.slots.len()).find_map(|i| self.take(start + i))
+    }
+
+    /// Counts a checked-out connection that is closed rather than given back.
+    pub(crate) fn closed(&self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Parks `conn` for this thread, unless a thread is about to block (then it goes to r2d2, which wakes
     /// that thread). A connection parked earlier in the same slot goes to r2d2.
-    pub(crate) fn park(&self, conn: Pooled) {
+    fn park(&self, conn: Pooled) {
         if self.blocked.load(Ordering::SeqCst) > 0 {
             drop(conn);
             return;
