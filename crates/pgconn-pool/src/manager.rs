@@ -398,7 +398,21 @@ pub(crate) fn check_out(
 ) -> Result<(), ManagerError> {
     if conn.socket.is_none() && conn.find_tries > 0 {
         conn.find_tries -= 1;
-        conn.find_socket();
+        if !conn.find_socket() {
+            // Ambiguous: connections opened at the same time cannot tell their sockets apart by when they
+            // appeared. One round trip, watched on the candidates' byte counters, tells (while the others
+            // are quiet), within what is left of the checkout's wait.
+            let now = Instant::now();
+            let left = CHECKOUT_DEADLINE
+                .with(std::cell::Cell::get)
+                .map_or(validation_timeout, |deadline| deadline.saturating_duration_since(now));
+            let timeout = validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT);
+            let (peers, before) = (Arc::clone(&conn.peers), std::mem::take(&mut conn.before));
+            conn.socket = Socket::by_round_trip(&peers, &before, conn.client(), timeout);
+            if conn.socket.is_none() {
+                conn.before = before;
+            }
+        }
     }
     let now = Instant::now();
     let peek = conn.socket.map_or(Peek::Unknown, Socket::peek);
