@@ -128,8 +128,6 @@ pub fn accepted_keywords() -> impl Iterator<Item = &'static str> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnInfo {
     values: BTreeMap<&'static str, String>,
-    /// Whether it came from a URL (whose authority is never repeated in messages).
-    pub(crate) url: bool,
 }
 
 impl ConnInfo {
@@ -141,11 +139,6 @@ impl ConnInfo {
     /// Every keyword given, with its value, in keyword order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.values.iter().map(|(k, v)| (*k, v.as_str()))
-    }
-
-    /// Whether the string was a URL.
-    pub fn is_url(&self) -> bool {
-        self.url
     }
 
     fn set(&mut self, keyword: &'static str, value: String) {
@@ -241,7 +234,7 @@ fn store(info: &mut ConnInfo, name: &str, value: String, hide: bool) -> Result<(
 /// libpq's `conninfo_uri_parse_options`, `rest` being what follows the scheme.
 fn parse_url(rest: &str, hide: bool) -> (Option<ConnInfo>, Vec<String>) {
     let mut errors = Vec::new();
-    let mut info = ConnInfo { url: true, ..ConnInfo::default() };
+    let mut info = ConnInfo::default();
 
     // libpq: the user part ends at the first `@` before the first `/`. Further `@`s before the host
     // part's end still belong to it (an unencoded `@` in a password).

@@ -206,6 +206,19 @@ impl Check {
         u32::try_from(n).ok()
     }
 
+    /// A true/false variable, false when unset.
+    fn flag(&mut self, var: &'static str, value: Option<&str>) -> Option<bool> {
+        let Some(text) = value else { return Some(false) };
+        let flag = parse_bool(text);
+        if flag.is_none() {
+            self.push(
+                var,
+                format!("{var} must be true or false (also 1/0, yes/no, on/off), got {}", quoted(text)),
+            );
+        }
+        flag
+    }
+
     fn port(&mut self, var: &'static str, value: Option<&str>, default: u16) -> Option<u16> {
         let n = self.number(var, value, u64::from(default), (1, 65535), "")?;
         u16::try_from(n).ok()
@@ -353,33 +366,10 @@ impl Raw {
             DEFAULT_STATEMENT_CACHE,
             (0, 10_000),
         );
-        let prepared_through_pgbouncer = match self.pgbouncer_prepared_statements.as_deref() {
-            None => Some(false),
-            Some(text) => parse_bool(text).or_else(|| {
-                check.push(
-                    "PGBOUNCER_PREPARED_STATEMENTS",
-                    format!(
-                        "PGBOUNCER_PREPARED_STATEMENTS must be true or false (also 1/0, yes/no, on/off), got {}",
-                        quoted(text)
-                    ),
-                );
-                None
-            }),
-        };
+        let prepared_through_pgbouncer =
+            check.flag("PGBOUNCER_PREPARED_STATEMENTS", self.pgbouncer_prepared_statements.as_deref());
 
-        let use_pgbouncer = match self.use_pgbouncer.as_deref() {
-            None => Some(false),
-            Some(text) => parse_bool(text).or_else(|| {
-                check.push(
-                    "USE_PGBOUNCER",
-                    format!(
-                        "USE_PGBOUNCER must be true or false (also 1/0, yes/no, on/off), got {}",
-                        quoted(text)
-                    ),
-                );
-                None
-            }),
-        };
+        let use_pgbouncer = check.flag("USE_PGBOUNCER", self.use_pgbouncer.as_deref());
         let target = match (use_pgbouncer, &database) {
             (Some(true), Some(database)) => {
                 if database.options.is_some() {

@@ -110,7 +110,8 @@ pub fn assess_with(
     rates: Option<&Rates>,
     t: &Thresholds,
 ) -> (Status, Vec<Alert>) {
-    let span = rates.map(|r| format!("in the last {:.0}s", r.window_s));
+    // What the windowed alerts say of their time: only a report with rates has a window.
+    let span = |r: &Rates| format!("in the last {:.0}s", r.window_s);
     let mut alerts = Vec::new();
     let mut push = |level, metric, message: String| alerts.push(Alert { level, metric, message });
     let mut unknown = false;
@@ -145,10 +146,9 @@ pub fn assess_with(
                 );
             }
             if let Some(q) = &s.query_stats {
-                let windowed = rates.and_then(|r| r.server).filter(|_| span.is_some());
-                let (avg_ms, total, errors, when) = match (windowed, &span) {
-                    (Some(w), Some(span)) => (w.avg_query_time_ms, w.queries, w.errors, span.clone()),
-                    _ => (
+                let (avg_ms, total, errors, when) = match rates.and_then(|r| r.server.map(|w| (w, span(r)))) {
+                    Some((w, when)) => (w.avg_query_time_ms, w.queries, w.errors, when),
+                    None => (
                         q.avg_query_time_ms,
                         q.total_queries,
                         q.errors,
@@ -230,11 +230,9 @@ pub fn assess_with(
             query_errors: m.query_errors,
             avg_query_time_ms: (m.queries > 0).then_some(m.query_ms.mean),
         };
-        let (w, when) = match (rates.and_then(|r| r.pool), &span) {
-            (Some(windowed), Some(span)) => (windowed, span.clone()),
-            (Some(windowed), None) => (windowed, "since the pool started".to_owned()),
-            _ => (cumulative, "since the pool started".to_owned()),
-        };
+        let (w, when) = rates
+            .and_then(|r| r.pool.map(|windowed| (windowed, span(r))))
+            .unwrap_or_else(|| (cumulative, "since the pool started".to_owned()));
         if p.state.waiting > 0 {
             push(
                 Level::Warning,

@@ -29,13 +29,9 @@ pub(crate) enum Lookup {
     Prepared(Statement),
 }
 
-#[derive(PartialEq, Eq, Hash, Clone)]
-struct Key {
-    sql: String,
-    types: Vec<Type>,
-}
-
 struct Entry {
+    /// Its parameter types: the same text with other types is another statement.
+    types: Vec<Type>,
     uses: u32,
     statement: Option<Statement>,
     /// When it was last used, in lookups since the cache was made: the least recent goes first.
@@ -45,7 +41,9 @@ struct Entry {
 /// One connection's prepared statements, and the texts on their way there.
 pub(crate) struct StatementCache {
     capacity: usize,
-    entries: HashMap<Key, Entry>,
+    /// By text (looked up without copying it, on every call of the query API), then by parameter types.
+    entries: HashMap<Box<str>, Vec<Entry>>,
+    len: usize,
     clock: u64,
 }
 
@@ -59,12 +57,16 @@ pub(crate) struct Evicted {
 impl StatementCache {
     /// A cache of `capacity` entries; 0 turns it off.
     pub(crate) fn new(capacity: u32) -> StatementCache {
-        StatementCache { capacity: capacity as usize, entries: HashMap::new(), clock: 0 }
+        StatementCache { capacity: capacity as usize, entries: HashMap::new(), len: 0, clock: 0 }
     }
 
     /// Whether the cache is on.
     pub(crate) fn enabled(&self) -> bool {
         self.capacity > 0
+    }
+
+    fn entry(&mut self, sql: &str, types: &[Type]) -> Option<&mut Entry> {
+        self.entries.get_mut(sql)?.iter_mut().find(|entry| entry.types == types)
     }
 
     /// Counts a use of `sql` with `types` and says how to run it; may evict the least recently used entry.
@@ -73,9 +75,9 @@ impl StatementCache {
             return (Lookup::Unnamed, Evicted::default());
         }
         self.clock += 1;
-        let key = Key { sql: sql.to_owned(), types: types.to_vec() };
-        if let Some(entry) = self.entries.get_mut(&key) {
-            entry.last_used = self.clock;
+        let clock = self.clock;
+        if let Some(entry) = self.entry(sql, types) {
+            entry.last_used = clock;
             entry.uses = entry.uses.saturating_add(1);
             return match &entry.statement {
                 Some(statement) => (Lookup::Prepared(statement.clone()), Evicted::default()),
@@ -84,40 +86,58 @@ impl StatementCache {
             };
         }
         let evicted = self.make_room();
-        self.entries.insert(key, Entry { uses: 1, statement: None, last_used: self.clock });
+        let entry = Entry { types: types.to_vec(), uses: 1, statement: None, last_used: clock };
+        self.entries.entry(sql.into()).or_default().push(entry);
+        self.len += 1;
         let lookup = if PREPARE_THRESHOLD <= 1 { Lookup::Prepare } else { Lookup::Unnamed };
         (lookup, evicted)
     }
 
     /// Keeps `statement`, prepared for `sql` with `types`.
     pub(crate) fn store(&mut self, sql: &str, types: &[Type], statement: Statement) {
-        let key = Key { sql: sql.to_owned(), types: types.to_vec() };
-        if let Some(entry) = self.entries.get_mut(&key) {
+        if let Some(entry) = self.entry(sql, types) {
             entry.statement = Some(statement);
         }
     }
 
     /// Forgets `sql` with `types` (its plan changed, or the server lost it): it starts counting again.
     pub(crate) fn forget(&mut self, sql: &str, types: &[Type]) {
-        self.entries.remove(&Key { sql: sql.to_owned(), types: types.to_vec() });
+        if let Some(list) = self.entries.get_mut(sql) {
+            let before = list.len();
+            list.retain(|entry| entry.types != types);
+            self.len -= before - list.len();
+            if list.is_empty() {
+                self.entries.remove(sql);
+            }
+        }
     }
 
     /// Forgets everything: the session was reset, and its prepared statements with it. Dropping them
     /// sends a `Close` the server answers harmlessly for a statement it no longer has.
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.len = 0;
     }
 
     /// Evicts the least recently used entry when the cache is full.
     fn make_room(&mut self) -> Evicted {
-        if self.entries.len() < self.capacity {
+        if self.len < self.capacity {
             return Evicted::default();
         }
-        let oldest = self.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone());
-        match oldest.and_then(|key| self.entries.remove(&key)) {
-            Some(entry) => Evicted { prepared: u64::from(entry.statement.is_some()) },
-            None => Evicted::default(),
+        let oldest = self
+            .entries
+            .iter()
+            .flat_map(|(sql, list)| list.iter().enumerate().map(move |(i, entry)| (entry.last_used, sql, i)))
+            .min_by_key(|(last_used, ..)| *last_used)
+            .map(|(_, sql, i)| (sql.clone(), i));
+        let Some((sql, i)) = oldest else { return Evicted::default() };
+        let Some(list) = self.entries.get_mut(&sql) else { return Evicted::default() };
+        let entry = list.swap_remove(i);
+        if list.is_empty() {
+            self.entries.remove(&sql);
         }
+        self.len -= 1;
+        Evicted { prepared: u64::from(entry.statement.is_some()) }
     }
 }
 
@@ -165,8 +185,9 @@ mod tests {
         cache.lookup("a", &[]);
         let (_, evicted) = cache.lookup("c", &[]);
         assert_eq!(evicted, Evicted::default(), "b was not prepared");
-        assert_eq!(cache.entries.len(), 2);
-        assert!(cache.entries.contains_key(&Key { sql: "a".into(), types: vec![] }), "a was used last");
+        assert_eq!(cache.len, 2);
+        assert!(cache.entries.contains_key("a"), "a was used last");
+        assert!(!cache.entries.contains_key("b"), "b was the least recently used");
     }
 
     #[test]

@@ -64,14 +64,35 @@ impl Deadlines {
 
 /// Starts the watchdog thread; it ends by itself once the pool is gone.
 pub(crate) fn spawn_watchdog(deadlines: Weak<Deadlines>) {
-    let spawned = thread::Builder::new().name("pgconn-query-deadline".into()).spawn(move || {
-        loop {
-            thread::sleep(WATCHDOG_PERIOD);
-            let Some(deadlines) = deadlines.upgrade() else { return };
+    spawn_periodic(
+        "pgconn-query-deadline",
+        WATCHDOG_PERIOD,
+        "the query deadline thread, DB_QUERY_TIMEOUT will not be enforced",
+        move || {
+            let Some(deadlines) = deadlines.upgrade() else { return false };
             deadlines.expire(Instant::now());
+            true
+        },
+    );
+}
+
+/// Starts a thread named `name` that runs `tick` every `period` until it returns false (its pool is gone);
+/// when the thread cannot start, logs that `what` cannot be started.
+pub(crate) fn spawn_periodic(
+    name: &str,
+    period: Duration,
+    what: &str,
+    mut tick: impl FnMut() -> bool + Send + 'static,
+) {
+    let spawned = thread::Builder::new().name(name.into()).spawn(move || {
+        loop {
+            thread::sleep(period);
+            if !tick() {
+                return;
+            }
         }
     });
     if let Err(e) = spawned {
-        log::warn!("cannot start the query deadline thread, DB_QUERY_TIMEOUT will not be enforced: {e}");
+        log::warn!("cannot start {what}: {e}");
     }
 }

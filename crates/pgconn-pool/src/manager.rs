@@ -401,12 +401,8 @@ pub(crate) fn check_out(
         if !conn.find_socket() {
             // Ambiguous: connections opened at the same time cannot tell their sockets apart by when they
             // appeared. One round trip, watched on the candidates' byte counters, tells (while the others
-            // are quiet), within what is left of the checkout's wait.
-            let now = Instant::now();
-            let left = CHECKOUT_DEADLINE
-                .with(std::cell::Cell::get)
-                .map_or(validation_timeout, |deadline| deadline.saturating_duration_since(now));
-            let timeout = validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT);
+            // are quiet).
+            let timeout = round_trip_timeout(validation_timeout, Instant::now());
             let (peers, before) = (Arc::clone(&conn.peers), std::mem::take(&mut conn.before));
             conn.socket = Socket::by_round_trip(&peers, &before, conn.client(), timeout);
             if conn.socket.is_none() {
@@ -437,11 +433,7 @@ pub(crate) fn check_out(
         }
         Checkout::Validate => {
             metrics.validations.fetch_add(1, Ordering::Relaxed);
-            let left = CHECKOUT_DEADLINE
-                .with(std::cell::Cell::get)
-                .map_or(validation_timeout, |deadline| deadline.saturating_duration_since(now));
-            let timeout = validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT);
-            conn.client().is_valid(timeout).map_err(|e| {
+            conn.client().is_valid(round_trip_timeout(validation_timeout, now)).map_err(|e| {
                 // Bytes waiting and then a failure: the server said goodbye (a FATAL) before closing.
                 let reason =
                     if peek == Peek::Readable { CloseReason::ClosedByServer } else { CloseReason::Broken };
@@ -450,4 +442,13 @@ pub(crate) fn check_out(
             })
         }
     }
+}
+
+/// The bound of a round trip at checkout: `validation_timeout`, within what is left of the checkout's wait
+/// ([`with_checkout_deadline`]), and never below [`MIN_VALIDATION_TIMEOUT`].
+fn round_trip_timeout(validation_timeout: Duration, now: Instant) -> Duration {
+    let left = CHECKOUT_DEADLINE
+        .with(std::cell::Cell::get)
+        .map_or(validation_timeout, |deadline| deadline.saturating_duration_since(now));
+    validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT)
 }

@@ -432,15 +432,17 @@ impl Checkouts {
 /// Starts the thread that reports leaks; it ends by itself once the pool is gone.
 pub(crate) fn spawn_leak_detector(checkouts: Weak<Checkouts>, metrics: Weak<Metrics>, threshold: Duration) {
     let period = (threshold / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    let spawned = thread::Builder::new().name("pgconn-leak-detector".into()).spawn(move || {
-        loop {
-            thread::sleep(period);
-            let (Some(checkouts), Some(metrics)) = (checkouts.upgrade(), metrics.upgrade()) else { return };
+    crate::deadline::spawn_periodic(
+        "pgconn-leak-detector",
+        period,
+        "the leak detector thread, leaks will not be reported",
+        move || {
+            let (Some(checkouts), Some(metrics)) = (checkouts.upgrade(), metrics.upgrade()) else {
+                return false;
+            };
             let warned = checkouts.warn_older_than(threshold);
             metrics.leak_warnings.fetch_add(warned, Ordering::Relaxed);
-        }
-    });
-    if let Err(e) = spawned {
-        log::warn!("cannot start the leak detector thread, leaks will not be reported: {e}");
-    }
+            true
+        },
+    );
 }

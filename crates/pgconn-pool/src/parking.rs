@@ -21,7 +21,6 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::manager::Manager;
@@ -50,8 +49,6 @@ pub(crate) struct Parking {
     parked: AtomicUsize,
     /// Threads that found no connection in their slot nor idle in r2d2, and will block unless they steal.
     blocked: AtomicUsize,
-    /// Connections checked out now (from r2d2 or a slot).
-    held: AtomicUsize,
 }
 
 /// Numbers the pools, for the threads' slot assignments.
@@ -77,7 +74,6 @@ impl Parking {
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
             parked: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
-            held: AtomicUsize::new(0),
         }
     }
 
@@ -129,17 +125,6 @@ impl Parking {
         self.blocked.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Counts a connection checked out.
-    pub(crate) fn checked_out(&self) {
-        self.held.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Takes back a connection checked out: parked for this thread.
-    pub(crate) fn give_back(&self, conn: Pooled) {
-        self.held.fetch_sub(1, Ordering::Relaxed);
-        self.park(conn);
-    }
-
     /// A parked connection of another slot, if any: a thread with nothing in its own slot (a new thread,
     /// as in a server that starts one per request) takes one before asking r2d2, so connections parked by
     /// threads that are gone are reused at once, and r2d2 is not made to open more to keep
@@ -152,14 +137,9 @@ impl Parking {
         (0..self.slots.len()).find_map(|i| self.take(start + i))
     }
 
-    /// Counts a checked-out connection that is closed rather than given back.
-    pub(crate) fn closed(&self) {
-        self.held.fetch_sub(1, Ordering::Relaxed);
-    }
-
     /// Parks `conn` for this thread, unless a thread is about to block (then it goes to r2d2, which wakes
     /// that thread). A connection parked earlier in the same slot goes to r2d2.
-    fn park(&self, conn: Pooled) {
+    pub(crate) fn park(&self, conn: Pooled) {
         if self.blocked.load(Ordering::SeqCst) > 0 {
             drop(conn);
             return;
@@ -202,16 +182,14 @@ impl Parking {
 
 /// Starts the thread that returns long-parked connections to r2d2; it ends once the pool is gone.
 pub(crate) fn spawn_sweeper(parking: Weak<Parking>) {
-    let spawned = thread::Builder::new().name("pgconn-parking".into()).spawn(move || {
-        loop {
-            thread::sleep(SWEEP_PERIOD);
-            let Some(parking) = parking.upgrade() else { return };
+    crate::deadline::spawn_periodic(
+        "pgconn-parking",
+        SWEEP_PERIOD,
+        "the parking sweeper; connections stay parked until their thread's next checkout",
+        move || {
+            let Some(parking) = parking.upgrade() else { return false };
             parking.sweep(Instant::now());
-        }
-    });
-    if let Err(e) = spawned {
-        log::warn!(
-            "cannot start the parking sweeper; connections stay parked until their thread's next checkout: {e}"
-        );
-    }
+            true
+        },
+    );
 }

@@ -245,24 +245,21 @@ impl Pool {
             // Marked to be closed: dropping it makes r2d2 discard it.
             Err(_) => None,
         };
-        let result = if let Some(conn) = parking.take_own().and_then(usable) {
-            Ok(conn)
-        } else if let Some(conn) = parking.steal().and_then(usable) {
-            Ok(conn)
-        } else if let Some(conn) = pool.try_get() {
-            Ok(conn)
-        } else {
-            let stolen = parking.block_or_steal().and_then(usable);
-            let result = match stolen {
-                Some(conn) => Ok(conn),
-                None => pool.get_timeout(timeout),
-            };
-            parking.unblock();
-            result
-        };
-        if result.is_ok() {
-            parking.checked_out();
+        if let Some(conn) = parking.take_own().and_then(usable) {
+            return Ok(conn);
         }
+        if let Some(conn) = parking.steal().and_then(usable) {
+            return Ok(conn);
+        }
+        if let Some(conn) = pool.try_get() {
+            return Ok(conn);
+        }
+        let stolen = parking.block_or_steal().and_then(usable);
+        let result = match stolen {
+            Some(conn) => Ok(conn),
+            None => pool.get_timeout(timeout),
+        };
+        parking.unblock();
         result
     }
 
@@ -608,10 +605,9 @@ impl Drop for PooledConn {
             let keep = !std::thread::panicking() && !self.conn_ref().closing_or_expired(now);
             if keep && let Some(Slot::Pooled(mut conn)) = self.slot.take() {
                 conn.mark_returned(now);
-                parking.give_back(conn);
+                parking.park(conn);
                 return;
             }
-            parking.closed();
         }
         self.slot = None;
     }
