@@ -107,7 +107,7 @@ impl Conn {
         self.client.as_mut().expect("a connection holds its client until dropped")
     }
 
-    fn expired(&self, now: Instant) -> bool {
+    pub(crate) fn expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }
 

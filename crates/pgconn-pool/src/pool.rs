@@ -185,8 +185,8 @@ impl Pool {
         shared.metrics.waiting.fetch_add(1, Ordering::Relaxed);
         let result = match &shared.mode {
             Mode::Pooled(pool) => {
-                with_checkout_deadline(started + timeout, || self.affine_get(pool, timeout))
-                    .map(Slot::Pooled)
+                with_checkout_deadline(started + timeout, || self.fresh_get(pool, started, timeout))
+                    .map(|(conn, at)| (Slot::Pooled(conn), at))
                     .map_err(|_| {
                         let waited = started.elapsed();
                         let max_size = shared.settings.pool.max_size;
@@ -203,13 +203,12 @@ impl Pool {
             Mode::PerRequest { manager, open } => manager.open().map(|mut conn| {
                 conn.close_as(CloseReason::PerRequest);
                 open.fetch_add(1, Ordering::Relaxed);
-                Slot::Owned(conn)
+                (Slot::Owned(conn), Instant::now())
             }),
         };
         shared.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
         match result {
-            Ok(slot) => {
-                let now = Instant::now();
+            Ok((slot, now)) => {
                 shared.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
                 shared.metrics.checkout_wait.record(now - started);
                 let id = shared.settings.pool.leak_threshold.map(|_| shared.checkouts.insert(now, location));
@@ -224,6 +223,27 @@ impl Pool {
                 shared.metrics.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
+        }
+    }
+
+    /// [`Pool::affine_get`], judged once more when it is handed over: a connection whose `DB_CONN_MAX_AGE`
+    /// deadline passed between its checks and now (a preempted thread, a slow validation) is closed and
+    /// another taken, so that [`PooledConn::checked_out_at`] is always before [`PooledConn::deadline`].
+    fn fresh_get(
+        &self,
+        pool: &r2d2::Pool<Manager>,
+        started: Instant,
+        timeout: Duration,
+    ) -> Result<(r2d2::PooledConnection<Manager>, Instant), r2d2::Error> {
+        loop {
+            let left = (started + timeout).saturating_duration_since(Instant::now());
+            let mut conn = self.affine_get(pool, left.max(Duration::from_millis(1)))?;
+            let now = Instant::now();
+            if !conn.expired(now) {
+                return Ok((conn, now));
+            }
+            // Dropped marked: r2d2 discards it and the close is counted as max_age.
+            conn.close_as(CloseReason::MaxAge);
         }
     }
 
