@@ -49,6 +49,7 @@ mod pool;
 mod session;
 mod socket;
 mod sql;
+mod stripes;
 mod tls;
 mod txmode;
 

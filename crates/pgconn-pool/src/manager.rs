@@ -295,7 +295,7 @@ impl Manager {
                     log::debug!("the socket of a new connection is not known yet; looking again at checkout");
                 }
                 let opened = Instant::now();
-                self.metrics.opened.fetch_add(1, Ordering::Relaxed);
+                self.metrics.opened.incr();
                 self.metrics.connect_time.record(opened - started);
                 self.last_error.set(None);
                 Ok(Conn {
@@ -319,7 +319,7 @@ impl Manager {
                 })
             }
             Err(e) => {
-                self.metrics.connect_errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.connect_errors.incr();
                 self.last_error.set(Some(e.clone()));
                 Err(e)
             }
@@ -336,18 +336,20 @@ impl Manager {
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
+    /// Boxed: a connection moves between r2d2, the parking slots and the handle on every request, and a
+    /// pointer moves cheaper than the few hundred bytes of a [`Conn`].
+    type Connection = Box<Conn>;
     type Error = ManagerError;
 
-    fn connect(&self) -> Result<Conn, ManagerError> {
-        self.open().map_err(ManagerError::Connect)
+    fn connect(&self) -> Result<Box<Conn>, ManagerError> {
+        self.open().map(Box::new).map_err(ManagerError::Connect)
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), ManagerError> {
+    fn is_valid(&self, conn: &mut Box<Conn>) -> Result<(), ManagerError> {
         check_out(conn, &self.metrics, self.validation_timeout)
     }
 
-    fn has_broken(&self, conn: &mut Conn) -> bool {
+    fn has_broken(&self, conn: &mut Box<Conn>) -> bool {
         let now = Instant::now();
         conn.returned = Some(now);
         if conn.close_reason.is_some() {
@@ -420,7 +422,7 @@ pub(crate) fn check_out(
     };
     match at_checkout(idle) {
         Checkout::Hand => {
-            metrics.validations_skipped.fetch_add(1, Ordering::Relaxed);
+            metrics.validations_skipped.incr();
             Ok(())
         }
         Checkout::Close(reason) => {
@@ -432,7 +434,7 @@ pub(crate) fn check_out(
             })
         }
         Checkout::Validate => {
-            metrics.validations.fetch_add(1, Ordering::Relaxed);
+            metrics.validations.incr();
             conn.client().is_valid(round_trip_timeout(validation_timeout, now)).map_err(|e| {
                 // Bytes waiting and then a failure: the server said goodbye (a FATAL) before closing.
                 let reason =

@@ -1,13 +1,13 @@
 //! Counters and latency distributions cheap enough to leave on, and the leak detector.
 
-use std::collections::HashMap;
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+use crate::stripes::{Counter, Padded, Registry, STRIPES, Ticket, stripe};
 use serde::Serialize;
 
 /// Why a connection was closed.
@@ -164,37 +164,28 @@ pub struct PoolMetrics {
     pub statement_cache: StatementCacheCounts,
 }
 
-/// Stripes per shared structure: threads record into different stripes, so a busy pool's request threads
-/// rarely wait for each other's bookkeeping.
-const STRIPES: usize = 8;
-
-/// This thread's stripe, fixed for its life.
-fn stripe() -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    thread_local!(static STRIPE: usize = usize::try_from(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % STRIPES);
-    STRIPE.with(|stripe| *stripe)
-}
-
 /// One latency distribution in microseconds, from 1 µs to an hour, 2 significant digits (1% precision),
 /// striped by thread.
-pub(crate) struct Latency([Mutex<Histogram<u64>>; STRIPES]);
+pub(crate) struct Latency([Padded<Mutex<Histogram<u64>>>; STRIPES]);
 
 impl Latency {
     fn new() -> Latency {
         Latency(std::array::from_fn(|_| {
-            Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"))
+            Padded(Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
+            ))
         }))
     }
 
     pub(crate) fn record(&self, elapsed: Duration) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.0[stripe()].lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
+        self.0[stripe()].0.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
     }
 
     fn merged(&self) -> Histogram<u64> {
         let mut all = Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
         for stripe in &self.0 {
-            let _ = all.add(&*stripe.lock().unwrap_or_else(PoisonError::into_inner));
+            let _ = all.add(&*stripe.0.lock().unwrap_or_else(PoisonError::into_inner));
         }
         all
     }
@@ -253,64 +244,64 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// Everything the pool counts.
 pub(crate) struct Metrics {
-    pub(crate) checkouts: AtomicU64,
-    pub(crate) checkout_timeouts: AtomicU64,
-    pub(crate) waiting: AtomicU64,
+    pub(crate) checkouts: Counter,
+    pub(crate) checkout_timeouts: Counter,
+    pub(crate) waiting: Counter,
     pub(crate) checkout_wait: Latency,
-    pub(crate) opened: AtomicU64,
-    pub(crate) connect_errors: AtomicU64,
+    pub(crate) opened: Counter,
+    pub(crate) connect_errors: Counter,
     pub(crate) connect_time: Latency,
-    closed: [AtomicU64; CloseReason::COUNT],
-    pub(crate) reset_transaction: AtomicU64,
-    pub(crate) reset_session: AtomicU64,
-    pub(crate) validations: AtomicU64,
-    pub(crate) validations_skipped: AtomicU64,
+    closed: [Counter; CloseReason::COUNT],
+    pub(crate) reset_transaction: Counter,
+    pub(crate) reset_session: Counter,
+    pub(crate) validations: Counter,
+    pub(crate) validations_skipped: Counter,
     pub(crate) held: Latency,
-    pub(crate) queries: AtomicU64,
-    pub(crate) query_errors: AtomicU64,
+    pub(crate) queries: Counter,
+    pub(crate) query_errors: Counter,
     pub(crate) query_time: Latency,
-    pub(crate) leak_warnings: AtomicU64,
-    pub(crate) statement_hits: AtomicU64,
-    pub(crate) statement_misses: AtomicU64,
-    pub(crate) statements_prepared: AtomicU64,
-    pub(crate) statement_evictions: AtomicU64,
-    pub(crate) statement_invalidations: AtomicU64,
+    pub(crate) leak_warnings: Counter,
+    pub(crate) statement_hits: Counter,
+    pub(crate) statement_misses: Counter,
+    pub(crate) statements_prepared: Counter,
+    pub(crate) statement_evictions: Counter,
+    pub(crate) statement_invalidations: Counter,
 }
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
         Metrics {
-            checkouts: AtomicU64::new(0),
-            checkout_timeouts: AtomicU64::new(0),
-            waiting: AtomicU64::new(0),
+            checkouts: Counter::default(),
+            checkout_timeouts: Counter::default(),
+            waiting: Counter::default(),
             checkout_wait: Latency::new(),
-            opened: AtomicU64::new(0),
-            connect_errors: AtomicU64::new(0),
+            opened: Counter::default(),
+            connect_errors: Counter::default(),
             connect_time: Latency::new(),
             closed: Default::default(),
-            reset_transaction: AtomicU64::new(0),
-            reset_session: AtomicU64::new(0),
-            validations: AtomicU64::new(0),
-            validations_skipped: AtomicU64::new(0),
+            reset_transaction: Counter::default(),
+            reset_session: Counter::default(),
+            validations: Counter::default(),
+            validations_skipped: Counter::default(),
             held: Latency::new(),
-            queries: AtomicU64::new(0),
-            query_errors: AtomicU64::new(0),
+            queries: Counter::default(),
+            query_errors: Counter::default(),
             query_time: Latency::new(),
-            leak_warnings: AtomicU64::new(0),
-            statement_hits: AtomicU64::new(0),
-            statement_misses: AtomicU64::new(0),
-            statements_prepared: AtomicU64::new(0),
-            statement_evictions: AtomicU64::new(0),
-            statement_invalidations: AtomicU64::new(0),
+            leak_warnings: Counter::default(),
+            statement_hits: Counter::default(),
+            statement_misses: Counter::default(),
+            statements_prepared: Counter::default(),
+            statement_evictions: Counter::default(),
+            statement_invalidations: Counter::default(),
         }
     }
 
     pub(crate) fn closed(&self, reason: CloseReason) {
-        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.closed[reason as usize].incr();
     }
 
     pub(crate) fn snapshot(&self) -> PoolMetrics {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let get = Counter::get;
         let closed = |reason: CloseReason| get(&self.closed[reason as usize]);
         PoolMetrics {
             checkouts: get(&self.checkouts),
@@ -360,46 +351,37 @@ struct Checkout {
     warned: bool,
 }
 
-/// The connections checked out now, for the leak detector; striped by checkout id.
-pub(crate) struct Checkouts {
-    next: AtomicU64,
-    held: [Mutex<HashMap<u64, Checkout>>; STRIPES],
-}
+/// The connections checked out now, for the leak detector.
+pub(crate) struct Checkouts(Registry<Checkout>);
 
 impl Checkouts {
     pub(crate) fn new() -> Checkouts {
-        Checkouts { next: AtomicU64::new(0), held: std::array::from_fn(|_| Mutex::new(HashMap::new())) }
+        Checkouts(Registry::new())
     }
 
-    fn stripe(&self, id: u64) -> &Mutex<HashMap<u64, Checkout>> {
-        &self.held[usize::try_from(id).unwrap_or(0) % STRIPES]
+    pub(crate) fn insert(&self, at: Instant, location: &'static Location<'static>) -> Ticket {
+        self.0.insert(Checkout { at, location, thread: thread::current(), warned: false })
     }
 
-    pub(crate) fn insert(&self, at: Instant, location: &'static Location<'static>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let checkout = Checkout { at, location, thread: thread::current(), warned: false };
-        self.stripe(id).lock().unwrap_or_else(PoisonError::into_inner).insert(id, checkout);
-        id
-    }
-
-    pub(crate) fn remove(&self, id: u64) {
-        self.stripe(id).lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    pub(crate) fn remove(&self, ticket: Ticket) {
+        self.0.remove(ticket);
     }
 
     /// The connections held longer than `threshold` now, longest first.
     pub(crate) fn older_than(&self, threshold: Duration) -> Vec<Leak> {
         let now = Instant::now();
         let mut leaks = Vec::new();
-        for stripe in &self.held {
-            let held = stripe.lock().unwrap_or_else(PoisonError::into_inner);
-            leaks.extend(held.values().filter(|c| now.saturating_duration_since(c.at) >= threshold).map(
-                |c| Leak {
-                    held_for: now.saturating_duration_since(c.at),
+        self.0.retain(|c| {
+            let held_for = now.saturating_duration_since(c.at);
+            if held_for >= threshold {
+                leaks.push(Leak {
+                    held_for,
                     location: c.location.to_string(),
                     thread: c.thread.name().map(str::to_owned),
-                },
-            ));
-        }
+                });
+            }
+            true
+        });
         leaks.sort_by_key(|leak| std::cmp::Reverse(leak.held_for));
         leaks
     }
@@ -408,23 +390,22 @@ impl Checkouts {
     fn warn_older_than(&self, threshold: Duration) -> u64 {
         let now = Instant::now();
         let mut warned = 0;
-        for stripe in &self.held {
-            for checkout in stripe.lock().unwrap_or_else(PoisonError::into_inner).values_mut() {
-                let held = now.saturating_duration_since(checkout.at);
-                if !checkout.warned && held >= threshold {
-                    checkout.warned = true;
-                    warned += 1;
-                    log::warn!(
-                        "possible connection leak: a connection checked out at {} (thread {}) has been held \
-                         for {}ms, longer than DB_POOL_LEAK_THRESHOLD ({}ms); return it by dropping the handle",
-                        checkout.location,
-                        checkout.thread.name().unwrap_or("unnamed"),
-                        held.as_millis(),
-                        threshold.as_millis()
-                    );
-                }
+        self.0.retain(|checkout| {
+            let held = now.saturating_duration_since(checkout.at);
+            if !checkout.warned && held >= threshold {
+                checkout.warned = true;
+                warned += 1;
+                log::warn!(
+                    "possible connection leak: a connection checked out at {} (thread {}) has been held \
+                     for {}ms, longer than DB_POOL_LEAK_THRESHOLD ({}ms); return it by dropping the handle",
+                    checkout.location,
+                    checkout.thread.name().unwrap_or("unnamed"),
+                    held.as_millis(),
+                    threshold.as_millis()
+                );
             }
-        }
+            true
+        });
         warned
     }
 }
@@ -441,7 +422,7 @@ pub(crate) fn spawn_leak_detector(checkouts: Weak<Checkouts>, metrics: Weak<Metr
                 return false;
             };
             let warned = checkouts.warn_older_than(threshold);
-            metrics.leak_warnings.fetch_add(warned, Ordering::Relaxed);
+            metrics.leak_warnings.add(warned);
             true
         },
     );

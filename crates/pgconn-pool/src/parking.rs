@@ -11,9 +11,13 @@
 //!   at least 16) are all given, later threads share them.
 //! - A checkout that finds nothing in its slot takes a connection parked in another slot before it asks
 //!   r2d2 (so that a server starting a thread per request reuses what the last request's thread parked,
-//!   and r2d2 does not open more connections beside them), and again before it blocks; while any thread is
-//!   about to block, returned connections go to r2d2, not to a slot (both sides use sequentially
-//!   consistent counters, so a connection is never parked unseen by a waiter).
+//!   and r2d2 does not open more connections beside them), and again, looking at every slot, before it
+//!   blocks; while any thread is about to block, returned connections go to r2d2, not to a slot. A
+//!   connection is never parked unseen by a waiter: the waiter counts itself blocked before it looks in
+//!   the slots, the parker looks at that count after it filled its slot, and the slot's lock orders the
+//!   two (whichever takes it second sees the other's write).
+//! - Each slot has its cache line, and the count of parked connections is striped, so that a request
+//!   (take its own, park it again) writes no memory that other threads' requests write.
 //! - A connection parked for longer than [`PARK_LIMIT`] goes back to r2d2, whose idle timeout, maximum
 //!   age and `DB_POOL_MIN_IDLE` then apply as before; a parked connection is checked at checkout exactly
 //!   as one from r2d2 ([`crate::manager::check_out`]).
@@ -24,6 +28,7 @@ use std::sync::{Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::manager::Manager;
+use crate::stripes::{Counter, Padded};
 
 /// A connection parked longer than this goes back to r2d2's idle list.
 pub const PARK_LIMIT: Duration = Duration::from_secs(1);
@@ -44,9 +49,9 @@ pub(crate) struct Parking {
     id: usize,
     /// The next slot to give a thread that has none in this pool.
     next_slot: AtomicUsize,
-    slots: Box<[Mutex<Option<Parked>>]>,
+    slots: Box<[Padded<Mutex<Option<Parked>>>]>,
     /// Connections parked now.
-    parked: AtomicUsize,
+    parked: Counter,
     /// Threads that found no connection in their slot nor idle in r2d2, and will block unless they steal.
     blocked: AtomicUsize,
 }
@@ -71,8 +76,8 @@ impl Parking {
         Parking {
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
             next_slot: AtomicUsize::new(0),
-            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
-            parked: AtomicUsize::new(0),
+            slots: (0..slots).map(|_| Padded(Mutex::new(None))).collect(),
+            parked: Counter::default(),
             blocked: AtomicUsize::new(0),
         }
     }
@@ -94,12 +99,12 @@ impl Parking {
     }
 
     fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Parked>> {
-        self.slots[index % self.slots.len()].lock().unwrap_or_else(PoisonError::into_inner)
+        self.slots[index % self.slots.len()].0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Connections parked now.
     pub(crate) fn parked(&self) -> u32 {
-        u32::try_from(self.parked.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
+        u32::try_from(self.parked.get()).unwrap_or(u32::MAX)
     }
 
     /// The connection parked in this thread's slot, if any.
@@ -109,7 +114,7 @@ impl Parking {
 
     fn take(&self, index: usize) -> Option<Pooled> {
         let parked = self.slot(index).take()?;
-        self.parked.fetch_sub(1, Ordering::SeqCst);
+        self.parked.decr();
         Some(parked.conn)
     }
 
@@ -117,7 +122,7 @@ impl Parking {
     /// The caller must call [`Parking::unblock`] once it stops waiting, whatever happened.
     pub(crate) fn block_or_steal(&self) -> Option<Pooled> {
         self.blocked.fetch_add(1, Ordering::SeqCst);
-        self.steal()
+        self.search()
     }
 
     /// See [`Parking::block_or_steal`].
@@ -130,16 +135,22 @@ impl Parking {
     /// threads that are gone are reused at once, and r2d2 is not made to open more to keep
     /// `DB_POOL_MIN_IDLE` idle beside them.
     pub(crate) fn steal(&self) -> Option<Pooled> {
-        if self.parked.load(Ordering::SeqCst) == 0 {
+        // A hint, not a promise: a connection parked meanwhile is found by `block_or_steal`'s search.
+        if self.parked.get() == 0 {
             return None;
         }
+        self.search()
+    }
+
+    /// Every slot, this thread's first.
+    fn search(&self) -> Option<Pooled> {
         let start = self.thread_slot();
         (0..self.slots.len()).find_map(|i| self.take(start + i))
     }
 
     /// Parks `conn` for this thread, unless a thread is about to block (then it goes to r2d2, which wakes
     /// that thread). A connection parked earlier in the same slot goes to r2d2.
-    pub(crate) fn park(&self, conn: Pooled) {
+    pub(crate) fn park(&self, conn: Pooled, now: Instant) {
         if self.blocked.load(Ordering::SeqCst) > 0 {
             drop(conn);
             return;
@@ -147,9 +158,9 @@ impl Parking {
         let index = self.thread_slot();
         let previous = {
             let mut slot = self.slot(index);
-            let previous = slot.replace(Parked { conn, since: Instant::now() });
+            let previous = slot.replace(Parked { conn, since: now });
             if previous.is_none() {
-                self.parked.fetch_add(1, Ordering::SeqCst);
+                self.parked.incr();
             }
             previous
         };
@@ -173,7 +184,7 @@ impl Parking {
                 }
             };
             if stale.is_some() {
-                self.parked.fetch_sub(1, Ordering::SeqCst);
+                self.parked.decr();
                 drop(stale);
             }
         }

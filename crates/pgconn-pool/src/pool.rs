@@ -182,7 +182,7 @@ impl Pool {
     fn checkout(&self, location: &'static Location<'static>, timeout: Duration) -> Result<PooledConn, Error> {
         let shared = &self.shared;
         let started = Instant::now();
-        shared.metrics.waiting.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.waiting.incr();
         let result = match &shared.mode {
             Mode::Pooled(pool) => {
                 with_checkout_deadline(started + timeout, || self.fresh_get(pool, started, timeout))
@@ -203,13 +203,13 @@ impl Pool {
             Mode::PerRequest { manager, open } => manager.open().map(|mut conn| {
                 conn.close_as(CloseReason::PerRequest);
                 open.fetch_add(1, Ordering::Relaxed);
-                (Slot::Owned(conn), Instant::now())
+                (Slot::Owned(Box::new(conn)), Instant::now())
             }),
         };
-        shared.metrics.waiting.fetch_sub(1, Ordering::Relaxed);
+        shared.metrics.waiting.decr();
         match result {
             Ok((slot, now)) => {
-                shared.metrics.checkouts.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.checkouts.incr();
                 shared.metrics.checkout_wait.record(now - started);
                 let id = shared.settings.pool.leak_threshold.map(|_| shared.checkouts.insert(now, location));
                 Ok(PooledConn {
@@ -220,7 +220,7 @@ impl Pool {
                 })
             }
             Err(e) => {
-                shared.metrics.checkout_timeouts.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.checkout_timeouts.incr();
                 Err(e)
             }
         }
@@ -286,7 +286,7 @@ impl Pool {
     /// Open, idle and busy connections, and threads waiting, now.
     pub fn state(&self) -> PoolState {
         let max_size = self.shared.settings.pool.max_size;
-        let waiting = self.shared.metrics.waiting.load(Ordering::Relaxed);
+        let waiting = self.shared.metrics.waiting.get();
         match &self.shared.mode {
             Mode::Pooled(pool) => {
                 let state = pool.state();
@@ -332,7 +332,7 @@ impl Pool {
 
 enum Slot {
     Pooled(r2d2::PooledConnection<Manager>),
-    Owned(Conn),
+    Owned(Box<Conn>),
 }
 
 /// A checked-out connection. Dropping it returns the connection to the pool (or, when
@@ -346,7 +346,7 @@ pub struct PooledConn {
     slot: Option<Slot>,
     shared: Arc<Shared>,
     /// Its entry for the leak detector, when leak detection is on.
-    checkout_id: Option<u64>,
+    checkout_id: Option<crate::stripes::Ticket>,
     checked_out: Instant,
 }
 
@@ -398,21 +398,21 @@ impl PooledConn {
         self.run_on(sql, |conn| {
             let param_types: Vec<Type> = typed.iter().map(|(_, ty)| ty.clone()).collect();
             let (lookup, evicted) = conn.statements.lookup(sql, &param_types);
-            metrics.statement_evictions.fetch_add(evicted.prepared, Ordering::Relaxed);
+            metrics.statement_evictions.add(evicted.prepared);
             let statement = match lookup {
                 Lookup::Unnamed => {
-                    metrics.statement_misses.fetch_add(1, Ordering::Relaxed);
+                    metrics.statement_misses.incr();
                     return unnamed(conn.client(), &typed);
                 }
                 Lookup::Prepare => {
-                    metrics.statement_misses.fetch_add(1, Ordering::Relaxed);
+                    metrics.statement_misses.incr();
                     let statement = conn.client().prepare_typed(sql, &param_types)?;
-                    metrics.statements_prepared.fetch_add(1, Ordering::Relaxed);
+                    metrics.statements_prepared.incr();
                     conn.statements.store(sql, &param_types, statement.clone());
                     statement
                 }
                 Lookup::Prepared(statement) => {
-                    metrics.statement_hits.fetch_add(1, Ordering::Relaxed);
+                    metrics.statement_hits.incr();
                     statement
                 }
             };
@@ -420,7 +420,7 @@ impl PooledConn {
             match named(conn.client(), &statement, &values) {
                 Err(e) if crate::cache::is_stale(&e) => {
                     conn.statements.forget(sql, &param_types);
-                    metrics.statement_invalidations.fetch_add(1, Ordering::Relaxed);
+                    metrics.statement_invalidations.incr();
                     // In a transaction the error aborted it: a retry would only meet 25P02. (After the
                     // client() escape hatch the status is unknown: retried, as it most likely is none.)
                     if matches!(conn.tx, TxStatus::Idle | TxStatus::Unknown) {
@@ -446,7 +446,7 @@ impl PooledConn {
         // text and connection (a scan of the text), then remembered.
         let analysis = self.conn().analysis(sql, transaction_mode);
         if let Some((what, instead)) = analysis.mistake {
-            self.shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.query_errors.incr();
             return Err(Error::TransactionMode { what, pool_mode: pool_mode.as_str(), instead });
         }
         let effect = &analysis.effect;
@@ -455,20 +455,20 @@ impl PooledConn {
         let started = Instant::now();
         let conn = self.conn();
         let (result, expired) = bounded(conn, &shared.deadlines, timeout.map(|t| started + t), f);
-        shared.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.queries.incr();
         shared.metrics.query_time.record(started.elapsed());
         conn.dirty |= effect.changes_session;
         if effect.drops_prepared {
             conn.statements.clear();
         }
         if expired {
-            shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.query_errors.incr();
             conn.close_as(CloseReason::Broken);
             return Err(Error::QueryTimeout { timeout: timeout.unwrap_or_default() });
         }
         conn.tx = conn.tx.after(effect, result.is_ok());
         result.map_err(|e| {
-            shared.metrics.query_errors.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.query_errors.incr();
             let error = Error::from_query(e, conn.client().is_closed());
             if error.breaks_connection() {
                 conn.close_as(CloseReason::Broken);
@@ -625,7 +625,7 @@ impl Drop for PooledConn {
             let keep = !std::thread::panicking() && !self.conn_ref().closing_or_expired(now);
             if keep && let Some(Slot::Pooled(mut conn)) = self.slot.take() {
                 conn.mark_returned(now);
-                parking.park(conn);
+                parking.park(conn, now);
                 return;
             }
         }
@@ -667,14 +667,14 @@ impl PooledConn {
                     return;
                 }
                 if rollback {
-                    shared.metrics.reset_transaction.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.reset_transaction.incr();
                 }
                 if discard {
                     // DISCARD ALL deallocated the statements the driver prepared to look types up, and
                     // the cached ones.
                     conn.client().clear_type_cache();
                     conn.statements.clear();
-                    shared.metrics.reset_session.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.reset_session.incr();
                 }
                 conn.tx = TxStatus::Idle;
                 conn.dirty = false;
