@@ -17,6 +17,7 @@ mod demo;
 mod monitor_task;
 mod process;
 mod scale;
+mod soak;
 mod test_task;
 
 use std::ffi::OsString;
@@ -40,6 +41,11 @@ tasks:
   monitor [ARGS...]           `pgconn monitor ARGS` against DATABASE_URL, or the development database
   bench [--quick]             every performance figure side by side; writes docs/benchmarks.md (--quick: under 2 min)
   scale [--quick]             connect-per-request vs PgBouncer at 150 / 1000 / 5000 clients on max_connections = 100
+  soak [--minutes N] [--clients C] [--seed S]
+                              both tiers under load for N minutes (default 10) with PostgreSQL and PgBouncer
+                              restarts, terminated backends and (as root) network blackholes at random; fails
+                              when a request outlives its bound, a tier does not recover, or fds, threads or
+                              memory grow
 ";
 
 fn main() -> ExitCode {
@@ -77,6 +83,7 @@ fn run(args: &[String]) -> Result<u8> {
         "monitor" => monitor_task::run(rest),
         "scale" => scale::run(rest),
         "bench" => bench::run(rest),
+        "soak" => soak::run(rest),
         _ => {
             eprintln!("xtask: unknown task `{}`\n", args.join(" "));
             eprint!("{TASKS}");

@@ -1,6 +1,7 @@
 //! `pgconn load`: N request-handler threads driving the pool exactly as a thread-per-request server does.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,6 +59,11 @@ pub(crate) struct LoadArgs {
     /// Measure the checkout alone: check out and return, no query.
     #[arg(long)]
     checkout_only: bool,
+    /// Every this many seconds, a sample of the interval: requests, errors by kind, the slowest request,
+    /// the pool, and this process's file descriptors, memory and threads (for long runs and soak tests).
+    /// With --json the output becomes JSON Lines: one `{"sample": ...}` per interval, then the report.
+    #[arg(long, value_name = "SECONDS")]
+    report_every: Option<f64>,
 }
 
 /// How much work: a number of requests, or until a deadline.
@@ -73,6 +79,8 @@ struct ThreadResult {
     /// (ok, errors) per second of the run.
     timeline: Vec<(u64, u64)>,
     errors: BTreeMap<ErrorKind, u64>,
+    /// The first error of each kind, in words.
+    examples: BTreeMap<ErrorKind, String>,
     ok: u64,
 }
 
@@ -82,6 +90,12 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         && !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0)
     {
         eprintln!("--duration must be a number of seconds above 0 and at most 86400, got {seconds}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    if let Some(seconds) = args.report_every
+        && !(seconds.is_finite() && (0.1..=3600.0).contains(&seconds))
+    {
+        eprintln!("--report-every must be a number of seconds from 0.1 to 3600, got {seconds}");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     if !(args.warmup.is_finite() && (0.0..=3600.0).contains(&args.warmup)) {
@@ -104,7 +118,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let clients = args.clients as usize;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let claimed = Arc::new(AtomicU64::new(0));
-    let progress = Progress::new(std::io::stderr().is_terminal() && !args.json);
+    let progress = Progress::new(std::io::stderr().is_terminal() && !args.json, args.report_every.is_some());
     let mut handles = Vec::with_capacity(clients);
     let query: Arc<str> = Arc::from(args.query.as_str());
     // The budget's clock starts when every thread is ready.
@@ -135,7 +149,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
                 let &(start, budget) = start_slot.get().expect("set before the barrier opens");
                 if let Some(Err(e)) = &dedicated {
                     // No connection of its own: this client is one failure, not a loop of them.
-                    return ThreadResult::failed_to_connect(e.kind());
+                    return ThreadResult::failed_to_connect(e);
                 }
                 let mut request = |sql: &str| -> Result<(), pgconn_pool::Error> {
                     match &mut dedicated {
@@ -166,15 +180,24 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let _ = start_slot.set((start, budget));
     barrier.wait();
     let reporter = progress.spawn_reporter(start);
+    let sampler = args
+        .report_every
+        .map(|seconds| progress.spawn_sampler(&pool, start, Duration::from_secs_f64(seconds), args.json));
     let results: Vec<ThreadResult> =
         handles.into_iter().map(|h| h.join().expect("request threads do not panic")).collect();
     let elapsed = start.elapsed();
     progress.stop(reporter);
+    if let Some(sampler) = sampler.flatten() {
+        let _ = sampler.join();
+    }
 
     let mut report = Report::new(&settings, args, &results, elapsed, pool.metrics(), pool.state());
     // While the pool still holds its connections.
     report.process = ProcessSample::now();
-    if args.json {
+    if args.json && args.report_every.is_some() {
+        // JSON Lines: the report is the last line.
+        println!("{}", serde_json::to_string(&report)?);
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.text());
@@ -208,13 +231,15 @@ impl ThreadResult {
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
             timeline: Vec::new(),
             errors: BTreeMap::new(),
+            examples: BTreeMap::new(),
             ok: 0,
         }
     }
 
-    fn failed_to_connect(kind: ErrorKind) -> ThreadResult {
+    fn failed_to_connect(error: &pgconn_pool::Error) -> ThreadResult {
         let mut result = ThreadResult::empty();
-        result.errors.insert(kind, 1);
+        result.errors.insert(error.kind(), 1);
+        result.examples.insert(error.kind(), error.with_cause());
         result.timeline.push((0, 1));
         result
     }
@@ -245,6 +270,7 @@ fn request_loop(
         let outcome = request(query);
         let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
         result.latency.saturating_record(micros);
+        progress.slowest(micros);
         let second = usize::try_from((began - start).as_secs()).unwrap_or(usize::MAX - 1);
         if result.timeline.len() <= second {
             result.timeline.resize(second + 1, (0, 0));
@@ -253,12 +279,13 @@ fn request_loop(
             Ok(()) => {
                 result.ok += 1;
                 result.timeline[second].0 += 1;
-                progress.count(true);
+                progress.count(None);
             }
             Err(e) => {
                 *result.errors.entry(e.kind()).or_default() += 1;
+                result.examples.entry(e.kind()).or_insert_with(|| e.with_cause());
                 result.timeline[second].1 += 1;
-                progress.count(false);
+                progress.count(Some(e.kind()));
                 log::debug!("request failed: {}", e.with_cause());
             }
         }
@@ -266,31 +293,85 @@ fn request_loop(
     result
 }
 
-/// The live progress line, on a terminal only.
+/// What the request threads count as they go, for the live progress line (on a terminal) and the
+/// interval samples (`--report-every`); off otherwise, so that a benchmark's threads share no counter.
 #[derive(Clone)]
-struct Progress(Option<Arc<(AtomicU64, AtomicU64, AtomicBool)>>);
+struct Progress(Option<Arc<Live>>);
+
+struct Live {
+    ok: AtomicU64,
+    /// By [`ErrorKind::ALL`]'s order.
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+    /// The slowest request since the sampler last looked, in microseconds.
+    slowest: AtomicU64,
+    /// The progress line is on.
+    line: bool,
+    done: AtomicBool,
+}
+
+impl Live {
+    fn errors(&self) -> u64 {
+        self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// One interval of `--report-every`: the keys are an interface (docs/cli.md).
+#[derive(Serialize)]
+struct Sample {
+    /// Seconds since the measurement started, at the end of the interval.
+    t_s: f64,
+    interval_s: f64,
+    requests: u64,
+    ok: u64,
+    errors: u64,
+    /// The kinds seen in the interval, with their counts.
+    error_kinds: BTreeMap<&'static str, u64>,
+    /// The slowest request that ended in the interval.
+    max_latency_ms: f64,
+    pool: PoolState,
+    process: Option<ProcessSample>,
+}
 
 impl Progress {
-    fn new(enabled: bool) -> Progress {
-        Progress(enabled.then(|| Arc::new((AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false)))))
+    fn new(line: bool, samples: bool) -> Progress {
+        Progress((line || samples).then(|| {
+            Arc::new(Live {
+                ok: AtomicU64::new(0),
+                errors: std::array::from_fn(|_| AtomicU64::new(0)),
+                slowest: AtomicU64::new(0),
+                line,
+                done: AtomicBool::new(false),
+            })
+        }))
     }
 
-    fn count(&self, ok: bool) {
-        if let Some(counters) = &self.0 {
-            if ok { &counters.0 } else { &counters.1 }.fetch_add(1, Ordering::Relaxed);
+    fn count(&self, error: Option<ErrorKind>) {
+        if let Some(live) = &self.0 {
+            match error {
+                None => live.ok.fetch_add(1, Ordering::Relaxed),
+                Some(kind) => {
+                    let index = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+                    live.errors[index].fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+
+    fn slowest(&self, micros: u64) {
+        if let Some(live) = &self.0 {
+            live.slowest.fetch_max(micros, Ordering::Relaxed);
         }
     }
 
     fn spawn_reporter(&self, start: Instant) -> Option<thread::JoinHandle<()>> {
-        let counters = Arc::clone(self.0.as_ref()?);
+        let live = Arc::clone(self.0.as_ref().filter(|live| live.line)?);
         thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
                 let mut last = (Instant::now(), 0);
-                while !counters.2.load(Ordering::Relaxed) {
+                while !live.done.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(250));
-                    let (ok, errors) =
-                        (counters.0.load(Ordering::Relaxed), counters.1.load(Ordering::Relaxed));
+                    let (ok, errors) = (live.ok.load(Ordering::Relaxed), live.errors());
                     let now = Instant::now();
                     let rate = rate(ok + errors - last.1, now - last.0);
                     if now - last.0 >= Duration::from_secs(1) {
@@ -306,14 +387,99 @@ impl Progress {
             .ok()
     }
 
+    /// Prints a [`Sample`] every `every` from `start` until [`Progress::stop`], then one for the last
+    /// part of an interval.
+    fn spawn_sampler(
+        &self,
+        pool: &Pool,
+        start: Instant,
+        every: Duration,
+        json: bool,
+    ) -> Option<thread::JoinHandle<()>> {
+        let live = Arc::clone(self.0.as_ref()?);
+        let pool = pool.clone();
+        thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || {
+                // Counted from the end of the warm-up: what the threads counted before is not sampled.
+                let mut last: Option<(Instant, u64, [u64; ErrorKind::ALL.len()])> = None;
+                let mut next = start;
+                loop {
+                    let done = live.done.load(Ordering::Relaxed);
+                    let now = Instant::now();
+                    if !done && now < next {
+                        thread::sleep((next - now).min(Duration::from_millis(100)));
+                        continue;
+                    }
+                    next += every;
+                    let ok = live.ok.load(Ordering::Relaxed);
+                    let errors: [u64; ErrorKind::ALL.len()] =
+                        std::array::from_fn(|i| live.errors[i].load(Ordering::Relaxed));
+                    let slowest = live.slowest.swap(0, Ordering::Relaxed);
+                    if let Some((at, ok_before, errors_before)) = last {
+                        let error_kinds: BTreeMap<&'static str, u64> = ErrorKind::ALL
+                            .iter()
+                            .enumerate()
+                            .filter(|&(i, _)| errors[i] > errors_before[i])
+                            .map(|(i, kind)| (kind.as_str(), errors[i] - errors_before[i]))
+                            .collect();
+                        let failed = error_kinds.values().sum::<u64>();
+                        #[allow(clippy::cast_precision_loss)] // microseconds far below 2^52
+                        let sample = Sample {
+                            t_s: now.saturating_duration_since(start).as_secs_f64(),
+                            interval_s: now.saturating_duration_since(at).as_secs_f64(),
+                            requests: ok - ok_before + failed,
+                            ok: ok - ok_before,
+                            errors: failed,
+                            error_kinds,
+                            max_latency_ms: slowest as f64 / 1000.0,
+                            pool: pool.state(),
+                            process: ProcessSample::now(),
+                        };
+                        print_sample(&sample, json);
+                    }
+                    last = Some((now, ok, errors));
+                    if done {
+                        return;
+                    }
+                }
+            })
+            .ok()
+    }
+
     fn stop(&self, reporter: Option<thread::JoinHandle<()>>) {
-        if let Some(counters) = &self.0 {
-            counters.2.store(true, Ordering::Relaxed);
+        if let Some(live) = &self.0 {
+            live.done.store(true, Ordering::Relaxed);
         }
         if let Some(reporter) = reporter {
             let _ = reporter.join();
         }
     }
+}
+
+fn print_sample(sample: &Sample, json: bool) {
+    if json {
+        if let Ok(line) = serde_json::to_string(&serde_json::json!({ "sample": sample })) {
+            println!("{line}");
+        }
+        return;
+    }
+    let kinds: Vec<String> = sample.error_kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let process = sample
+        .process
+        .as_ref()
+        .map_or(String::new(), |p| format!("  fds {}  rss {} kB  threads {}", p.fds, p.rss_kb, p.threads));
+    println!(
+        "{:>7.1}s  {} ok  {} errors{}  slowest {:.1}ms  pool {}/{} in use{}",
+        sample.t_s,
+        sample.ok,
+        sample.errors,
+        if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) },
+        sample.max_latency_ms,
+        sample.pool.in_use,
+        sample.pool.size,
+        process
+    );
 }
 
 #[allow(clippy::cast_precision_loss)] // request counts far below 2^52
@@ -338,6 +504,8 @@ struct Report {
     ok: u64,
     errors: u64,
     error_kinds: BTreeMap<&'static str, u64>,
+    /// The first error of each kind seen, in words (kinds not seen are absent).
+    error_examples: BTreeMap<&'static str, String>,
     elapsed_s: f64,
     throughput_rps: f64,
     latency_ms: Quantiles,
@@ -396,12 +564,16 @@ impl Report {
         let mut error_kinds: BTreeMap<&'static str, u64> =
             ErrorKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
         let mut timeline: Vec<TimelineEntry> = Vec::new();
+        let mut error_examples = BTreeMap::new();
         let mut ok = 0;
         for result in results {
             latency.add(&result.latency).expect("same bounds");
             ok += result.ok;
             for (kind, count) in &result.errors {
                 *error_kinds.entry(kind.as_str()).or_default() += count;
+            }
+            for (kind, example) in &result.examples {
+                error_examples.entry(kind.as_str()).or_insert_with(|| example.clone());
             }
             for (second, &(ok, errors)) in result.timeline.iter().enumerate() {
                 if timeline.len() <= second {
@@ -433,6 +605,7 @@ impl Report {
             ok,
             errors,
             error_kinds,
+            error_examples,
             elapsed_s: elapsed.as_secs_f64(),
             throughput_rps: rate(ok + errors, elapsed),
             latency_ms: pgconn_pool::quantiles(&latency),
@@ -449,6 +622,10 @@ impl Report {
         let l = &self.latency_ms;
         let w = &self.checkout_wait_ms;
         let m = &self.pool.metrics;
+        let mut examples = String::new();
+        for (kind, message) in &self.error_examples {
+            let _ = writeln!(examples, "first error     {kind}: {message}");
+        }
         format!(
             "strategy        {} ({})\n\
              clients         {}\n\
@@ -457,7 +634,7 @@ impl Report {
              throughput      {:.0} requests/s\n\
              latency         p50 {:.3}ms  p95 {:.3}ms  p99 {:.3}ms  max {:.3}ms\n\
              checkout wait   p50 {:.3}ms  p99 {:.3}ms\n\
-             pool            size {} (max {}), opened {}, closed {}, validations {} (skipped {})\n",
+             pool            size {} (max {}), opened {}, closed {}, validations {} (skipped {})\n{}",
             self.strategy,
             match (self.baseline, self.persistent) {
                 ("dedicated", _) => "dedicated connection per thread, no pool",
@@ -487,6 +664,7 @@ impl Report {
             m.connections_closed.total(),
             m.validations,
             m.validations_skipped,
+            examples,
         )
     }
 }

@@ -656,15 +656,30 @@ impl Cluster {
     /// `CREATE ROLE pgconn_app ...` and `CREATE DATABASE pgconn_test ...` through psql as the superuser.
     fn create_role_and_database(&self) -> Result<()> {
         self.check_interrupted()?;
-        // On stdin rather than `-c`, so the password does not show in `ps`.
         let sql = format!(
             "CREATE ROLE {APP_USER} LOGIN PASSWORD '{}';\nCREATE DATABASE {DATABASE} OWNER {APP_USER};\n",
             self.info.password
         );
+        self.psql_in("postgres", &sql)
+            .map(drop)
+            .with_context(|| format!("creating role {APP_USER} and database {DATABASE} failed"))
+    }
+
+    /// Runs `sql` through psql as the superuser in the test database (stopping at the first error); returns
+    /// what it printed, unaligned and without headers.
+    ///
+    /// # Errors
+    /// When psql cannot run or a statement fails: with psql's message.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        self.psql_in(DATABASE, sql)
+    }
+
+    fn psql_in(&self, database: &str, sql: &str) -> Result<String> {
+        // On stdin rather than `-c`, so that a password in it does not show in `ps`.
         let mut child = Command::new(self.info.bindir.join("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
             .arg(self.info.port.to_string())
-            .args(["-U", ADMIN_USER, "-d", "postgres"])
+            .args(["-U", ADMIN_USER, "-d", database])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -678,13 +693,9 @@ impl Cluster {
             .context("cannot write to psql")?;
         let out = child.wait_with_output().context("cannot wait for psql")?;
         if !out.status.success() {
-            bail!(
-                "creating role {APP_USER} and database {DATABASE} failed ({}):\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim_end()
-            );
+            bail!("psql failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr).trim_end());
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Two append handles on `postgres.log`, for a child's stdout and stderr.
@@ -903,15 +914,9 @@ fn password() -> Result<String> {
 
 /// Percent-encodes every byte except the URL-unreserved `A-Z a-z 0-9 - . _ ~`.
 pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &byte in text.as_bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
+    const RESERVED: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
 /// Whether `pid` is a live (not zombie) `postgres` process whose command line names `data_dir`: the only
