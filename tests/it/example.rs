@@ -1,4 +1,4 @@
-//! The example server (`crates/pgconn-pool/examples/thread_per_request.rs`), run as a user runs it: a
+//! The example server (`crates/pgconn-example`, the binary `thread_per_request`), run as a user runs it: a
 //! process configured by the environment, answering HTTP. `cargo xtask test` builds it and exports its
 //! path as `PGCONN_TEST_EXAMPLE_BIN`.
 
@@ -82,14 +82,31 @@ struct Answer {
     body: String,
 }
 
-/// Sends `request` as it is on a new connection and reads the answer to the end.
+/// Sends `request` as it is on a new connection and reads one answer: its head, then `Content-Length`
+/// bytes of body (the server keeps the connection open for a next request), or to the end when the answer
+/// has no length (then the server closes).
 fn send(server: &Server, request: &str) -> Answer {
     let mut stream = TcpStream::connect(server.address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    send_on(&mut stream, request)
+}
+
+/// Sends `request` on `stream` and reads one answer (see [`send`]).
+fn send_on(stream: &mut TcpStream, request: &str) -> Answer {
     stream.write_all(request.as_bytes()).unwrap();
     let mut bytes = Vec::new();
     let mut chunk = [0; 4096];
     loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+            });
+            if length.is_some_and(|length| bytes.len() >= end + 4 + length) {
+                break;
+            }
+        }
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => bytes.extend_from_slice(&chunk[..n]),
@@ -101,10 +118,15 @@ fn send(server: &Server, request: &str) -> Answer {
     let response = String::from_utf8(bytes).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head end: {response:?}"));
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let content_type =
-        head.lines().find_map(|line| line.strip_prefix("Content-Type: ")).unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        head.lines().find_map(|line| {
+            let (field, value) = line.split_once(':')?;
+            field.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    };
+    let content_type = header("content-type").unwrap_or_default();
     let length: usize =
-        head.lines().find_map(|line| line.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        header("content-length").unwrap_or_else(|| panic!("no Content-Length: {head}")).parse().unwrap();
     assert_eq!(length, body.len(), "Content-Length matches the body");
     Answer { code, content_type, body: body.to_owned() }
 }
@@ -119,6 +141,7 @@ fn check_json(server: &Server, target: &str, code: u16) -> serde_json::Value {
     let answer = get(server, target);
     assert_eq!(answer.code, code, "GET {target}: {}", answer.body);
     assert_eq!(answer.content_type, "application/json", "GET {target}");
+    pgconn_tests::assert_no_duplicate_keys(&answer.body);
     serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("GET {target}: {e}: {}", answer.body))
 }
 
@@ -169,6 +192,25 @@ fn check_serves_queries_health_and_metrics(env: &[(&str, &str)]) {
     // A head longer than 8 KiB is refused rather than read without end.
     let long = format!("GET / HTTP/1.1\r\nX-Filler: {}\r\n\r\n", "x".repeat(9000));
     assert_eq!(send(&server, &long).code, 400);
+}
+
+#[test]
+fn the_example_server_keeps_a_connection_open_for_the_next_request() {
+    let server = start(&[("DATABASE_URL", &database_url())]).unwrap();
+    let mut stream = TcpStream::connect(server.address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let request = "GET /?sleep_ms=1 HTTP/1.1\r\nHost: test\r\n\r\n";
+    let pids: Vec<serde_json::Value> = (0..3)
+        .map(|_| {
+            let answer = send_on(&mut stream, request);
+            assert_eq!(answer.code, 200, "{}", answer.body);
+            serde_json::from_str::<serde_json::Value>(&answer.body).unwrap()["backend_pid"].clone()
+        })
+        .collect();
+    assert!(pids.iter().all(|pid| pid.as_i64().is_some_and(|pid| pid > 0)), "{pids:?}");
+    // HTTP/1.1 keep-alive: three answers on one connection, and it is still open.
+    let answer = send_on(&mut stream, "GET /health/live HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    assert_eq!(answer.code, 200);
 }
 
 #[test]

@@ -11,5 +11,6 @@ mod monitor;
 mod network;
 mod pgbouncer;
 mod pool;
+mod sql_types;
 mod statement_cache;
 mod tls;

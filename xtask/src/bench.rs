@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use pgconn_testkit::{PgBouncerInfo, signal};
-use serde_json::Value;
 
 use crate::process;
+use crate::reports::{self, LoadOutput};
 
 /// A contender: its name, extra environment, extra `pgconn load` arguments, and whether it goes through
 /// PgBouncer.
@@ -67,31 +67,32 @@ impl Bench {
         signal::raise_nofile_limit(&mut cmd);
         let command = format!("{} pgconn load {}", shown.join(" "), args.join(" ")).trim().to_owned();
         eprintln!("xtask: bench: {command}");
-        self.commands.push(command);
+        self.commands.push(command.clone());
         let output = cmd.output().context("cannot run pgconn load")?;
-        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-        let kinds: Vec<String> = report["error_kinds"]
-            .as_object()
-            .map(|kinds| {
-                kinds
-                    .iter()
-                    .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&output.stdout);
+        let report = match reports::parse::<LoadOutput>(&text, &format!("`{command}`"))? {
+            LoadOutput::Report(report) => report,
+            LoadOutput::Failed { error } => {
+                return Ok(Cell {
+                    errors: 1,
+                    kinds: format!("cannot build the pool: {} ({})", error.kind, error.message),
+                    ..Cell::default()
+                });
+            }
+        };
+        let process = report.process;
         Ok(Cell {
-            rps: report["throughput_rps"].as_f64().unwrap_or(0.0),
-            p50: report["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-            p99: report["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
-            mean: report["latency_ms"]["mean"].as_f64().unwrap_or(0.0),
-            requests: report["requests"].as_u64().unwrap_or(0),
-            errors: report["errors"].as_u64().unwrap_or(0),
-            kinds: if report.is_null() { "no report".into() } else { kinds.join(", ") },
-            size: report["pool"]["size"].as_u64().unwrap_or(0),
-            fds: report["process"]["fds"].as_u64().unwrap_or(0),
-            rss_kb: report["process"]["rss_kb"].as_u64().unwrap_or(0),
-            threads: report["process"]["threads"].as_u64().unwrap_or(0),
+            rps: report.throughput_rps,
+            p50: report.latency_ms.p50,
+            p99: report.latency_ms.p99,
+            mean: report.latency_ms.mean,
+            requests: report.requests,
+            errors: report.errors,
+            kinds: report.kinds_seen(),
+            size: u64::from(report.pool.size),
+            fds: process.map_or(0, |p| p.fds),
+            rss_kb: process.map_or(0, |p| p.rss_kb),
+            threads: process.map_or(0, |p| p.threads),
         })
     }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask demo [--clients N] [--seconds S]`: the example server
-//! (`crates/pgconn-pool/examples/thread_per_request.rs`) under load, connecting per request, pooled, and
+//! (`crates/pgconn-example`, the binary `thread_per_request`) under load, connecting per request, pooled, and
 //! through PgBouncer, side by side.
 //!
 //! Without `DATABASE_URL`, it starts its own PostgreSQL with `max_connections = 40` (3 of them reserved
@@ -31,6 +31,7 @@ use anyhow::{Context as _, Result, bail};
 use pgconn_testkit::{Cluster, GuardedChild, Interrupted, PgBouncer, StopStep, libc, signal};
 
 use crate::process;
+use crate::reports::{self, Health, MonitorLine};
 
 /// The throwaway server's `max_connections`: low, so that connecting per request runs out of slots.
 const MAX_CONNECTIONS: u32 = 40;
@@ -180,21 +181,7 @@ fn non_empty_var(name: &str) -> Option<String> {
 
 /// Builds the example server in the release profile; returns its path.
 fn build_example() -> Result<PathBuf> {
-    eprintln!("xtask: cargo build --release -p pgconn-pool --example thread_per_request");
-    let mut cmd = Command::new(crate::cargo());
-    cmd.args(["build", "--release", "--package", "pgconn-pool", "--example", "thread_per_request"])
-        .current_dir(crate::workspace_root());
-    let status = process::run(&mut cmd, "cargo build --example thread_per_request")?;
-    if !status.success() {
-        bail!("cargo build --release -p pgconn-pool --example thread_per_request failed ({status})");
-    }
-    // Beside `target/debug/pgconn`, in the same target directory.
-    let target = crate::pgconn_bin().parent().and_then(Path::parent).map(Path::to_path_buf);
-    let bin = target.unwrap_or_default().join("release").join("examples").join("thread_per_request");
-    if !bin.is_file() {
-        bail!("the build succeeded but {} does not exist", bin.display());
-    }
-    Ok(bin)
+    crate::build_bin("pgconn-example", "thread_per_request", true)
 }
 
 /// Starts the example server with `env`, loads it for `seconds` while printing a line a second, stops it.
@@ -328,11 +315,10 @@ fn load(address: SocketAddr, deadline: Instant, progress: &Progress) -> Outcome 
         progress.requests.fetch_add(1, Ordering::Relaxed);
         let error = match result {
             Ok((200, _)) => None,
+            // A 503 names its kind; any other answer (not JSON) is counted by its status.
             Ok((code, body)) => Some(
-                serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"]["kind"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| format!("http {code}")),
+                serde_json::from_str::<reports::ErrorAnswer>(&body)
+                    .map_or_else(|_| format!("http {code}"), |answer| answer.error.kind),
             ),
             Err(e) => Some(format!("client: {}", e.kind())),
         };
@@ -373,15 +359,12 @@ fn live_line(started: Instant, progress: &Progress, monitor: &Monitor, address: 
         None => "server ?".to_owned(),
     };
     let pool = match get(address, "/health", Duration::from_secs(2)) {
-        Ok((code, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
-            Ok(report) => format!(
+        Ok((code, body)) => match reports::parse::<Health>(&body, "/health") {
+            Ok(health) => format!(
                 "pool {} open, {} in use, {} waiting | /health {code} {}",
-                report["pool"]["size"],
-                report["pool"]["in_use"],
-                report["pool"]["waiting"],
-                report["status"].as_str().unwrap_or("?")
+                health.pool.size, health.pool.in_use, health.pool.waiting, health.status
             ),
-            Err(_) => format!("/health {code}"),
+            Err(e) => format!("/health {code}: {e:#}"),
         },
         Err(e) => format!("/health: {e}"),
     };
@@ -420,9 +403,14 @@ impl Monitor {
         let shared = Arc::clone(&state);
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let Ok(report) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-                let number = |key: &str| report[key].as_u64().and_then(|n| u32::try_from(n).ok());
-                if let (Some(used), Some(max)) = (number("server_connections"), number("max_connections")) {
+                let report = match reports::parse::<MonitorLine>(&line, "a line of `pgconn monitor --json`") {
+                    Ok(report) => report,
+                    Err(e) => {
+                        eprintln!("xtask: demo: {e:#}");
+                        continue;
+                    }
+                };
+                if let (Some(used), Some(max)) = (report.server_connections, report.max_connections) {
                     let mut state = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     state.latest = Some((used, max));
                     state.peak = Some(state.peak.map_or(used, |peak| peak.max(used)));

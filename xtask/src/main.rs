@@ -16,6 +16,7 @@ mod db;
 mod demo;
 mod monitor_task;
 mod process;
+mod reports;
 mod scale;
 mod soak;
 mod test_task;
@@ -24,7 +25,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use pgconn_testkit::Interrupted;
 
 const TASKS: &str = "\
@@ -125,30 +126,46 @@ pub(crate) fn build_pgconn_release() -> Result<PathBuf> {
 }
 
 fn build_pgconn_profile(release: bool) -> Result<PathBuf> {
-    eprintln!("xtask: cargo build -p pgconn-cli{}", if release { " --release" } else { "" });
+    build_bin("pgconn-cli", "pgconn", release).context(
+        "`pgconn` is needed: its `pgconn pgbouncer-ini` renders PgBouncer's configuration, and the \
+         benchmarks and the demo run it",
+    )
+}
+
+/// Builds the binary `bin` of `package` (`--release` or debug) and returns the path of the executable, as
+/// cargo reports it (`--message-format=json`): right whatever the target directory or profile settings.
+pub(crate) fn build_bin(package: &str, bin: &str, release: bool) -> Result<PathBuf> {
+    let profile = if release { " --release" } else { "" };
+    let what = format!("cargo build -p {package} --bin {bin}{profile}");
+    eprintln!("xtask: {what}");
+    // Cargo's messages go to a file: through a pipe they could fill it while `process::run` polls.
+    let messages = std::env::temp_dir().join(format!("xtask-build-{bin}-{}.json", std::process::id()));
+    let file =
+        std::fs::File::create(&messages).with_context(|| format!("cannot create {}", messages.display()))?;
     let mut cmd = Command::new(cargo());
-    cmd.args(["build", "--package", "pgconn-cli"]).current_dir(workspace_root());
+    cmd.args(["build", "--package", package, "--bin", bin, "--message-format=json-render-diagnostics"])
+        .current_dir(workspace_root())
+        .stdout(file);
     if release {
         cmd.arg("--release");
     }
-    let status = process::run(&mut cmd, "cargo build -p pgconn-cli")?;
+    let status = process::run(&mut cmd, &what);
+    let text = std::fs::read_to_string(&messages);
+    let _ = std::fs::remove_file(&messages);
+    let status = status?;
     if !status.success() {
-        bail!(
-            "cargo build -p pgconn-cli failed ({status}); its `pgconn pgbouncer-ini` renders PgBouncer's \
-             configuration"
-        );
+        bail!("{what} failed ({status})");
     }
-    let bin = if release {
-        pgconn_bin().with_file_name("").parent().map_or_else(pgconn_bin, |t| t.join("release").join("pgconn"))
-    } else {
-        pgconn_bin()
-    };
-    if !bin.is_file() {
-        bail!(
-            "cargo build -p pgconn-cli succeeded but {} does not exist; if a cargo configuration sets \
-             build.target-dir, set CARGO_TARGET_DIR to the same directory",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    let text = text.with_context(|| format!("cannot read cargo's messages from {}", messages.display()))?;
+    executable_of(&text, bin).with_context(|| format!("{what} succeeded but named no executable `{bin}`"))
+}
+
+/// The executable of the binary target `bin` in cargo's JSON messages.
+fn executable_of(messages: &str, bin: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
+        .filter(|m| m["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "bin")))
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
 }

@@ -26,6 +26,7 @@ use anyhow::{Context as _, Result, bail};
 use pgconn_testkit::{Cluster, GuardedChild, PgBouncer, ShutdownMode, StopStep, libc};
 
 use crate::process;
+use crate::reports::{self, LoadLine, LoadReport, ProcessSample, Sample};
 
 const USAGE: &str = "usage: cargo xtask soak [--minutes N] [--clients C] [--seed S]";
 
@@ -134,83 +135,18 @@ fn blackholes_unavailable() -> Option<String> {
     }
 }
 
-/// One interval of one load, from `pgconn load --report-every`.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct Sample {
-    t_s: f64,
-    interval_s: f64,
-    requests: u64,
-    ok: u64,
-    errors: u64,
-    error_kinds: BTreeMap<String, u64>,
-    max_latency_ms: f64,
-    pool: PoolState,
-    process: Option<ProcessSample>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-struct PoolState {
-    size: u32,
-}
-
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-struct ProcessSample {
-    fds: u64,
-    rss_kb: u64,
-    threads: u64,
-}
-
-/// A line of a load's output: a sample, or (last) its report.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Line {
-    Sample {
-        sample: Sample,
-    },
-    Report {
-        errors: u64,
-        error_kinds: BTreeMap<String, u64>,
-        #[serde(default)]
-        error_examples: BTreeMap<String, String>,
-        latency_ms: Latency,
-        requests: u64,
-    },
-}
-
-#[derive(serde::Deserialize)]
-struct Latency {
-    max: f64,
-}
-
 /// What a tier's load process printed.
 #[derive(Default)]
 struct Tier {
     samples: Vec<Sample>,
-    report: Option<Report>,
-}
-
-/// A load's final report, the parts the soak prints.
-struct Report {
-    requests: u64,
-    errors: u64,
-    error_kinds: BTreeMap<String, u64>,
-    error_examples: BTreeMap<String, String>,
-    slowest_ms: f64,
+    report: Option<Box<LoadReport>>,
 }
 
 impl Tier {
-    fn take(&mut self, line: Line) {
+    fn take(&mut self, line: LoadLine) {
         match line {
-            Line::Sample { sample } => self.samples.push(sample),
-            Line::Report { errors, error_kinds, error_examples, latency_ms, requests } => {
-                self.report = Some(Report {
-                    requests,
-                    errors,
-                    error_kinds,
-                    error_examples,
-                    slowest_ms: latency_ms.max,
-                });
-            }
+            LoadLine::Sample { sample } => self.samples.push(sample),
+            LoadLine::Report(report) => self.report = Some(report),
         }
     }
 }
@@ -251,7 +187,7 @@ fn soak(args: &Args, pgconn: &std::path::Path, blackholes: bool) -> Result<u8> {
         "SELECT n FROM soak WHERE id = (SELECT 1 + (random() * 9999)::int)",
         "UPDATE soak SET n = n + 1 WHERE id = (SELECT 1 + (random() * 9999)::int)",
     ];
-    let (lines, received) = mpsc::channel::<(usize, Line)>();
+    let (lines, received) = mpsc::channel::<(usize, LoadLine)>();
     let mut loads = Vec::new();
     for (tier, query) in queries.iter().enumerate() {
         let mut cmd = Command::new(pgconn);
@@ -272,8 +208,11 @@ fn soak(args: &Args, pgconn: &std::path::Path, blackholes: bool) -> Result<u8> {
         let lines = lines.clone();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(parsed) = serde_json::from_str::<Line>(&line) {
-                    let _ = lines.send((tier, parsed));
+                match reports::parse::<LoadLine>(&line, "a line of `pgconn load --report-every --json`") {
+                    Ok(parsed) => {
+                        let _ = lines.send((tier, parsed));
+                    }
+                    Err(e) => eprintln!("xtask: soak: {e:#}"),
                 }
             }
         });
@@ -293,7 +232,7 @@ fn soak(args: &Args, pgconn: &std::path::Path, blackholes: bool) -> Result<u8> {
             bail!(pgconn_testkit::Interrupted);
         }
         while let Ok((tier, line)) = received.try_recv() {
-            if let Line::Sample { sample } = &line {
+            if let LoadLine::Sample { sample } = &line {
                 print_sample(TIERS[tier], sample);
             }
             tiers[tier].take(line);
@@ -333,7 +272,7 @@ fn soak(args: &Args, pgconn: &std::path::Path, blackholes: bool) -> Result<u8> {
     println!("\n| minute | tier | requests | errors | slowest ms | fds | rss MB | threads | pool |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (tier, name) in TIERS.iter().enumerate() {
-        for row in per_minute(&tiers[tier].samples) {
+        for row in per_minute(&tiers[tier].samples, u64::from(args.minutes)) {
             println!("| {} | {name} | {} |", row.0, row.1);
         }
     }
@@ -343,19 +282,17 @@ fn soak(args: &Args, pgconn: &std::path::Path, blackholes: bool) -> Result<u8> {
             failures.push(format!("{name}: the load printed no report"));
             continue;
         };
-        let kinds: Vec<String> =
-            report.error_kinds.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
         println!(
             "\n{name}: {} requests, {} errors ({}), slowest {:.0} ms",
             report.requests,
             report.errors,
-            kinds.join(", "),
-            report.slowest_ms
+            report.kinds_seen(),
+            report.latency_ms.max
         );
         for (kind, example) in &report.error_examples {
             println!("- first {kind}: {example}");
         }
-        failures.extend(judge(name, &tiers[tier].samples, report.slowest_ms));
+        failures.extend(judge(name, &tiers[tier].samples, report.latency_ms.max));
     }
     if failures.is_empty() {
         println!(
@@ -452,13 +389,15 @@ fn print_sample(tier: &str, s: &Sample) {
     );
 }
 
-/// The samples by minute: `(minute, table cells after the tier)`.
-fn per_minute(samples: &[Sample]) -> Vec<(u64, String)> {
+/// The samples by minute of a run of `run_minutes`: `(minute, table cells after the tier)`. The last part
+/// interval (the moments between the run's end and the load's report) counts in the last minute.
+fn per_minute(samples: &[Sample], run_minutes: u64) -> Vec<(u64, String)> {
     let mut minutes: BTreeMap<u64, Vec<&Sample>> = BTreeMap::new();
     for sample in samples {
         // By the middle of the sample's interval: a sample ending at 60.0 s belongs to the first minute.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // seconds of a run, positive
-        let minute = ((sample.t_s - sample.interval_s / 2.0).max(0.0) / 60.0) as u64;
+        let minute =
+            (((sample.t_s - sample.interval_s / 2.0).max(0.0) / 60.0) as u64).min(run_minutes.max(1) - 1);
         minutes.entry(minute).or_default().push(sample);
     }
     minutes
@@ -571,6 +510,7 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reports::PoolState;
 
     /// The sample at `t` seconds.
     fn sample(t: u32, fds: u64, size: u32, rss_kb: u64, threads: u64) -> Sample {
@@ -582,7 +522,7 @@ mod tests {
             errors: 0,
             error_kinds: BTreeMap::new(),
             max_latency_ms: 5.0,
-            pool: PoolState { size },
+            pool: PoolState { size, in_use: 0, waiting: 0 },
             process: Some(ProcessSample { fds, rss_kb, threads }),
         }
     }
@@ -616,7 +556,9 @@ mod tests {
     #[test]
     fn the_samples_of_pgconn_load_are_read() {
         let line = r#"{"sample":{"t_s":10.0,"interval_s":10.0,"requests":5,"ok":4,"errors":1,"error_kinds":{"pool_timeout":1},"max_latency_ms":2001.5,"pool":{"max_size":4,"size":4,"idle":1,"in_use":3,"waiting":0},"process":{"fds":30,"rss_kb":9000,"threads":8}}}"#;
-        let Ok(Line::Sample { sample }) = serde_json::from_str::<Line>(line) else { panic!("not a sample") };
+        let Ok(LoadLine::Sample { sample }) = reports::parse::<LoadLine>(line, "a sample") else {
+            panic!("not a sample")
+        };
         assert_eq!((sample.errors, sample.pool.size, sample.process.map(|p| p.fds)), (1, 4, Some(30)));
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use pgconn_testkit::{Cluster, PGCONN_BIN_VAR, PgBouncer, find_pgbouncer, remove_abandoned_clusters};
 
 use crate::process;
@@ -62,23 +62,10 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
     Ok(process::exit_code(status))
 }
 
-/// Builds the example server (`cargo build -p pgconn-pool --example thread_per_request`, debug) and returns
-/// its absolute path, beside the `pgconn` binary's directory.
+/// Builds the example server (`cargo build -p pgconn-example --bin thread_per_request`, debug) and returns
+/// the path cargo reports for it.
 fn build_example() -> Result<PathBuf> {
-    eprintln!("xtask: cargo build -p pgconn-pool --example thread_per_request");
-    let mut cmd = Command::new(crate::cargo());
-    cmd.args(["build", "--package", "pgconn-pool", "--example", "thread_per_request"])
-        .current_dir(crate::workspace_root());
-    let status = process::run(&mut cmd, "cargo build --example thread_per_request")?;
-    if !status.success() {
-        bail!("cargo build -p pgconn-pool --example thread_per_request failed ({status})");
-    }
-    let pgconn = crate::pgconn_bin();
-    let bin = pgconn.with_file_name("examples").join("thread_per_request");
-    if !bin.is_file() {
-        bail!("cargo build --example thread_per_request succeeded but {} does not exist", bin.display());
-    }
-    Ok(bin)
+    crate::build_bin("pgconn-example", "thread_per_request", false)
 }
 
 /// [`remove_abandoned_clusters`] in the temporary directory and in `/tmp`, where

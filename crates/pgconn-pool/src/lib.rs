@@ -66,6 +66,6 @@ pub use metrics::{
     quantiles,
 };
 pub use parking::PARK_LIMIT;
-pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlParam, SqlType, Transaction};
+pub use pool::{IDLE_TIMEOUT, Pool, PoolState, PooledConn, SqlArrayElement, SqlParam, SqlType, Transaction};
 pub use postgres::types::Type;
 pub use postgres::{Row, SimpleQueryMessage};

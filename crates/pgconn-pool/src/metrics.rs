@@ -130,7 +130,9 @@ pub struct PoolMetrics {
     pub checkouts: u64,
     /// Checkouts that failed (pool exhausted, or no connection could be opened in time).
     pub checkout_timeouts: u64,
-    /// Threads waiting for a connection right now.
+    /// Threads waiting for a connection right now. Not serialized: every JSON that carries the metrics
+    /// carries the pool's state beside them, whose `waiting` is the same count (one key, not two).
+    #[serde(skip)]
     pub waiting: u64,
     /// Time from asking for a connection to holding it.
     pub checkout_wait_ms: Quantiles,

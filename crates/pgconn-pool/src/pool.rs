@@ -831,9 +831,53 @@ pub trait SqlParam: Sync {
 }
 
 /// A Rust type with one PostgreSQL type, for [`SqlParam`].
+///
+/// Built in: `bool`, `i8` (`"char"`), `i16`, `i32`, `i64`, `u32` (oid), `f32`, `f64`, `&str` and
+/// `String` (text), `&[u8]` and `Vec<u8>` (bytea), `SystemTime` (timestamptz), `Option<T>` of any of them
+/// (`None` is NULL), and arrays: `Vec<T>` and `&[T]` of any [`SqlArrayElement`]. Behind Cargo features,
+/// each turning on the `postgres` crate's support for the same library: `uuid` (`uuid::Uuid`), `chrono`
+/// (`NaiveDate`, `NaiveTime`, `NaiveDateTime`, `DateTime<Utc>`), `time` (`Date`, `Time`,
+/// `PrimitiveDateTime`, `OffsetDateTime`) and `serde_json` (`serde_json::Value` as jsonb).
+///
+/// A type of your own that implements [`ToSql`] (`postgres::types::ToSql`, derivable for enums and
+/// composites with `#[derive(ToSql)]` from the `postgres-types` crate's `derive` feature) becomes a
+/// parameter with one line naming the PostgreSQL type it is sent as:
+///
+/// ```
+/// use pgconn_pool::SqlType;
+/// use postgres::types::{ToSql, Type, IsNull, to_sql_checked};
+///
+/// /// Cents, stored in an int8 column.
+/// #[derive(Debug)]
+/// struct Cents(i64);
+///
+/// impl ToSql for Cents {
+///     fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+///         self.0.to_sql(ty, out)
+///     }
+///     fn accepts(ty: &Type) -> bool {
+///         <i64 as ToSql>::accepts(ty)
+///     }
+///     to_sql_checked!();
+/// }
+///
+/// impl SqlType for Cents {
+///     const PG_TYPE: Type = Type::INT8;
+/// }
+/// ```
+///
+/// For a type whose PostgreSQL type is only known at run time (a custom enum's oid, say), use
+/// [`PooledConn::client`] and the `postgres` crate's own API.
 pub trait SqlType: ToSql + Sync {
     /// The PostgreSQL type its values are sent as.
     const PG_TYPE: Type;
+}
+
+/// A type whose arrays are parameters too: `Vec<T>` and `&[T]` are sent as `ARRAY_TYPE`. (Not `u8`:
+/// `Vec<u8>` and `&[u8]` are bytea.)
+pub trait SqlArrayElement: ToSql + Sync {
+    /// The PostgreSQL array type of its arrays (`int4[]` for `i32`).
+    const ARRAY_TYPE: Type;
 }
 
 impl<T: SqlType> SqlParam for T {
@@ -843,29 +887,66 @@ impl<T: SqlType> SqlParam for T {
 }
 
 macro_rules! sql_types {
-    ($($rust:ty => $pg:ident),* $(,)?) => {
-        $(impl SqlType for $rust { const PG_TYPE: Type = Type::$pg; })*
+    ($($rust:ty => $pg:ident $(, $array:ident)?);* $(;)?) => {
+        $(
+            impl SqlType for $rust { const PG_TYPE: Type = Type::$pg; }
+            $(impl SqlArrayElement for $rust { const ARRAY_TYPE: Type = Type::$array; })?
+        )*
     };
 }
 
 sql_types! {
-    bool => BOOL,
-    i8 => CHAR,
-    i16 => INT2,
-    i32 => INT4,
-    i64 => INT8,
-    u32 => OID,
-    f32 => FLOAT4,
-    f64 => FLOAT8,
-    String => TEXT,
-    &str => TEXT,
-    Vec<u8> => BYTEA,
-    &[u8] => BYTEA,
-    std::time::SystemTime => TIMESTAMPTZ,
+    bool => BOOL, BOOL_ARRAY;
+    i8 => CHAR, CHAR_ARRAY;
+    i16 => INT2, INT2_ARRAY;
+    i32 => INT4, INT4_ARRAY;
+    i64 => INT8, INT8_ARRAY;
+    u32 => OID, OID_ARRAY;
+    f32 => FLOAT4, FLOAT4_ARRAY;
+    f64 => FLOAT8, FLOAT8_ARRAY;
+    String => TEXT, TEXT_ARRAY;
+    &str => TEXT, TEXT_ARRAY;
+    Vec<u8> => BYTEA, BYTEA_ARRAY;
+    &[u8] => BYTEA, BYTEA_ARRAY;
+    std::time::SystemTime => TIMESTAMPTZ, TIMESTAMPTZ_ARRAY;
+}
+
+#[cfg(feature = "uuid")]
+sql_types! {
+    uuid::Uuid => UUID, UUID_ARRAY;
+}
+
+#[cfg(feature = "chrono")]
+sql_types! {
+    chrono::NaiveDate => DATE, DATE_ARRAY;
+    chrono::NaiveTime => TIME, TIME_ARRAY;
+    chrono::NaiveDateTime => TIMESTAMP, TIMESTAMP_ARRAY;
+    chrono::DateTime<chrono::Utc> => TIMESTAMPTZ, TIMESTAMPTZ_ARRAY;
+}
+
+#[cfg(feature = "time")]
+sql_types! {
+    time::Date => DATE, DATE_ARRAY;
+    time::Time => TIME, TIME_ARRAY;
+    time::PrimitiveDateTime => TIMESTAMP, TIMESTAMP_ARRAY;
+    time::OffsetDateTime => TIMESTAMPTZ, TIMESTAMPTZ_ARRAY;
+}
+
+#[cfg(feature = "serde_json")]
+sql_types! {
+    serde_json::Value => JSONB, JSONB_ARRAY;
 }
 
 impl<T: SqlType> SqlType for Option<T> {
     const PG_TYPE: Type = T::PG_TYPE;
+}
+
+impl<T: SqlArrayElement> SqlType for Vec<T> {
+    const PG_TYPE: Type = T::ARRAY_TYPE;
+}
+
+impl<T: SqlArrayElement> SqlType for &[T] {
+    const PG_TYPE: Type = T::ARRAY_TYPE;
 }
 
 fn typed<'a>(params: &'a [&'a dyn SqlParam]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {

@@ -12,7 +12,7 @@ use crate::pgconn;
 
 /// Variables the deploy files may use besides pgconn's own ([`VARIABLES`]).
 const ALLOWED: &[&str] = &[
-    // The example server's listening address (crates/pgconn-pool/examples/thread_per_request.rs).
+    // The example server's listening address (crates/pgconn-example, the binary thread_per_request).
     "PGCONN_LISTEN",
     // The official postgres image's: the role, its password and the database it creates.
     "POSTGRES_USER",

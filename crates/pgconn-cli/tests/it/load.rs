@@ -14,6 +14,7 @@ fn load_json(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> Value {
     all.extend_from_slice(args);
     let run = pgconn(&all, env);
     assert_eq!(run.code, expected_code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    pgconn_tests::assert_no_duplicate_keys(&run.stdout);
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 

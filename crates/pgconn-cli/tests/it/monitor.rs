@@ -18,6 +18,7 @@ fn connect(url: &str, app: &str) -> postgres::Client {
 fn monitor_json(url: &str) -> Value {
     let run = pgconn(&["monitor", "--json"], &[("DATABASE_URL", url)]);
     assert_eq!(run.code, 0, "{}", run.stderr);
+    pgconn_tests::assert_no_duplicate_keys(&run.stdout);
     serde_json::from_str(&run.stdout).unwrap()
 }
 

@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! export DATABASE_URL='postgresql://app:secret@localhost:5432/app'
-//! cargo run --release -p pgconn-pool --example thread_per_request
+//! cargo run --release -p pgconn-example --bin thread_per_request
 //! curl -i localhost:8080/                 # one query through the pool, answered as JSON
 //! curl -i 'localhost:8080/?sleep_ms=50'   # the same, holding the connection 50 ms like a slower request
 //! curl -i localhost:8080/health           # the pool's health report; 503 when CRITICAL
@@ -18,15 +18,24 @@
 //!
 //! What to copy: build one [`Pool`] at start-up and share it between request threads (clones are
 //! cheap); in a request, check out a connection, use it, and let it drop; answer a database error with
-//! 503 and the error's kind. Every wait has a bound: the client's socket has read and write timeouts,
-//! and the pool bounds the database side (`DB_POOL_TIMEOUT` for a connection, `DB_CONNECT_TIMEOUT` for
-//! opening one, `DB_STATEMENT_TIMEOUT` and `DB_QUERY_TIMEOUT` for a query).
+//! 503 and the error's kind. The pool bounds every wait on the database side (`DB_POOL_TIMEOUT` for a
+//! connection, `DB_CONNECT_TIMEOUT` for opening one, `DB_STATEMENT_TIMEOUT` and `DB_QUERY_TIMEOUT` for a
+//! query).
+//!
+//! HTTP is [`tiny_http`]'s: HTTP/1.1 with keep-alive and pipelining, blocking I/O, no async runtime, a
+//! handful of small dependencies; it reads each request on a thread of its own and hands it over whole,
+//! and this server answers each on a new thread, as a thread-per-request server does. What `tiny_http` 0.12
+//! does not do, and what to know about it (`docs/operations.md`, "The example server"):
+//! - It sets no read timeout on client connections: a client that connects and sends nothing holds one
+//!   of `tiny_http`'s connection threads (never a request thread or a database connection) until it goes.
+//!   Put the server behind a proxy or load balancer that bounds slow clients, as deployments do.
+//! - Its accept thread stops at the first failed `accept` (out of file descriptors, say). This server
+//!   raises its open-file limit to the hard limit at start, and when accepting stops it exits with status
+//!   1 and a message, so that its supervisor restarts it, rather than run on without accepting.
 
 // A program: telling the operator what it does is its job.
 #![allow(clippy::print_stderr)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,15 +48,12 @@ use pgconn_pool::Pool;
 use serde_json::{Value, json};
 
 /// Request threads running at once, at most. Past it, a request is answered 503 straight away, so a
-/// flood of connections cannot start threads without limit. (Database connections are limited by the
+/// flood of requests cannot start threads without limit. (Database connections are limited by the
 /// pool, `DB_POOL_MAX_SIZE`, not by this.)
 const MAX_REQUESTS: usize = 1024;
 
-/// How long a client may take to send its request, and to take the answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The request line and headers together, at most; a longer head is a bad request.
-const MAX_HEAD: u64 = 8 * 1024;
+const MAX_HEAD: usize = 8 * 1024;
 
 /// The largest `?sleep_ms=` accepted.
 const MAX_SLEEP_MS: u32 = 1000;
@@ -101,14 +107,18 @@ fn main() -> ExitCode {
         }
     };
 
-    let listener = match TcpListener::bind(&listen) {
-        Ok(listener) => listener,
+    raise_open_file_limit();
+    let server = match std::net::TcpListener::bind(&listen)
+        .map_err(|e| e.to_string())
+        .and_then(|listener| tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string()))
+    {
+        Ok(server) => server,
         Err(e) => {
             eprintln!("thread_per_request: cannot listen on {listen} (PGCONN_LISTEN): {e}");
             return ExitCode::FAILURE;
         }
     };
-    let address = listener.local_addr().map_or(listen, |a| a.to_string());
+    let address = server.server_addr().to_ip().map_or(listen, |a| a.to_string());
     let connections = match settings.conn_max_age {
         ConnMaxAge::PerRequest => "a connection per request (DB_CONN_MAX_AGE=0)".to_owned(),
         _ => format!("a pool of up to {} connections", settings.pool.max_size),
@@ -121,33 +131,33 @@ fn main() -> ExitCode {
     // 3. One thread per request, at most MAX_REQUESTS at once.
     let app = Arc::new(App { pool, window: Mutex::new(Window::new(window)) });
     let running = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
+    loop {
+        let request = match server.recv() {
+            Ok(request) => request,
             Err(e) => {
-                // Out of file descriptors, for instance: pause rather than spin, then go on.
-                log::warn!("cannot accept a connection: {e}");
-                thread::sleep(Duration::from_millis(10));
-                continue;
+                // `tiny_http`'s accept thread has stopped: nothing new will come. Exit, so that the
+                // supervisor (Kubernetes, systemd) starts a new process, rather than run on deaf.
+                eprintln!("thread_per_request: no longer accepting connections ({e}); exiting");
+                return ExitCode::FAILURE;
             }
         };
         // Only this loop adds to `running`, so looking first cannot let it overshoot.
         if running.load(Ordering::SeqCst) >= MAX_REQUESTS {
-            too_busy(stream);
+            let _ = request.respond(error(503, "busy", "too many requests in progress; retry later"));
             continue;
         }
         let slot = Slot::take(&running);
         let app = Arc::clone(&app);
-        // If the thread cannot start, the closure is dropped: the slot is given back, the connection closed.
+        // If the thread cannot start, the closure is dropped: the slot is given back, the request
+        // dropped (`tiny_http` answers it 500).
         let spawned = thread::Builder::new().name("request".to_owned()).spawn(move || {
             let _slot = slot;
-            serve(stream, &app);
+            serve(request, &app);
         });
         if let Err(e) = spawned {
             log::warn!("cannot start a request thread: {e}");
         }
     }
-    ExitCode::SUCCESS
 }
 
 /// A request thread's place under [`MAX_REQUESTS`]; dropping it (when the thread ends, even by a panic)
@@ -167,93 +177,75 @@ impl Drop for Slot {
     }
 }
 
-/// Answers 503 from the accept loop, without starting a thread or reading the request. (Closing a socket
-/// whose request was not read makes the kernel reset the connection, so the client may see a reset
-/// instead of this answer: either way it is told no at once.)
-fn too_busy(mut stream: TcpStream) {
-    // A short bound: the accept loop must not wait on one client.
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = Response::error(503, "busy", "too many requests in progress; retry later").write_to(&mut stream);
+/// Raises this process's soft limit of open files to its hard limit (what Go's runtime does at start):
+/// each client connection and each database connection holds descriptors, and running out of them
+/// would stop `tiny_http` from accepting.
+#[allow(unsafe_code)] // getrlimit and setrlimit, on a local struct
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit that lives across both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) != 0 {
+                log::warn!("cannot raise the open file limit: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
 }
 
-/// Reads one request from `stream`, answers it, and closes the connection.
-fn serve(mut stream: TcpStream, app: &App) {
-    // No wait without a bound: a client that sends nothing, or takes nothing, is given up on.
-    if stream.set_read_timeout(Some(CLIENT_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(CLIENT_TIMEOUT)).is_err()
-    {
-        return;
-    }
-    let response = match read_request(&stream) {
-        Some((method, target)) => route(&method, &target, app),
-        None => Response::error(400, "bad_request", "expected an HTTP/1.x request line and headers"),
+/// Answers one request. `tiny_http` has read it whole; the answer keeps the connection open for the
+/// client's next request unless the client asked otherwise.
+fn serve(request: tiny_http::Request, app: &App) {
+    let head = request.url().len()
+        + request
+            .headers()
+            .iter()
+            .map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4)
+            .sum::<usize>();
+    let response = if head > MAX_HEAD {
+        error(400, "bad_request", "the request line and headers are longer than 8 KiB")
+    } else {
+        route(request.method(), request.url(), app)
     };
     // The client may be gone already; there is no one to tell.
-    let _ = response.write_to(&mut stream);
+    let _ = request.respond(response);
 }
 
-/// The method and target (`GET`, `/health`) of the request on `stream`, after reading its headers;
-/// `None` when it is malformed, longer than [`MAX_HEAD`], cut short, or not sent in time.
-fn read_request(stream: &TcpStream) -> Option<(String, String)> {
-    let mut head = BufReader::new(stream.take(MAX_HEAD));
-    let mut line = String::new();
-    head.read_line(&mut line).ok()?;
-    let mut words = line.split_whitespace();
-    let (method, target, version) = (words.next()?, words.next()?, words.next()?);
-    if words.next().is_some() || !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    // The headers end with an empty line. This server needs none of them.
-    loop {
-        let mut header = String::new();
-        if head.read_line(&mut header).ok()? == 0 {
-            return None;
-        }
-        if header.trim_end().is_empty() {
-            return Some((method.to_owned(), target.to_owned()));
-        }
-    }
-}
+type Response = tiny_http::Response<std::io::Cursor<Vec<u8>>>;
 
-fn route(method: &str, target: &str, app: &App) -> Response {
+fn route(method: &tiny_http::Method, target: &str, app: &App) -> Response {
     let pool = &app.pool;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    match (method, path) {
-        ("GET", "/") => {
+    let get = *method == tiny_http::Method::Get;
+    match (get, path) {
+        (true, "/") => {
             let Some(sleep_ms) = sleep_ms(query) else {
                 let message =
                     format!("sleep_ms must be a whole number of milliseconds from 0 to {MAX_SLEEP_MS}");
-                return Response::error(400, "bad_request", &message);
+                return error(400, "bad_request", &message);
             };
             match index(pool, sleep_ms) {
-                Ok(body) => Response::json(200, &body),
+                Ok(body) => json_response(200, &body),
                 Err(e) => database_error(&e),
             }
         }
-        ("GET", "/health") => {
+        (true, "/health") => {
             let report = report(app);
             let code = match report.status {
                 Status::Healthy | Status::Warning => 200,
                 Status::Critical | Status::Unknown => 503,
             };
-            Response { code, content_type: "application/json", body: render::json(&report, false) }
+            response(code, "application/json", render::json(&report, false))
         }
         // Liveness: the process answers. Never the database: an outage must not restart every pod.
-        ("GET", "/health/live") => Response::json(200, &json!({ "status": "live" })),
-        ("GET", "/health/ready") => ready(pool),
-        ("GET", "/metrics") => Response {
-            code: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: render::prometheus(&report(app)),
-        },
-        (_, "/" | "/health" | "/health/live" | "/health/ready" | "/metrics") => {
-            Response::error(405, "method_not_allowed", "only GET is served")
+        (true, "/health/live") => json_response(200, &json!({ "status": "live" })),
+        (true, "/health/ready") => ready(pool),
+        (true, "/metrics") => response(200, "text/plain; version=0.0.4", render::prometheus(&report(app))),
+        (false, "/" | "/health" | "/health/live" | "/health/ready" | "/metrics") => {
+            error(405, "method_not_allowed", "only GET is served")
         }
-        _ => Response::error(
-            404,
-            "not_found",
-            "no such page; try /, /health, /health/live, /health/ready or /metrics",
-        ),
+        _ => error(404, "not_found", "no such page; try /, /health, /health/live, /health/ready or /metrics"),
     }
 }
 
@@ -264,7 +256,7 @@ fn ready(pool: &Pool) -> Response {
     let started = Instant::now();
     let result = pool.get_timeout(READY_TIMEOUT).and_then(|mut conn| conn.simple_query("SELECT 1").map(drop));
     match result {
-        Ok(()) => Response::json(
+        Ok(()) => json_response(
             200,
             &json!({ "status": "ready", "checkout_and_query_ms": started.elapsed().as_secs_f64() * 1000.0 }),
         ),
@@ -277,8 +269,9 @@ fn index(pool: &Pool, sleep_ms: u32) -> Result<Value, pgconn_pool::Error> {
     // Check out a connection: at most DB_POOL_TIMEOUT of waiting, then a typed error. It goes back to
     // the pool when `conn` is dropped at the end of this function, whatever happens in between.
     let mut conn = pool.get()?;
-    // The pool's query API: one round trip with an unnamed statement, so it also works behind PgBouncer
-    // in transaction mode; each parameter's PostgreSQL type comes from its Rust type (f64: float8).
+    // The pool's query API: one round trip; a text run often on a connection is prepared there once
+    // (DB_STATEMENT_CACHE), and stays unnamed behind PgBouncer in transaction mode. Each parameter's
+    // PostgreSQL type comes from its Rust type (f64: float8).
     let seconds = f64::from(sleep_ms) / 1000.0;
     let row = conn.query_one("SELECT now()::text, pg_backend_pid() FROM pg_sleep($1)", &[&seconds])?;
     Ok(json!({ "now": row.get::<_, String>(0), "backend_pid": row.get::<_, i32>(1), "sleep_ms": sleep_ms }))
@@ -315,44 +308,20 @@ fn report(app: &App) -> Report {
 /// for the client and the message, which says what to do and never contains a password, for people.
 fn database_error(e: &pgconn_pool::Error) -> Response {
     log::warn!("request failed ({}): {e}", e.kind());
-    Response::error(503, e.kind().as_str(), &e.to_string())
+    error(503, e.kind().as_str(), &e.to_string())
 }
 
-/// An HTTP response. Each one closes its connection: one request per connection keeps the server simple.
-struct Response {
-    code: u16,
-    content_type: &'static str,
-    body: String,
+fn response(code: u16, content_type: &str, body: String) -> Response {
+    let header = tiny_http::Header::from_bytes("Content-Type", content_type)
+        .expect("a content type is a valid header value");
+    tiny_http::Response::from_string(body).with_status_code(code).with_header(header)
 }
 
-impl Response {
-    fn json(code: u16, body: &Value) -> Response {
-        Response { code, content_type: "application/json", body: body.to_string() }
-    }
+fn json_response(code: u16, body: &Value) -> Response {
+    response(code, "application/json", body.to_string())
+}
 
-    /// `{"error": {"kind": ..., "message": ...}}`.
-    fn error(code: u16, kind: &str, message: &str) -> Response {
-        Response::json(code, &json!({ "error": { "kind": kind, "message": message } }))
-    }
-
-    fn write_to(&self, stream: &mut TcpStream) -> std::io::Result<()> {
-        let reason = match self.code {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            503 => "Service Unavailable",
-            _ => "",
-        };
-        // One write: several small ones would meet Nagle's algorithm and the client's delayed ACK, and
-        // a response could take 40 ms longer.
-        let response = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-            self.code,
-            self.content_type,
-            self.body.len(),
-            self.body
-        );
-        stream.write_all(response.as_bytes())
-    }
+/// `{"error": {"kind": ..., "message": ...}}`.
+fn error(code: u16, kind: &str, message: &str) -> Response {
+    json_response(code, &json!({ "error": { "kind": kind, "message": message } }))
 }
