@@ -101,6 +101,22 @@ fn connections_are_replaced_at_their_max_age() {
 }
 
 #[test]
+fn a_fatal_from_the_server_is_connection_lost_and_the_next_checkout_gets_a_new_connection() {
+    let pool = pool("pgconn_it_fatal", &[("DB_POOL_MAX_SIZE", "1")]);
+    let mut conn = pool.get().unwrap();
+    let pid = conn.backend_pid().unwrap();
+    // The server ends the session with FATAL 57P05 once it is idle 100 ms; the next call meets it.
+    conn.batch_execute("SET idle_session_timeout = '100ms'").unwrap();
+    thread::sleep(Duration::from_millis(400));
+    let error = conn.query("SELECT 1", &[]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ConnectionLost, "{error}");
+    drop(conn);
+    let mut conn = pool.get().unwrap();
+    assert_ne!(conn.backend_pid().unwrap(), pid);
+    assert_eq!(conn.query_one("SELECT 1::int4", &[]).unwrap().get::<_, i32>(0), 1);
+}
+
+#[test]
 fn the_statement_timeout_cancels_and_the_connection_serves_on() {
     let pool = pool("pgconn_it_stmt", &[("DB_STATEMENT_TIMEOUT", "200"), ("DB_POOL_MAX_SIZE", "1")]);
     let mut conn = pool.get().unwrap();

@@ -269,7 +269,15 @@ impl Error {
         }
         let lost_codes = [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW];
         let reason = describe(&source);
-        if closed || source.is_closed() || source.code().is_some_and(|c| lost_codes.contains(c)) {
+        // A FATAL (or PANIC) ends the session whatever its code: PgBouncer's "server login has been
+        // failing, try again later" (08P01) after its server went away, for one.
+        let fatal = db.is_some_and(|db| {
+            matches!(
+                db.parsed_severity(),
+                Some(postgres::error::Severity::Fatal | postgres::error::Severity::Panic)
+            )
+        });
+        if closed || fatal || source.is_closed() || source.code().is_some_and(|c| lost_codes.contains(c)) {
             return Error::ConnectionLost { reason, source };
         }
         Error::Other { reason, source }
