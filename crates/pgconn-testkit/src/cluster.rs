@@ -10,7 +10,7 @@
 
 use std::fmt::{self, Write as _};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{self, Read as _, Seek as _, SeekFrom};
 use std::net::TcpListener;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
@@ -24,6 +24,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::host::{ServerUser, find_bindir};
 use crate::process::{GuardedChild, Interrupted, StopStep};
+use crate::psql::Psql;
 use crate::signal;
 
 /// The role the tests and the application connect as, with a password (scram-sha-256).
@@ -53,6 +54,9 @@ const READY_POLL: Duration = Duration::from_millis(100);
 const START_ATTEMPTS: u32 = 4;
 /// Lines of `postgres.log` shown when something fails.
 const LOG_TAIL_LINES: usize = 30;
+
+/// A psql run as the superuser ([`Cluster::psql`]), at most.
+const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Settings the cluster decides itself: where it listens is what [`ConnInfo`] reports.
 const RESERVED_SETTINGS: &[&str] = &["listen_addresses", "port", "unix_socket_directories"];
 
@@ -665,8 +669,8 @@ impl Cluster {
             .with_context(|| format!("creating role {APP_USER} and database {DATABASE} failed"))
     }
 
-    /// Runs `sql` through psql as the superuser in the test database (stopping at the first error); returns
-    /// what it printed, unaligned and without headers.
+    /// Runs `sql` through psql as the superuser in the test database (stopping at the first error, at most
+    /// 60 s); returns what it printed, unaligned, without headers, trimmed.
     ///
     /// # Errors
     /// When psql cannot run or a statement fails: with psql's message.
@@ -675,27 +679,10 @@ impl Cluster {
     }
 
     fn psql_in(&self, database: &str, sql: &str) -> Result<String> {
-        // On stdin rather than `-c`, so that a password in it does not show in `ps`.
-        let mut child = Command::new(self.info.bindir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p"])
-            .arg(self.info.port.to_string())
-            .args(["-U", ADMIN_USER, "-d", database])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot run psql")?;
-        child
-            .stdin
-            .take()
-            .context("psql has no stdin")?
-            .write_all(sql.as_bytes())
-            .context("cannot write to psql")?;
-        let out = child.wait_with_output().context("cannot wait for psql")?;
-        if !out.status.success() {
-            bail!("psql failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr).trim_end());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let url = format!("postgresql://{ADMIN_USER}@127.0.0.1:{}/{database}", self.info.port);
+        let psql =
+            Psql { bindir: &self.info.bindir, url: &url, password: None, timeout: PSQL_TIMEOUT, env: &[] };
+        psql.run(sql)
     }
 
     /// Two append handles on `postgres.log`, for a child's stdout and stderr.

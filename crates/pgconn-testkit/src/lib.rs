@@ -67,6 +67,7 @@ mod cluster;
 mod host;
 mod pgbouncer;
 mod process;
+mod psql;
 pub mod signal;
 mod standby;
 pub mod tls;
@@ -84,4 +85,5 @@ pub use pgbouncer::{
     PgBouncerOptions, find_pgbouncer, is_pgbouncer_for, stop_pgbouncers_in,
 };
 pub use process::{GuardedChild, Interrupted, StopStep, stop_pid};
+pub use psql::Psql;
 pub use tls::TestCa;

@@ -27,6 +27,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use crate::cluster::{self, Cluster, ClusterOptions, ConnInfo};
 use crate::host::ServerUser;
 use crate::process::{self, GuardedChild, Interrupted, StopStep};
+use crate::psql::Psql;
 use crate::signal;
 
 /// How PgBouncer is stopped: SIGTERM (immediate shutdown: clients and server connections are closed at
@@ -56,7 +57,7 @@ const CONNECT_POLL: Duration = Duration::from_millis(5);
 /// How often the admin console is tried again after `psql` failed.
 const PSQL_POLL: Duration = Duration::from_millis(50);
 /// `PGCONNECT_TIMEOUT` of the readiness `psql`, in seconds.
-const PSQL_CONNECT_TIMEOUT: &str = "5";
+const PSQL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts to start PgBouncer when the chosen port was taken between choosing and binding it.
 const START_ATTEMPTS: u32 = 4;
 /// Variables [`PgBouncer::render_and_start`] sets itself and refuses from the caller.
@@ -602,28 +603,15 @@ impl PgBouncer {
 
     /// `SHOW VERSION` on the admin console through `psql`, the password in `PGPASSWORD`.
     fn show_version(&self) -> Result<()> {
-        let mut cmd = Command::new(self.bindir.join("psql"));
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(self.info.host.trim_matches(['[', ']']))
-            .arg("-p")
-            .arg(self.info.port.to_string())
-            .args(["-U", &self.info.user, "-d", "pgbouncer", "-c", "SHOW VERSION"])
-            .env("PGCONNECT_TIMEOUT", PSQL_CONNECT_TIMEOUT)
-            .env("PGSSLMODE", "disable")
-            .env_remove("PGOPTIONS")
-            .env_remove("PGSERVICE")
-            .stdin(Stdio::null());
-        if self.info.password.is_empty() {
-            cmd.env_remove("PGPASSWORD");
-        } else {
-            cmd.env("PGPASSWORD", &self.info.password);
-        }
-        let out = cmd.output().context("cannot run psql")?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            bail!("psql SHOW VERSION: {}", String::from_utf8_lossy(&out.stderr).trim())
-        }
+        let host = self.info.host.trim_matches(['[', ']']);
+        let url = format!(
+            "postgresql://{}@{host}:{}/pgbouncer",
+            cluster::percent_encode(&self.info.user),
+            self.info.port
+        );
+        let password = (!self.info.password.is_empty()).then_some(self.info.password.as_str());
+        let psql = Psql { bindir: &self.bindir, url: &url, password, timeout: PSQL_TIMEOUT, env: &[] };
+        psql.run("SHOW VERSION").map(drop).context("psql SHOW VERSION")
     }
 
     /// The error for a PgBouncer that exited while starting.

@@ -14,8 +14,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cluster::{ADMIN_USER, Cluster, ClusterOptions, ConnInfo, Inaccessible, temp_cluster_dir};
 use crate::process::{GuardedChild, StopStep};
-use crate::signal;
+use crate::psql::Psql;
 
 /// How long `pg_basebackup` may take; a test cluster is copied in well under a second.
 const BASEBACKUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -228,41 +227,10 @@ impl Cluster {
     }
 }
 
-/// Runs each of `commands` (one `-c` each, in order, stopping at the first error) through `psql` as the
-/// superuser over TCP ([`ConnInfo::admin_url`]) and returns the output, unaligned and without headers,
-/// trimmed. The whole call is given at most `timeout`; then `psql` is killed.
+/// Runs each of `commands` (in order, stopping at the first error) through `psql` as the superuser over TCP
+/// ([`ConnInfo::admin_url`]) within `timeout`; returns the output, unaligned, without headers, trimmed.
 fn psql(info: &ConnInfo, commands: &[&str], timeout: Duration) -> Result<String> {
-    let mut cmd = Command::new(info.bindir.join("psql"));
-    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &info.admin_url()])
-        .env("PGCONNECT_TIMEOUT", PSQL_TIMEOUT.as_secs().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for command in commands {
-        cmd.arg("-c").arg(command);
-    }
-    let child = cmd.spawn().context("cannot run psql")?;
-    let pid = child.id();
-    let (tx, rx) = mpsc::sync_channel::<std::io::Result<Output>>(1);
-    let waiter = thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(output) = rx.recv_timeout(timeout) else {
-        // The waiter reaps psql only once it has exited, so until then the pid is psql's; had it
-        // exited just now, the pid is not handed out again at once.
-        let _ = signal::kill(pid, libc::SIGKILL);
-        let _ = waiter.join();
-        bail!("psql on port {} did not finish within {}s", info.port, timeout.as_secs());
-    };
-    let output = output.context("cannot wait for psql")?;
-    let _ = waiter.join();
-    if !output.status.success() {
-        bail!(
-            "psql on port {} failed ({}): {}",
-            info.port,
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim_end()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    let url = info.admin_url();
+    let sql = format!("{};\n", commands.join(";\n"));
+    Psql { bindir: &info.bindir, url: &url, password: None, timeout, env: &[] }.run(&sql)
 }

@@ -4,22 +4,23 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use pgconn_testkit::{Cluster, ClusterOptions, ConnInfo, ShutdownMode};
+use pgconn_testkit::{Cluster, ClusterOptions, ConnInfo, Psql, ShutdownMode};
 
 /// `select 1` and the server's port through `psql` as the superuser, over TCP to `admin_url()`.
 fn answers(info: &ConnInfo) -> (String, String) {
-    let out = Command::new(info.bindir.join("psql"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &info.admin_url()])
-        .args(["-c", "select 1", "-c", "select inet_server_port()"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("psql runs");
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = psql(info, "select 1; select inet_server_port();");
     let mut lines = text.lines().map(str::to_owned);
     (lines.next().unwrap_or_default(), lines.next().unwrap_or_default())
+}
+
+/// `sql` through [`Psql`] as the superuser; its output.
+fn psql(info: &ConnInfo, sql: &str) -> String {
+    let url = info.admin_url();
+    let psql =
+        Psql { bindir: &info.bindir, url: &url, password: None, timeout: Duration::from_secs(30), env: &[] };
+    psql.run(sql).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[test]
@@ -53,11 +54,7 @@ fn restarts_fast_and_immediate_on_the_same_port_then_cleans_up() {
     assert_eq!(answers(&info), ("1".to_owned(), port));
 
     // The extra setting reached the server.
-    let out = Command::new(info.bindir.join("psql"))
-        .args(["-X", "-A", "-t", "-d", &info.admin_url(), "-c", "show max_connections"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "20");
+    assert_eq!(psql(&info, "show max_connections"), "20");
 
     let pid = cluster.pid().unwrap();
     drop(cluster);

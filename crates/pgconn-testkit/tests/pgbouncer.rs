@@ -8,10 +8,10 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use pgconn_testkit::{
-    APP_USER, Cluster, ClusterOptions, ConnInfo, PGCONN_BIN_VAR, PgBouncer, PgBouncerOptions, signal,
+    APP_USER, Cluster, ClusterOptions, ConnInfo, PGCONN_BIN_VAR, PgBouncer, PgBouncerOptions, Psql, signal,
 };
 
 fn pgconn_bin() -> PathBuf {
@@ -26,16 +26,10 @@ fn pgconn_bin() -> PathBuf {
 
 /// `select 1` and `current_user` through PgBouncer with psql as `pgconn_app`, the password in `PGPASSWORD`.
 fn select_one(info: &ConnInfo, port: u16) -> String {
-    let out = Command::new(info.bindir.join("psql"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-U", APP_USER, "-d", "pgconn_test", "-c", "select 1, current_user"])
-        .env("PGPASSWORD", &info.password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::null())
-        .output()
-        .expect("psql runs");
-    assert!(out.status.success(), "psql through PgBouncer failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let url = format!("postgresql://{APP_USER}@127.0.0.1:{port}/pgconn_test");
+    let password = Some(info.password.as_str());
+    let psql = Psql { bindir: &info.bindir, url: &url, password, timeout: Duration::from_secs(30), env: &[] };
+    psql.run("select 1, current_user").unwrap_or_else(|e| panic!("psql through PgBouncer: {e:#}"))
 }
 
 /// Pids of running pgbouncer processes whose command line names `ini`.
@@ -121,17 +115,15 @@ fn the_callers_variables_reach_the_ini() {
     assert!(text.contains("pool_mode = session"), "{text}");
     assert!(text.contains("SET statement_timeout = 1234"), "{text}");
     // The server-side statement timeout set by connect_query is what a client sees.
-    let out = Command::new(cluster.info().bindir.join("psql"))
-        .args(["-X", "-A", "-t", "-d", &first.info().database_url(), "-c", "show statement_timeout"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "1234ms",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let url = first.info().database_url();
+    let psql = Psql {
+        bindir: &cluster.info().bindir,
+        url: &url,
+        password: None,
+        timeout: Duration::from_secs(30),
+        env: &[],
+    };
+    assert_eq!(psql.run("show statement_timeout").unwrap_or_else(|e| panic!("{e:#}")), "1234ms");
 
     // A second PgBouncer in front of the same cluster gets a directory and a port of its own.
     let second = PgBouncer::in_front_of(&cluster, &pgconn, &[], &PgBouncerOptions::default()).unwrap();

@@ -6,28 +6,19 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::thread;
 use std::time::{Duration, Instant};
 
 use pgconn_testkit::{
-    Cluster, ClusterOptions, ConnInfo, Inaccessible, ServerUser, ShutdownMode, find_bindir, is_postgres_for,
-    remove_abandoned_clusters,
+    Cluster, ClusterOptions, ConnInfo, Inaccessible, Psql, ServerUser, ShutdownMode, find_bindir,
+    is_postgres_for, remove_abandoned_clusters,
 };
 
-/// Runs `sql` through `psql` at `url`; `Ok(output)` (unaligned, no headers, trimmed) or `Err(stderr)`.
+/// Runs `sql` through `psql` at `url`; `Ok(output)` (unaligned, no headers, trimmed) or `Err(its message)`.
 fn psql(info: &ConnInfo, url: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new(info.bindir.join("psql"))
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::null())
-        .output()
-        .expect("psql runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    let psql = Psql { bindir: &info.bindir, url, password: None, timeout: Duration::from_secs(30), env: &[] };
+    psql.run(sql).map_err(|e| format!("{e:#}"))
 }
 
 #[track_caller]

@@ -5,28 +5,24 @@
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use pgconn_testkit::{ADMIN_USER, Cluster, ClusterOptions, ServerUser, ShutdownMode, TestCa};
+use pgconn_testkit::{ADMIN_USER, Cluster, ClusterOptions, Psql, ServerUser, ShutdownMode, TestCa};
 
-/// `psql` as the superuser with `conninfo` added: `Ok(whether the session uses TLS)`, or `Err(stderr)`.
+/// `psql` as the superuser with `conninfo` added: `Ok(whether the session uses TLS)`, or `Err(its message)`.
 fn ssl_in_use(cluster: &Cluster, conninfo: &str) -> Result<String, String> {
     let info = cluster.info();
-    let conninfo =
-        format!("port={} user={ADMIN_USER} dbname=postgres connect_timeout=10 {conninfo}", info.port);
-    let out = Command::new(info.bindir.join("psql"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &conninfo])
-        .args(["-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"])
-        .env("PGSSLCERT", "/nonexistent") // no client certificate from ~/.postgresql
-        .env("PGSSLKEY", "/nonexistent")
-        .stdin(Stdio::null())
-        .output()
-        .expect("psql runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
+    let conninfo = format!("port={} user={ADMIN_USER} dbname=postgres {conninfo}", info.port);
+    // No client certificate from ~/.postgresql.
+    let env = [("PGSSLCERT", "/nonexistent"), ("PGSSLKEY", "/nonexistent")];
+    let psql = Psql {
+        bindir: &info.bindir,
+        url: &conninfo,
+        password: None,
+        timeout: Duration::from_secs(30),
+        env: &env,
+    };
+    psql.run("select ssl from pg_stat_ssl where pid = pg_backend_pid()").map_err(|e| format!("{e:#}"))
 }
 
 #[test]
