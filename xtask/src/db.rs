@@ -30,27 +30,27 @@ use pgconn_testkit::{
 
 use crate::process;
 
-/// The `db` subcommands, for help and errors.
-pub(crate) const USAGE: &str = "\
-usage: cargo xtask db <start|stop|status|env>
-  start    start the development PostgreSQL and PgBouncer (kept under target/pgconn-db/), leave them running
-  stop     stop them and remove their directory
-  status   say whether it runs (exit 0) or not (exit 1)
-  env      print `export ...` lines: eval \"$(cargo xtask db env)\"
-";
-
 /// Runs `cargo xtask db <args>`; returns the exit code.
-pub(crate) fn run(args: &[String]) -> Result<u8> {
+/// `cargo xtask db ACTION`.
+#[derive(clap::Subcommand, Clone, Copy)]
+pub(crate) enum Action {
+    /// Start the development PostgreSQL and PgBouncer (kept under target/pgconn-db/), leave them running.
+    Start,
+    /// Stop them and remove their directory.
+    Stop,
+    /// Say whether it runs (exit 0) or not (exit 1).
+    Status,
+    /// Print `export ...` lines: eval "$(cargo xtask db env)".
+    Env,
+}
+
+pub(crate) fn run(action: Action) -> Result<u8> {
     let paths = Paths::new();
-    match args {
-        [cmd] if cmd == "start" => start(&paths),
-        [cmd] if cmd == "stop" => stop(&paths),
-        [cmd] if cmd == "status" => status(&paths),
-        [cmd] if cmd == "env" => env(&paths),
-        _ => {
-            eprint!("{USAGE}");
-            Ok(2)
-        }
+    match action {
+        Action::Start => start(&paths),
+        Action::Stop => stop(&paths),
+        Action::Status => status(&paths),
+        Action::Env => env(&paths),
     }
 }
 

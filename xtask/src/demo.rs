@@ -46,8 +46,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// The example server: SIGTERM, then (after the wait) SIGKILL.
 const SERVER_STOP: &[StopStep] = &[StopStep { signal: libc::SIGTERM, wait: Duration::from_secs(5) }];
 
-const USAGE: &str = "usage: cargo xtask demo [--clients N] [--seconds S]";
-
 /// One strategy: how the server is configured.
 struct Strategy {
     name: &'static str,
@@ -70,8 +68,7 @@ struct Outcome {
     peak_server_connections: Option<u32>,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<u8> {
-    let (clients, seconds) = parse_args(args)?;
+pub(crate) fn run(clients: u32, seconds: u32) -> Result<u8> {
     let pgconn = crate::build_pgconn_release()?;
     let example = build_example()?;
     let logs = crate::workspace_root().join("target").join("demo");
@@ -159,20 +156,6 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
         cluster.stop()?;
     }
     Ok(0)
-}
-
-fn parse_args(args: &[String]) -> Result<(u32, u32)> {
-    let (mut clients, mut seconds) = (100, 15);
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let target = match flag.as_str() {
-            "--clients" => &mut clients,
-            "--seconds" => &mut seconds,
-            _ => bail!("{USAGE}"),
-        };
-        *target = args.next().and_then(|value| value.parse().ok()).filter(|n| *n > 0).context(USAGE)?;
-    }
-    Ok((clients, seconds))
 }
 
 fn non_empty_var(name: &str) -> Option<String> {

@@ -28,30 +28,78 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, Result, bail};
 use pgconn_testkit::Interrupted;
 
-const TASKS: &str = "\
-usage: cargo xtask <task> [args]
+/// `cargo xtask`: every task and its flags, in one place.
+#[derive(clap::Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "pgconn's automation: build, test, benchmark, demonstrate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
 
-tasks:
-  demo [--clients N] [--seconds S]
-                              the example server connecting per request, pooled and through PgBouncer,
-                              under load, side by side (a throwaway PostgreSQL unless DATABASE_URL is set)
-  test [ARGS...]              run `cargo test ARGS` (default: --workspace) against a throwaway PostgreSQL
-                              with PgBouncer in front
-  db start|stop|status|env    a development PostgreSQL and PgBouncer under target/pgconn-db/
-  ci                          fmt, clippy, test, doc: what CI runs
-  monitor [ARGS...]           `pgconn monitor ARGS` against DATABASE_URL, or the development database
-  bench [--quick]             every performance figure side by side; writes docs/benchmarks.md (--quick: under 2 min)
-  scale [--quick]             connect-per-request vs PgBouncer at 150 / 1000 / 5000 clients on max_connections = 100
-  soak [--minutes N] [--clients C] [--seed S]
-                              both tiers under load for N minutes (default 10) with PostgreSQL and PgBouncer
-                              restarts, terminated backends and (as root) network blackholes at random; fails
-                              when a request outlives its bound, a tier does not recover, or fds, threads or
-                              memory grow
-";
+#[derive(clap::Subcommand)]
+enum Task {
+    /// The example server connecting per request, pooled and through PgBouncer, under load, side by side
+    /// (a throwaway PostgreSQL unless `DATABASE_URL` is set).
+    Demo {
+        /// HTTP clients, each one request at a time.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        clients: u32,
+        /// Seconds of load per strategy.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+        seconds: u32,
+    },
+    /// Run `cargo test ARGS` (default: --workspace) against a throwaway PostgreSQL with PgBouncer in front.
+    #[command(disable_help_flag = true)]
+    Test {
+        /// Passed to `cargo test` as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// A development PostgreSQL and PgBouncer under target/pgconn-db/.
+    Db {
+        #[command(subcommand)]
+        action: db::Action,
+    },
+    /// fmt, clippy, test, doc: what CI runs.
+    Ci,
+    /// `pgconn monitor ARGS` against `DATABASE_URL`, or the development database.
+    #[command(disable_help_flag = true)]
+    Monitor {
+        /// Passed to `pgconn monitor` as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every performance figure side by side; writes docs/benchmarks.md.
+    Bench {
+        /// Fewer and shorter rounds: under 2 minutes.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Connect-per-request vs PgBouncer at 150 / 1000 / 5000 clients on `max_connections = 100`.
+    Scale {
+        /// Shorter runs.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Both tiers under load with PostgreSQL and PgBouncer restarts, terminated backends and (as root)
+    /// network blackholes at random; fails when a request outlives its bound, a tier does not recover, or
+    /// file descriptors, threads or memory grow.
+    Soak(soak::Args),
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    if args.is_empty() {
+        // `cargo xtask` alone lists the tasks, successfully.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::SUCCESS;
+    }
+    let cli = <Cli as clap::Parser>::parse();
+    match run(cli.task) {
         Ok(code) => ExitCode::from(code),
         Err(err) if err.is::<Interrupted>() || process::interrupted() => {
             eprintln!("xtask: interrupted");
@@ -64,32 +112,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the task named by `args[0]`; returns the exit code.
-fn run(args: &[String]) -> Result<u8> {
-    let Some((task, rest)) = args.split_first() else {
-        print!("{TASKS}");
-        return Ok(0);
-    };
+/// Runs `task`; returns the exit code.
+fn run(task: Task) -> Result<u8> {
     // Before any child is started, so that Ctrl-C or SIGTERM always leads through the cleanup.
     process::install_interrupt_handler()?;
-    match task.as_str() {
-        "help" | "-h" | "--help" => {
-            print!("{TASKS}");
-            Ok(0)
-        }
-        "demo" => demo::run(rest),
-        "test" => test_task::run(rest),
-        "db" => db::run(rest),
-        "ci" if rest.is_empty() => ci::run(),
-        "monitor" => monitor_task::run(rest),
-        "scale" => scale::run(rest),
-        "bench" => bench::run(rest),
-        "soak" => soak::run(rest),
-        _ => {
-            eprintln!("xtask: unknown task `{}`\n", args.join(" "));
-            eprint!("{TASKS}");
-            Ok(2)
-        }
+    match task {
+        Task::Demo { clients, seconds } => demo::run(clients, seconds),
+        Task::Test { args } => test_task::run(&args),
+        Task::Db { action } => db::run(action),
+        Task::Ci => ci::run(),
+        Task::Monitor { args } => monitor_task::run(&args),
+        Task::Scale { quick } => scale::run(quick),
+        Task::Bench { quick } => bench::run(quick),
+        Task::Soak(args) => soak::run(&args),
     }
 }
 
@@ -168,4 +203,44 @@ fn executable_of(messages: &str, bin: &str) -> Option<PathBuf> {
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
         .filter(|m| m["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "bin")))
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Task};
+
+    fn parse(args: &[&str]) -> Task {
+        let all = std::iter::once("cargo xtask").chain(args.iter().copied());
+        Cli::try_parse_from(all).unwrap_or_else(|e| panic!("{args:?}: {e}")).task
+    }
+
+    #[test]
+    fn test_and_monitor_pass_their_arguments_on_as_they_are() {
+        let args = ["-p", "pgconn-tests", "--test", "it", "--", "pool::", "--nocapture"];
+        let Task::Test { args: passed } = parse(&[&["test"][..], &args[..]].concat()) else {
+            panic!("not test")
+        };
+        assert_eq!(passed, args);
+        let Task::Test { args: passed } = parse(&["test"]) else { panic!("not test") };
+        assert!(passed.is_empty());
+        let Task::Monitor { args: passed } = parse(&["monitor", "--watch", "--help"]) else {
+            panic!("not monitor")
+        };
+        assert_eq!(passed, ["--watch", "--help"]);
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        assert!(matches!(parse(&["soak", "--minutes", "3"]), Task::Soak(_)));
+        assert!(matches!(parse(&["bench", "--quick"]), Task::Bench { quick: true }));
+        assert!(matches!(parse(&["demo"]), Task::Demo { clients: 100, seconds: 15 }));
+        for bad in
+            [&["soak", "--minutes", "0"][..], &["demo", "--clients", "none"], &["db", "bogus"], &["nope"]]
+        {
+            let all = std::iter::once("cargo xtask").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(all).is_err(), "{bad:?}");
+        }
+    }
 }

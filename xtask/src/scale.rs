@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use pgconn_testkit::{Cluster, PgBouncer, signal};
 
 use crate::process;
@@ -35,8 +35,7 @@ struct Run {
     query: &'static str,
 }
 
-pub(crate) fn run(args: &[String]) -> Result<u8> {
-    let quick = quick_flag(args, "scale")?;
+pub(crate) fn run(quick: bool) -> Result<u8> {
     let (soft, hard) = signal::nofile_limits().context("cannot read the open-files limit")?;
     eprintln!("xtask: open files limit: soft {soft}, hard {hard} (children get the hard limit)");
     let pgconn = crate::build_pgconn_release()?;
@@ -135,15 +134,6 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
     drop(bouncer);
     cluster.stop()?;
     Ok(0)
-}
-
-/// `--quick` or nothing, for `cargo xtask TASK`.
-pub(crate) fn quick_flag(args: &[String], task: &str) -> Result<bool> {
-    match args {
-        [] => Ok(false),
-        [flag] if flag == "--quick" => Ok(true),
-        _ => bail!("usage: cargo xtask {task} [--quick]"),
-    }
 }
 
 /// The servers of `scale` and `bench`: a throwaway cluster with `max_connections = 100` and a PgBouncer in

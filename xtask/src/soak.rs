@@ -28,8 +28,6 @@ use pgconn_testkit::{Cluster, GuardedChild, PgBouncer, ShutdownMode, StopStep, l
 use crate::process;
 use crate::reports::{self, LoadLine, LoadReport, ProcessSample, Sample};
 
-const USAGE: &str = "usage: cargo xtask soak [--minutes N] [--clients C] [--seed S]";
-
 /// Set in the copy of xtask that runs inside the private network namespace.
 const INSIDE: &str = "PGCONN_SOAK_NETNS";
 
@@ -56,42 +54,32 @@ const SAMPLE_EVERY: u32 = 10;
 
 const LOAD_STOP: &[StopStep] = &[StopStep { signal: libc::SIGTERM, wait: Duration::from_secs(10) }];
 
-struct Args {
+/// `cargo xtask soak`.
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Minutes of load.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    minutes: u32,
+    /// Request threads per tier.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    clients: u32,
+    /// The seed of the faults' order and timing (default: the clock), to repeat a run.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// The run's parameters, the seed drawn.
+struct Settled {
     minutes: u32,
     clients: u32,
     seed: u64,
 }
 
-fn parse_args(args: &[String]) -> Result<Args> {
-    let mut parsed = Args {
-        minutes: 10,
-        clients: 4,
-        seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs()),
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| -> Result<u64> {
-            let value = args.next().with_context(|| format!("{name} needs a value; {USAGE}"))?;
-            value.parse().with_context(|| format!("{name} must be a whole number, got {value:?}; {USAGE}"))
-        };
-        match arg.as_str() {
-            "--minutes" => parsed.minutes = u32::try_from(value("--minutes")?).unwrap_or(u32::MAX),
-            "--clients" => parsed.clients = u32::try_from(value("--clients")?).unwrap_or(u32::MAX),
-            "--seed" => parsed.seed = value("--seed")?,
-            _ => bail!("unknown argument {arg:?}; {USAGE}"),
-        }
-    }
-    if !(1..=24 * 60).contains(&parsed.minutes) {
-        bail!("--minutes must be from 1 to 1440, got {}", parsed.minutes);
-    }
-    if !(1..=64).contains(&parsed.clients) {
-        bail!("--clients must be from 1 to 64, got {}", parsed.clients);
-    }
-    Ok(parsed)
-}
-
-pub(crate) fn run(args: &[String]) -> Result<u8> {
-    let parsed = parse_args(args)?;
+pub(crate) fn run(args: &Args) -> Result<u8> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+    });
+    let parsed = Settled { minutes: args.minutes, clients: args.clients, seed };
     let pgconn = crate::build_pgconn_release()?;
     if std::env::var_os(INSIDE).is_some() {
         let status =
@@ -104,7 +92,11 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
             eprintln!("xtask: soak: running in a private network namespace (unshare -n), for the blackholes");
             let exe = std::env::current_exe().context("cannot find xtask's own binary")?;
             let mut cmd = Command::new("unshare");
-            cmd.args(["-n", "--"]).arg(exe).arg("soak").args(args).env(INSIDE, "1");
+            // The same run, the seed fixed, inside the namespace.
+            let (minutes, clients, seed) =
+                (parsed.minutes.to_string(), parsed.clients.to_string(), seed.to_string());
+            cmd.args(["-n", "--"]).arg(exe).arg("soak").env(INSIDE, "1");
+            cmd.args(["--minutes", &minutes, "--clients", &clients, "--seed", &seed]);
             let status = process::run(&mut cmd, "unshare -n xtask soak")?;
             Ok(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1))
         }
@@ -154,7 +146,7 @@ impl Tier {
 /// The two tiers.
 const TIERS: [&str; 2] = ["direct", "pgbouncer"];
 
-fn soak(args: &Args, pgconn: &std::path::Path, blackholes: bool) -> Result<u8> {
+fn soak(args: &Settled, pgconn: &std::path::Path, blackholes: bool) -> Result<u8> {
     let seconds = u64::from(args.minutes) * 60;
     let quiet = (seconds / 4).min(120);
     eprintln!(

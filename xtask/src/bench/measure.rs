@@ -1,0 +1,166 @@
+//! The contenders run and their results read: `pgconn load --json` through typed records, `pgbench`'s
+//! summary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result};
+use pgconn_testkit::{PgBouncerInfo, signal};
+
+use crate::process;
+use crate::reports::{self, LoadOutput};
+
+/// A contender: its name, extra environment, extra `pgconn load` arguments, and whether it goes through
+/// PgBouncer.
+pub(super) type Contender<'a> = (&'a str, Vec<(&'a str, String)>, Vec<&'a str>, bool);
+
+/// One measured `pgconn load` cell.
+#[derive(Clone, Default)]
+pub(super) struct Cell {
+    pub(super) rps: f64,
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) mean: f64,
+    pub(super) requests: u64,
+    pub(super) errors: u64,
+    pub(super) kinds: String,
+    /// The pool's connections at the end, and the process then: file descriptors, RSS (kB), threads.
+    pub(super) size: u64,
+    pub(super) fds: u64,
+    pub(super) rss_kb: u64,
+    pub(super) threads: u64,
+}
+
+pub(super) struct Bench {
+    pub(super) pgconn: PathBuf,
+    pub(super) database_url: String,
+    pub(super) bouncer: PgBouncerInfo,
+    pub(super) bindir: PathBuf,
+    pub(super) password: String,
+    pub(super) port: u16,
+    pub(super) script: PathBuf,
+    pub(super) commands: Vec<String>,
+}
+
+impl Bench {
+    /// Runs `pgconn load ARGS --json` with the database's URL and `env`.
+    pub(super) fn load(
+        &mut self,
+        env: &[(&str, String)],
+        args: &[&str],
+        through_pgbouncer: bool,
+    ) -> Result<Cell> {
+        if process::interrupted() {
+            return Err(pgconn_testkit::Interrupted.into());
+        }
+        let mut cmd = Command::new(&self.pgconn);
+        cmd.arg("load").args(args).arg("--json").env_clear().env("DATABASE_URL", &self.database_url);
+        let mut shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if through_pgbouncer {
+            cmd.env("USE_PGBOUNCER", "true").env("PGBOUNCER_URL", self.bouncer.database_url());
+            shown.insert(0, "USE_PGBOUNCER=true".into());
+        }
+        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str()))).stdout(Stdio::piped()).stderr(Stdio::null());
+        signal::raise_nofile_limit(&mut cmd);
+        let command = format!("{} pgconn load {}", shown.join(" "), args.join(" ")).trim().to_owned();
+        eprintln!("xtask: bench: {command}");
+        self.commands.push(command.clone());
+        let output = cmd.output().context("cannot run pgconn load")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let report = match reports::parse::<LoadOutput>(&text, &format!("`{command}`"))? {
+            LoadOutput::Report(report) => report,
+            LoadOutput::Failed { error } => {
+                return Ok(Cell {
+                    errors: 1,
+                    kinds: format!("cannot build the pool: {} ({})", error.kind, error.message),
+                    ..Cell::default()
+                });
+            }
+        };
+        let process = report.process;
+        Ok(Cell {
+            rps: report.throughput_rps,
+            p50: report.latency_ms.p50,
+            p99: report.latency_ms.p99,
+            mean: report.latency_ms.mean,
+            requests: report.requests,
+            errors: report.errors,
+            kinds: report.kinds_seen(),
+            size: u64::from(report.pool.size),
+            fds: process.map_or(0, |p| p.fds),
+            rss_kb: process.map_or(0, |p| p.rss_kb),
+            threads: process.map_or(0, |p| p.threads),
+        })
+    }
+
+    /// Runs `pgbench -n -M simple -f SELECT1 -c C -j J -T S [extra]` against `port`; returns (tps, mean
+    /// latency ms, failed or not).
+    pub(super) fn pgbench(
+        &mut self,
+        port: u16,
+        clients: u32,
+        seconds: u32,
+        extra: &[&str],
+    ) -> Result<(f64, f64, String)> {
+        let script = self.script.clone();
+        self.pgbench_with(port, clients, clients.clamp(1, 2), seconds, "simple", &script, extra)
+    }
+
+    /// Runs `pgbench -n -M MODE -c C -j J -T S -f SCRIPT [extra]` against `port`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pgbench_with(
+        &mut self,
+        port: u16,
+        clients: u32,
+        jobs: u32,
+        seconds: u32,
+        mode: &str,
+        script: &Path,
+        extra: &[&str],
+    ) -> Result<(f64, f64, String)> {
+        let jobs = jobs.to_string();
+        let (c, t) = (clients.to_string(), seconds.to_string());
+        let mut args = vec!["-n", "-M", mode, "-c", &c, "-j", &jobs, "-T", &t];
+        args.extend_from_slice(extra);
+        let script_name = script.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let script = script.to_string_lossy().into_owned();
+        args.extend(["-f", &script, "-h", "127.0.0.1", "-U", "pgconn_app", "pgconn_test"]);
+        let port = port.to_string();
+        let command = format!("pgbench {} -p {port}", args.join(" ")).replace(&script, &script_name);
+        eprintln!("xtask: bench: {command}");
+        self.commands.push(command);
+        let mut cmd = Command::new(self.bindir.join("pgbench"));
+        cmd.args(&args)
+            .args(["-p", &port])
+            .env("PGPASSWORD", &self.password)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        signal::raise_nofile_limit(&mut cmd);
+        let output = cmd.output().context("cannot run pgbench")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let value = |key: &str| {
+            let line = text.lines().find(|l| l.starts_with(key))?;
+            line.split_once('=')?.1.split_whitespace().next()?.parse::<f64>().ok()
+        };
+        let tps = value("tps").unwrap_or(0.0);
+        let latency = value("latency average").unwrap_or(0.0);
+        let failed = if output.status.success() && tps > 0.0 {
+            String::new()
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let line = stderr
+                .lines()
+                .find(|l| l.contains("FATAL") || l.contains("error"))
+                .or_else(|| stderr.lines().rfind(|l| !l.trim().is_empty()))
+                .or_else(|| text.lines().rfind(|l| !l.trim().is_empty()))
+                .unwrap_or("no output");
+            format!("{} ({})", line.trim(), output.status)
+        };
+        Ok((tps, latency, failed))
+    }
+}
+
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() { 0.0 } else { values[values.len() / 2] }
+}
