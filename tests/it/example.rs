@@ -12,7 +12,7 @@ use std::time::Duration;
 use pgconn_tests::{database_url, pgbouncer_url, require, settings};
 
 /// The variable `cargo xtask test` sets to the example server's path.
-const EXAMPLE_BIN_VAR: &str = "PGCONN_TEST_EXAMPLE_BIN";
+const EXAMPLE_BIN_VAR: &str = pgconn_testkit::vars::EXAMPLE_BIN;
 
 /// The example server, killed when dropped (so a failed assertion leaves nothing running).
 struct Server {

@@ -10,27 +10,28 @@
 use std::time::Duration;
 
 use pgconn_config::Settings;
+use pgconn_testkit::vars;
 #[doc(no_inline)]
 pub use pgconn_testkit::{self as testkit, Cluster, ClusterOptions, ConnInfo, ShutdownMode};
 #[doc(no_inline)]
 pub use pgconn_testkit::{PgBouncer, PgBouncerInfo, PgBouncerOptions};
 
 /// The variable holding the URL of the test role (scram-sha-256 password full of URL-special characters).
-pub const DATABASE_URL_VAR: &str = "PGCONN_TEST_DATABASE_URL";
+pub const DATABASE_URL_VAR: &str = vars::DATABASE_URL;
 /// The variable holding the URL of the superuser (trust authentication).
-pub const ADMIN_URL_VAR: &str = "PGCONN_TEST_ADMIN_URL";
+pub const ADMIN_URL_VAR: &str = vars::ADMIN_URL;
 /// The variable holding the cluster's Unix-socket directory.
-pub const SOCKET_DIR_VAR: &str = "PGCONN_TEST_SOCKET_DIR";
+pub const SOCKET_DIR_VAR: &str = vars::SOCKET_DIR;
 /// The variable holding the URL of the test role through the shared PgBouncer (transaction mode).
-pub const PGBOUNCER_URL_VAR: &str = "PGCONN_TEST_PGBOUNCER_URL";
+pub const PGBOUNCER_URL_VAR: &str = vars::PGBOUNCER_URL;
 /// The variable holding the URL of the shared PgBouncer's admin console (database `pgbouncer`, as the
 /// test role, which is its admin and stats user).
-pub const PGBOUNCER_ADMIN_URL_VAR: &str = "PGCONN_TEST_PGBOUNCER_ADMIN_URL";
+pub const PGBOUNCER_ADMIN_URL_VAR: &str = vars::PGBOUNCER_ADMIN_URL;
 /// The variable holding the path of the shared PgBouncer's `pgbouncer.ini` (rendered by
 /// `pgconn pgbouncer-ini`).
-pub const PGBOUNCER_INI_VAR: &str = "PGCONN_TEST_PGBOUNCER_INI";
+pub const PGBOUNCER_INI_VAR: &str = vars::PGBOUNCER_INI;
 /// The variable holding the path of the shared PgBouncer's userlist (mode 0600).
-pub const PGBOUNCER_AUTH_FILE_VAR: &str = "PGCONN_TEST_PGBOUNCER_AUTH_FILE";
+pub const PGBOUNCER_AUTH_FILE_VAR: &str = vars::PGBOUNCER_AUTH_FILE;
 /// The variable holding the absolute path of the `pgconn` binary `cargo xtask test` built.
 pub const PGCONN_BIN_VAR: &str = testkit::PGCONN_BIN_VAR;
 

@@ -11,7 +11,7 @@ use crate::process;
 
 /// The variable holding the absolute path of the example server `thread_per_request` (debug build), for
 /// `tests/it/example.rs`.
-pub(crate) const EXAMPLE_BIN_VAR: &str = "PGCONN_TEST_EXAMPLE_BIN";
+pub(crate) const EXAMPLE_BIN_VAR: &str = pgconn_testkit::vars::EXAMPLE_BIN;
 
 /// Builds the `pgconn` binary, starts a cluster in a fresh temporary directory (`$TMPDIR/pgconn-test-*`,
 /// or `/tmp` when the server user cannot reach `$TMPDIR`) and PgBouncer in front of it (configured by

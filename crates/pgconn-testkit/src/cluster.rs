@@ -26,6 +26,7 @@ use crate::host::{ServerUser, find_bindir};
 use crate::process::{GuardedChild, Interrupted, StopStep};
 use crate::psql::Psql;
 use crate::signal;
+use crate::vars;
 
 /// The role the tests and the application connect as, with a password (scram-sha-256).
 pub const APP_USER: &str = "pgconn_app";
@@ -266,10 +267,10 @@ impl ConnInfo {
     /// `PGCONN_TEST_ADMIN_URL`, `PGCONN_TEST_SOCKET_DIR`, `PGCONN_TEST_PG_BINDIR`.
     pub fn test_env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("PGCONN_TEST_DATABASE_URL", self.database_url()),
-            ("PGCONN_TEST_ADMIN_URL", self.admin_url()),
-            ("PGCONN_TEST_SOCKET_DIR", self.socket_dir.to_string_lossy().into_owned()),
-            ("PGCONN_TEST_PG_BINDIR", self.bindir.to_string_lossy().into_owned()),
+            (vars::DATABASE_URL, self.database_url()),
+            (vars::ADMIN_URL, self.admin_url()),
+            (vars::SOCKET_DIR, self.socket_dir.to_string_lossy().into_owned()),
+            (vars::PG_BINDIR, self.bindir.to_string_lossy().into_owned()),
         ]
     }
 }

@@ -17,7 +17,7 @@ use crate::signal;
 /// cluster runs the same binaries as the shared one); `pg_config --bindir` if it contains `initdb`; the
 /// highest-numbered `/usr/lib/postgresql/*/bin` that contains `initdb` (Debian's layout).
 pub fn find_bindir() -> Result<PathBuf> {
-    for var in ["PG_BINDIR", "PGCONN_TEST_PG_BINDIR"] {
+    for var in ["PG_BINDIR", crate::vars::PG_BINDIR] {
         if let Some(dir) = std::env::var_os(var) {
             let dir = PathBuf::from(dir);
             if !dir.join("initdb").is_file() {

@@ -71,6 +71,7 @@ mod psql;
 pub mod signal;
 mod standby;
 pub mod tls;
+pub mod vars;
 
 pub use cluster::{
     ADMIN_USER, APP_USER, Cluster, ClusterOptions, ConnInfo, DATABASE, Inaccessible, POSTGRES_STOP,

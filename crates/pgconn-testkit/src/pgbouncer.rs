@@ -29,6 +29,7 @@ use crate::host::ServerUser;
 use crate::process::{self, GuardedChild, Interrupted, StopStep};
 use crate::psql::Psql;
 use crate::signal;
+use crate::vars;
 
 /// How PgBouncer is stopped: SIGTERM (immediate shutdown: clients and server connections are closed at
 /// once; SIGINT's "safe shutdown" waits for every client to leave), then SIGKILL.
@@ -36,7 +37,7 @@ pub const PGBOUNCER_STOP: &[StopStep] = &[StopStep { signal: libc::SIGTERM, wait
 
 /// The variable `cargo xtask test` sets to the absolute path of the `pgconn` binary it built, for tests
 /// that render a `pgbouncer.ini` of their own ([`PgBouncer::in_front_of`]).
-pub const PGCONN_BIN_VAR: &str = "PGCONN_TEST_PGCONN_BIN";
+pub const PGCONN_BIN_VAR: &str = vars::PGCONN_BIN;
 
 /// The ini file in a PgBouncer directory.
 pub const INI_FILE: &str = "pgbouncer.ini";
@@ -274,10 +275,10 @@ impl PgBouncerInfo {
     /// `PGCONN_TEST_PGBOUNCER_ADMIN_URL`, `PGCONN_TEST_PGBOUNCER_INI`, `PGCONN_TEST_PGBOUNCER_AUTH_FILE`.
     pub fn test_env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("PGCONN_TEST_PGBOUNCER_URL", self.database_url()),
-            ("PGCONN_TEST_PGBOUNCER_ADMIN_URL", self.admin_url()),
-            ("PGCONN_TEST_PGBOUNCER_INI", self.ini.to_string_lossy().into_owned()),
-            ("PGCONN_TEST_PGBOUNCER_AUTH_FILE", self.auth_file.to_string_lossy().into_owned()),
+            (vars::PGBOUNCER_URL, self.database_url()),
+            (vars::PGBOUNCER_ADMIN_URL, self.admin_url()),
+            (vars::PGBOUNCER_INI, self.ini.to_string_lossy().into_owned()),
+            (vars::PGBOUNCER_AUTH_FILE, self.auth_file.to_string_lossy().into_owned()),
         ]
     }
 }
