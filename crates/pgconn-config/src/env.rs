@@ -12,35 +12,7 @@ use crate::conninfo::{self, ConnInfo, KEYWORDS};
 use crate::error::{Error, Problem};
 use crate::resolve::{self, Home};
 use crate::settings::{ConnMaxAge, PgBouncerSettings, PoolMode, PoolSettings, Settings, Strategy};
-
-/// Every variable pgconn reads, in the order of the configuration reference.
-pub const VARIABLES: &[&str] = &[
-    "DATABASE_URL",
-    "DB_HOST",
-    "DB_PORT",
-    "DB_NAME",
-    "DB_USER",
-    "DB_PASSWORD",
-    "DB_CONN_MAX_AGE",
-    "DB_CONNECT_TIMEOUT",
-    "DB_STATEMENT_TIMEOUT",
-    "DB_QUERY_TIMEOUT",
-    "DB_POOL_MAX_SIZE",
-    "DB_POOL_MIN_IDLE",
-    "DB_POOL_TIMEOUT",
-    "DB_POOL_LEAK_THRESHOLD",
-    "DB_STATEMENT_CACHE",
-    "USE_PGBOUNCER",
-    "PGBOUNCER_URL",
-    "PGBOUNCER_HOST",
-    "PGBOUNCER_PORT",
-    "PGBOUNCER_POOL_MODE",
-    "PGBOUNCER_MAX_CLIENT_CONN",
-    "PGBOUNCER_DEFAULT_POOL_SIZE",
-    "PGBOUNCER_MIN_POOL_SIZE",
-    "PGBOUNCER_RESERVE_POOL_SIZE",
-    "PGBOUNCER_PREPARED_STATEMENTS",
-];
+use crate::variables::{VARIABLES, range};
 
 /// `DB_CONN_MAX_AGE` when unset: ten minutes, Django's usual production value.
 pub const DEFAULT_CONN_MAX_AGE: Duration = Duration::from_secs(600);
@@ -220,7 +192,7 @@ impl Check {
     }
 
     fn port(&mut self, var: &'static str, value: Option<&str>, default: u16) -> Option<u16> {
-        let n = self.number(var, value, u64::from(default), (1, 65535), "")?;
+        let n = self.number(var, value, u64::from(default), range(var), "")?;
         u16::try_from(n).ok()
     }
 
@@ -233,6 +205,11 @@ impl Check {
         }
         info
     }
+}
+
+/// A range of the table, for a `u32` setting.
+fn narrow((min, max): (u64, u64)) -> (u32, u32) {
+    (u32::try_from(min).unwrap_or(u32::MAX), u32::try_from(max).unwrap_or(u32::MAX))
 }
 
 /// A value for a message: quoted, escaped, and cut short when long.
@@ -292,7 +269,7 @@ impl Raw {
                     "DB_CONNECT_TIMEOUT",
                     text,
                     url_connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs(),
-                    (1, 3600),
+                    range("DB_CONNECT_TIMEOUT"),
                     "seconds",
                 )
                 .map(Duration::from_secs),
@@ -303,7 +280,7 @@ impl Raw {
                 "DB_STATEMENT_TIMEOUT",
                 self.db_statement_timeout.as_deref(),
                 u64::try_from(DEFAULT_STATEMENT_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-                (0, i32::MAX.unsigned_abs().into()),
+                range("DB_STATEMENT_TIMEOUT"),
                 "milliseconds (0 turns it off)",
             )
             .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
@@ -315,7 +292,7 @@ impl Raw {
                     "DB_QUERY_TIMEOUT",
                     text,
                     0,
-                    (0, u64::from(i32::MAX.unsigned_abs())),
+                    range("DB_QUERY_TIMEOUT"),
                     "milliseconds (0 turns it off)",
                 )
                 .map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
@@ -325,13 +302,13 @@ impl Raw {
             "DB_POOL_MAX_SIZE",
             self.db_pool_max_size.as_deref(),
             DEFAULT_POOL_MAX_SIZE,
-            (1, 10_000),
+            narrow(range("DB_POOL_MAX_SIZE")),
         );
         let min_idle = check.count(
             "DB_POOL_MIN_IDLE",
             self.db_pool_min_idle.as_deref(),
             DEFAULT_POOL_MIN_IDLE.min(max_size.unwrap_or(DEFAULT_POOL_MAX_SIZE)),
-            (0, 10_000),
+            narrow(range("DB_POOL_MIN_IDLE")),
         );
         if let (Some(max), Some(min)) = (max_size, min_idle)
             && min > max
@@ -346,7 +323,7 @@ impl Raw {
                 "DB_POOL_TIMEOUT",
                 self.db_pool_timeout.as_deref(),
                 u64::try_from(DEFAULT_POOL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-                (1, 3_600_000),
+                range("DB_POOL_TIMEOUT"),
                 "milliseconds",
             )
             .map(Duration::from_millis);
@@ -355,7 +332,7 @@ impl Raw {
                 "DB_POOL_LEAK_THRESHOLD",
                 self.db_pool_leak_threshold.as_deref(),
                 u64::try_from(DEFAULT_POOL_LEAK_THRESHOLD.as_millis()).unwrap_or(u64::MAX),
-                (0, 86_400_000),
+                range("DB_POOL_LEAK_THRESHOLD"),
                 "milliseconds (0 turns it off)",
             )
             .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
@@ -364,7 +341,7 @@ impl Raw {
             "DB_STATEMENT_CACHE",
             self.db_statement_cache.as_deref(),
             DEFAULT_STATEMENT_CACHE,
-            (0, 10_000),
+            narrow(range("DB_STATEMENT_CACHE")),
         );
         let prepared_through_pgbouncer =
             check.flag("PGBOUNCER_PREPARED_STATEMENTS", self.pgbouncer_prepared_statements.as_deref());
@@ -436,21 +413,25 @@ impl Raw {
             "PGBOUNCER_MAX_CLIENT_CONN",
             self.pgbouncer_max_client_conn.as_deref(),
             1000,
-            (1, 1_000_000),
+            narrow(range("PGBOUNCER_MAX_CLIENT_CONN")),
         );
         let default_pool_size = check.count(
             "PGBOUNCER_DEFAULT_POOL_SIZE",
             self.pgbouncer_default_pool_size.as_deref(),
             25,
-            (1, 10_000),
+            narrow(range("PGBOUNCER_DEFAULT_POOL_SIZE")),
         );
-        let min_pool_size =
-            check.count("PGBOUNCER_MIN_POOL_SIZE", self.pgbouncer_min_pool_size.as_deref(), 10, (0, 10_000));
+        let min_pool_size = check.count(
+            "PGBOUNCER_MIN_POOL_SIZE",
+            self.pgbouncer_min_pool_size.as_deref(),
+            10,
+            narrow(range("PGBOUNCER_MIN_POOL_SIZE")),
+        );
         let reserve_pool_size = check.count(
             "PGBOUNCER_RESERVE_POOL_SIZE",
             self.pgbouncer_reserve_pool_size.as_deref(),
             5,
-            (0, 10_000),
+            narrow(range("PGBOUNCER_RESERVE_POOL_SIZE")),
         );
         if let (Some(default), Some(min)) = (default_pool_size, min_pool_size)
             && min > default

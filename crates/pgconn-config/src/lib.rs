@@ -35,6 +35,7 @@ mod passfile;
 mod pgbouncer;
 mod resolve;
 mod settings;
+pub mod variables;
 
 pub use conn::{
     ChannelBinding, ConnParams, DEFAULT_PORT, DEFAULT_SOCKET_DIR, Endpoint, Host, Password, Source, Sources,
@@ -44,7 +45,7 @@ pub use conninfo::render as render_url;
 pub use env::{
     DEFAULT_CONN_MAX_AGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PGBOUNCER_PORT, DEFAULT_POOL_LEAK_THRESHOLD,
     DEFAULT_POOL_MAX_SIZE, DEFAULT_POOL_MIN_IDLE, DEFAULT_POOL_TIMEOUT, DEFAULT_STATEMENT_CACHE,
-    DEFAULT_STATEMENT_TIMEOUT, QUERY_TIMEOUT_GRACE, VARIABLES, libpq_variables,
+    DEFAULT_STATEMENT_TIMEOUT, QUERY_TIMEOUT_GRACE, libpq_variables,
 };
 pub use error::{Error, Problem};
 pub use pgbouncer::{
@@ -54,3 +55,4 @@ pub use pgbouncer::{
 pub use settings::{
     ConnMaxAge, DEFAULT_APPLICATION_NAME, PgBouncerSettings, PoolMode, PoolSettings, Settings, Strategy,
 };
+pub use variables::VARIABLES;

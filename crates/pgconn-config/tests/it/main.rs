@@ -1,6 +1,7 @@
 //! pgconn-config's tests: URL forms, variables, errors, and properties over arbitrary input.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod docs;
 mod libpq;
 mod pgbouncer;
 mod props;
