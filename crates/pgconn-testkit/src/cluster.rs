@@ -10,8 +10,7 @@
 
 use std::fmt::{self, Write as _};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read as _, Seek as _, SeekFrom};
-use std::net::TcpListener;
+use std::io::{self, Read as _};
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +24,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::host::{ServerUser, find_bindir};
 use crate::process::{GuardedChild, Interrupted, StopStep};
 use crate::psql::Psql;
+use crate::server::{self, Launch, log_tail, percent_encode};
 use crate::signal;
 use crate::vars;
 
@@ -51,10 +51,6 @@ pub const POSTGRES_STOP_IMMEDIATE: &[StopStep] =
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a starting server is asked whether it is ready.
 const READY_POLL: Duration = Duration::from_millis(100);
-/// Attempts to start the server when the chosen port was taken between choosing and binding it.
-const START_ATTEMPTS: u32 = 4;
-/// Lines of `postgres.log` shown when something fails.
-const LOG_TAIL_LINES: usize = 30;
 
 /// A psql run as the superuser ([`Cluster::psql`]), at most.
 const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -558,10 +554,13 @@ impl Cluster {
         let conf_path = self.data_dir().join("postgresql.conf");
         let initdb_conf =
             fs::read_to_string(&conf_path).with_context(|| format!("cannot read {}", conf_path.display()))?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port()?;
+        let (progress, log_file) = (self.options.progress, self.log_file());
+        let report = |line: &str| {
+            if let Some(progress) = progress {
+                progress(line);
+            }
+        };
+        server::on_a_free_port(report, |port| {
             self.info.port = port;
             let mut conf = initdb_conf.clone();
             conf.push_str("\n# added by pgconn-testkit\n");
@@ -576,17 +575,17 @@ impl Cluster {
             }
             // Overwriting keeps the file's owner and mode (the server user's, 0600).
             fs::write(&conf_path, conf).with_context(|| format!("cannot write {}", conf_path.display()))?;
-
-            let Some((status, log)) = self.spawn_and_wait()? else { return Ok(()) };
-            if log.contains("Address already in use") && attempt < START_ATTEMPTS {
-                self.report(&format!("port {port} was taken meanwhile, trying another"));
-                continue;
-            }
-            bail!(
-                "postgres exited while starting ({status}); the end of {}:\n{log}",
-                self.log_file().display()
-            );
-        }
+            Ok(match self.spawn_and_wait()? {
+                None => Launch::Running(()),
+                Some((status, log)) => {
+                    let error = anyhow::anyhow!(
+                        "postgres exited while starting ({status}); the end of {}:\n{log}",
+                        log_file.display()
+                    );
+                    Launch::Exited { log, error }
+                }
+            })
+        })
     }
 
     /// Starts the postmaster with the configuration as it is and waits until it accepts connections.
@@ -756,79 +755,7 @@ impl ClusterOptions {
 }
 
 /// The prefix of the directories [`Cluster::start_temp`] creates: `pgconn-test-<pid>-<n>-<nanos>`.
-const TEMP_PREFIX: &str = "pgconn-test-";
-
-/// Removes the clusters that [`Cluster::start_temp`] left in `parent` because the process that started
-/// them died without dropping them (killed by a signal, aborted): `pgconn-test-<pid>-*` directories whose
-/// `<pid>` no longer runs. A PgBouncer still running in front of one (recorded in a `pgbouncer*/`
-/// directory, see [`stop_pgbouncers_in`](crate::stop_pgbouncers_in)) and a postmaster still running on it
-/// (its `data/postmaster.pid`, checked with [`is_postgres_for`]) are stopped first. Directories of
-/// running processes are left alone, so this is safe while other test runs go on. Returns the
-/// directories removed; when some could not be removed, the others still are and the error lists the
-/// failures.
-///
-/// `cargo xtask test` calls it for the temporary directory and `/tmp` before and after the tests, so that
-/// an interrupted run leaves no cluster behind.
-pub fn remove_abandoned_clusters(parent: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(parent) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("cannot list {}", parent.display())),
-    };
-    let mut removed = Vec::new();
-    let mut failures = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(creator) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(TEMP_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let dir = entry.path();
-        // A directory, not a symlink to one; and its creator gone (a zombie still counts as running).
-        let is_dir = fs::symlink_metadata(&dir).is_ok_and(|meta| meta.is_dir());
-        if !is_dir || creator == 0 || Path::new(&format!("/proc/{creator}")).exists() {
-            continue;
-        }
-        match remove_abandoned(&dir) {
-            Ok(()) => removed.push(dir),
-            Err(err) => failures.push(format!("{err:#}")),
-        }
-    }
-    if !failures.is_empty() {
-        bail!(
-            "{} abandoned cluster(s) in {} could not be removed ({} were): {}",
-            failures.len(),
-            parent.display(),
-            removed.len(),
-            failures.join("; ")
-        );
-    }
-    Ok(removed)
-}
-
-/// Stops the PgBouncer processes and the postmaster still running on the abandoned cluster `dir`, if
-/// any, and removes `dir`.
-fn remove_abandoned(dir: &Path) -> Result<()> {
-    crate::pgbouncer::stop_pgbouncers_in(dir)?;
-    let data_dir = dir.join("data");
-    let postmaster = fs::read_to_string(data_dir.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
-        .filter(|&pid| is_postgres_for(pid, &data_dir));
-    if let Some(pid) = postmaster {
-        crate::stop_pid(pid, POSTGRES_STOP, || is_postgres_for(pid, &data_dir))?;
-    }
-    match fs::remove_dir_all(dir) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => {
-            Err(err).with_context(|| format!("cannot remove {}", dir.display()))
-        }
-        _ => Ok(()),
-    }
-}
+pub(crate) const TEMP_PREFIX: &str = "pgconn-test-";
 
 /// A fresh directory name under `parent` for [`Cluster::start_temp`]: unique within this process (a
 /// counter) and across processes (the pid), with the time against pid reuse.
@@ -837,24 +764,6 @@ pub(crate) fn temp_cluster_dir(parent: &Path) -> PathBuf {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     parent.join(format!("{TEMP_PREFIX}{}-{n}-{nanos}", std::process::id()))
-}
-
-/// The last lines of the log file `path` from byte `from` on, for error messages.
-pub(crate) fn log_tail(path: &Path, from: u64) -> String {
-    let read = || -> io::Result<String> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(from))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    };
-    match read() {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-        }
-        Err(err) => format!("(cannot read the log: {err})"),
-    }
 }
 
 /// Sends `SIGCONT` to every child of `pid` (a postmaster's backends and auxiliary processes), so that one
@@ -879,13 +788,6 @@ fn parent_pid(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (bind port 0, read the port, let go).
-pub(crate) fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind(("127.0.0.1", 0)).context("cannot bind 127.0.0.1:0 to find a free port")?;
-    Ok(listener.local_addr().context("cannot read the address of a bound socket")?.port())
-}
-
 /// A password full of URL-special characters, so that percent-encoding is exercised for real:
 /// `p@ss:w/rd?#%` and 16 random hex digits. It never contains a single quote (it is put in SQL as is).
 fn password() -> Result<String> {
@@ -900,13 +802,6 @@ fn password() -> Result<String> {
     Ok(password)
 }
 
-/// Percent-encodes every byte except the URL-unreserved `A-Z a-z 0-9 - . _ ~`.
-pub(crate) fn percent_encode(text: &str) -> String {
-    const RESERVED: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
-}
-
 /// Whether `pid` is a live (not zombie) `postgres` process whose command line names `data_dir`: the only
 /// check that makes signalling a pid read from a file safe.
 pub fn is_postgres_for(pid: u32, data_dir: &Path) -> bool {
@@ -916,6 +811,7 @@ pub fn is_postgres_for(pid: u32, data_dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sweep::remove_abandoned_clusters;
 
     #[test]
     fn percent_encoding_keeps_only_unreserved_bytes() {

@@ -68,14 +68,17 @@ mod host;
 mod pgbouncer;
 mod process;
 mod psql;
+mod server;
 pub mod signal;
 mod standby;
+mod sweep;
+pub use sweep::remove_abandoned_clusters;
 pub mod tls;
 pub mod vars;
 
 pub use cluster::{
     ADMIN_USER, APP_USER, Cluster, ClusterOptions, ConnInfo, DATABASE, Inaccessible, POSTGRES_STOP,
-    POSTGRES_STOP_IMMEDIATE, ShutdownMode, is_postgres_for, remove_abandoned_clusters,
+    POSTGRES_STOP_IMMEDIATE, ShutdownMode, is_postgres_for,
 };
 pub use host::{ServerUser, find_bindir};
 /// The signal numbers for [`signal::kill`] and the other libc items of this crate's interface.

@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cluster::{self, Cluster, ClusterOptions, ConnInfo};
+use crate::cluster::{Cluster, ClusterOptions, ConnInfo};
 use crate::host::ServerUser;
 use crate::process::{self, GuardedChild, Interrupted, StopStep};
 use crate::psql::Psql;
+use crate::server::{self, Launch, log_tail, percent_encode};
 use crate::signal;
 use crate::vars;
 
@@ -60,7 +61,6 @@ const PSQL_POLL: Duration = Duration::from_millis(50);
 /// `PGCONNECT_TIMEOUT` of the readiness `psql`, in seconds.
 const PSQL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts to start PgBouncer when the chosen port was taken between choosing and binding it.
-const START_ATTEMPTS: u32 = 4;
 /// Variables [`PgBouncer::render_and_start`] sets itself and refuses from the caller.
 const RESERVED_ENV: &[&str] = &["DATABASE_URL", "PGBOUNCER_HOST", "PGBOUNCER_PORT", "PGBOUNCER_URL"];
 
@@ -243,11 +243,11 @@ impl PgBouncerInfo {
     /// `postgresql://<user>:<password>@<host>:<port>/<database>`, user and password percent-encoded.
     pub fn url(&self, database: &str) -> String {
         let login = if self.password.is_empty() {
-            cluster::percent_encode(&self.user)
+            percent_encode(&self.user)
         } else {
-            format!("{}:{}", cluster::percent_encode(&self.user), cluster::percent_encode(&self.password))
+            format!("{}:{}", percent_encode(&self.user), percent_encode(&self.password))
         };
-        format!("postgresql://{login}@{}:{}/{}", self.host, self.port, cluster::percent_encode(database))
+        format!("postgresql://{login}@{}:{}/{}", self.host, self.port, percent_encode(database))
     }
 
     /// [`url`](Self::url) of [`database`](Self::database): what the application connects to.
@@ -264,10 +264,10 @@ impl PgBouncerInfo {
     pub fn redacted_database_url(&self) -> String {
         format!(
             "postgresql://{}:***@{}:{}/{}",
-            cluster::percent_encode(&self.user),
+            percent_encode(&self.user),
             self.host,
             self.port,
-            cluster::percent_encode(&self.database)
+            percent_encode(&self.database)
         )
     }
 
@@ -362,19 +362,20 @@ impl PgBouncer {
             .with_context(|| format!("cannot create the PgBouncer directory {}", dir.display()))?;
         user.chown(dir)?;
         let dir = std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = cluster::free_port()?;
-            let ini = render(pgconn, &dir, &info.database_url(), port, env, user)?;
-            let mut bouncer = Self::prepare(&dir, &ini, &info.bindir, user, options)?;
-            let Some((status, log)) = bouncer.spawn_and_wait()? else { return Ok(bouncer) };
-            if log.contains("Address already in use") && attempt < START_ATTEMPTS {
-                options.report(&format!("port {port} was taken meanwhile, trying another"));
-                continue;
-            }
-            return Err(bouncer.exited(status, &log));
-        }
+        server::on_a_free_port(
+            |line| options.report(line),
+            |port| {
+                let ini = render(pgconn, &dir, &info.database_url(), port, env, user)?;
+                let mut bouncer = Self::prepare(&dir, &ini, &info.bindir, user, options)?;
+                Ok(match bouncer.spawn_and_wait()? {
+                    None => Launch::Running(bouncer),
+                    Some((status, log)) => {
+                        let error = bouncer.exited(status, &log);
+                        Launch::Exited { log, error }
+                    }
+                })
+            },
+        )
     }
 
     /// [`PgBouncer::render_and_start`] in a new directory of `cluster`'s (`pgbouncer`, or `pgbouncer-2`,
@@ -549,7 +550,7 @@ impl PgBouncer {
                 // Exited: dropping the guard only reaps it.
                 self.child = None;
                 remove_pid_file(&self.dir);
-                Ok(Some((status, cluster::log_tail(&log, log_start))))
+                Ok(Some((status, log_tail(&log, log_start))))
             }
             Err(err) => {
                 let stopped = self.stop();
@@ -595,7 +596,7 @@ impl PgBouncer {
                     self.info.port,
                     READY_TIMEOUT.as_secs(),
                     self.log_file().display(),
-                    cluster::log_tail(&self.log_file(), log_start)
+                    log_tail(&self.log_file(), log_start)
                 );
             }
             thread::sleep(if listening { PSQL_POLL } else { CONNECT_POLL });
@@ -605,11 +606,8 @@ impl PgBouncer {
     /// `SHOW VERSION` on the admin console through `psql`, the password in `PGPASSWORD`.
     fn show_version(&self) -> Result<()> {
         let host = self.info.host.trim_matches(['[', ']']);
-        let url = format!(
-            "postgresql://{}@{host}:{}/pgbouncer",
-            cluster::percent_encode(&self.info.user),
-            self.info.port
-        );
+        let url =
+            format!("postgresql://{}@{host}:{}/pgbouncer", percent_encode(&self.info.user), self.info.port);
         let password = (!self.info.password.is_empty()).then_some(self.info.password.as_str());
         let psql = Psql { bindir: &self.bindir, url: &url, password, timeout: PSQL_TIMEOUT, env: &[] };
         psql.run("SHOW VERSION").map(drop).context("psql SHOW VERSION")
