@@ -58,7 +58,7 @@ const LOAD_STOP: &[StopStep] = &[StopStep { signal: libc::SIGTERM, wait: Duratio
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Minutes of load.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(3..=1440))]
     minutes: u32,
     /// Request threads per tier.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -425,8 +425,8 @@ fn per_minute(samples: &[Sample], run_minutes: u64) -> Vec<(u64, String)> {
 }
 
 /// What is wrong with a tier's run: a request past [`REQUEST_BOUND`] (`slowest_ms`: the report's maximum),
-/// failures at the last sample, or growth. Growth compares the first half of the run (after its first
-/// minute) with the last quarter: file descriptors beyond [`FDS_PER_CONNECTION`] per open connection may
+/// failures in the last full sample, or growth. Growth compares the first half of the run (after a tenth of
+/// it, at most a minute) with the last quarter: file descriptors beyond [`FDS_PER_CONNECTION`] per open connection may
 /// not rise by more than two connections' worth, threads not by more than 2, and the smallest resident
 /// memory of the last quarter may not exceed the largest of the first half by more than 10% and 2 MB
 /// (in a 10-minute run that catches a leak of about 1.5 MB a minute; longer runs catch slower ones).
@@ -437,7 +437,9 @@ fn judge(tier: &str, samples: &[Sample], slowest_ms: f64) -> Vec<String> {
             "{tier}: a request took {slowest_ms:.0} ms, longer than its bound {REQUEST_BOUND:?}"
         ));
     }
-    match samples.last() {
+    // The last full interval: the load's final sample may cover only the moments before its threads ended.
+    let full = f64::from(SAMPLE_EVERY) / 2.0;
+    match samples.iter().rev().find(|s| s.interval_s >= full) {
         Some(last) if last.errors == 0 && last.ok > 0 => {}
         Some(last) => failures.push(format!(
             "{tier}: still failing at the end ({} ok, {} errors {:?} in the last {SAMPLE_EVERY} s)",
@@ -448,7 +450,9 @@ fn judge(tier: &str, samples: &[Sample], slowest_ms: f64) -> Vec<String> {
     let end = samples.last().map_or(0.0, |s| s.t_s);
     let with_process: Vec<(f64, ProcessSample, u32)> =
         samples.iter().filter_map(|s| Some((s.t_s, s.process?, s.pool.size))).collect();
-    let early: Vec<_> = with_process.iter().filter(|(t, ..)| *t >= 60.0 && *t <= end / 2.0).collect();
+    // The first half after a warm-up of a tenth of the run (at most a minute), against the last quarter.
+    let warm = (end / 10.0).min(60.0);
+    let early: Vec<_> = with_process.iter().filter(|(t, ..)| *t >= warm && *t <= end / 2.0).collect();
     let late: Vec<_> = with_process.iter().filter(|(t, ..)| *t >= end * 0.75).collect();
     if early.is_empty() || late.is_empty() {
         failures.push(format!(
@@ -538,6 +542,15 @@ mod tests {
         assert!(judge("t", &noisy, 100.0).is_empty(), "{:?}", judge("t", &noisy, 100.0));
         assert!(judge("t", &rss, 100.0)[0].contains("resident memory grew"));
         assert!(judge("t", &steady, 7000.0)[0].contains("longer than its bound"));
+        // The load's last, part interval after its threads ended: not a failure.
+        let mut tail = run(|t| sample(t, 20, 2, 8000, 7));
+        let mut last = sample(600, 20, 2, 8000, 7);
+        (last.interval_s, last.ok, last.requests) = (0.01, 0, 0);
+        tail.push(last);
+        assert!(judge("t", &tail, 100.0).is_empty(), "{:?}", judge("t", &tail, 100.0));
+        // Three minutes are enough to judge.
+        let short: Vec<Sample> = (1..=18).map(|i| sample(i * 10, 20, 2, 8000, 7)).collect();
+        assert!(judge("t", &short, 100.0).is_empty(), "{:?}", judge("t", &short, 100.0));
         let mut failing = steady;
         if let Some(last) = failing.last_mut() {
             last.errors = 3;

@@ -108,7 +108,13 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
             let message = e.with_cause();
             if args.json {
                 let error = serde_json::json!({"error": {"kind": e.kind().as_str(), "message": message}});
-                println!("{}", serde_json::to_string_pretty(&error)?);
+                // One line in JSON Lines mode.
+                let text = if args.report_every.is_some() {
+                    serde_json::to_string(&error)?
+                } else {
+                    serde_json::to_string_pretty(&error)?
+                };
+                println!("{text}");
             }
             eprintln!("pgconn load: cannot build the pool ({}): {message}", e.kind());
             return Ok(ExitCode::FAILURE);

@@ -26,8 +26,9 @@
 //! handful of small dependencies; it reads each request on a thread of its own and hands it over whole,
 //! and this server answers each on a new thread, as a thread-per-request server does. What `tiny_http` 0.12
 //! does not do, and what to know about it (`docs/operations.md`, "The example server"):
-//! - It sets no read timeout on client connections: a client that connects and sends nothing holds one
-//!   of `tiny_http`'s connection threads (never a request thread or a database connection) until it goes.
+//! - It sets no read or write timeout on client connections: a client that connects and sends nothing
+//!   holds one of `tiny_http`'s connection threads, and one that never reads its answers holds the
+//!   request threads answering it (never a database connection) until it goes.
 //!   Put the server behind a proxy or load balancer that bounds slow clients, as deployments do.
 //! - Its accept thread stops at the first failed `accept` (out of file descriptors, say). This server
 //!   raises its open-file limit to the hard limit at start, and when accepting stops it exits with status
@@ -131,6 +132,18 @@ fn main() -> ExitCode {
     // 3. One thread per request, at most MAX_REQUESTS at once.
     let app = Arc::new(App { pool, window: Mutex::new(Window::new(window)) });
     let running = Arc::new(AtomicUsize::new(0));
+    // Refusals are written by a thread of their own: `tiny_http` writes a connection's answers in order and
+    // without a timeout, so a refusal can wait behind that client's earlier answers, and this loop must not.
+    let (refuse, refusals) = std::sync::mpsc::sync_channel::<tiny_http::Request>(MAX_REQUESTS);
+    let refuser = thread::Builder::new().name("refuser".to_owned()).spawn(move || {
+        for request in refusals {
+            let _ = request.respond(error(503, "busy", "too many requests in progress; retry later"));
+        }
+    });
+    if let Err(e) = refuser {
+        eprintln!("thread_per_request: cannot start a thread: {e}");
+        return ExitCode::FAILURE;
+    }
     loop {
         let request = match server.recv() {
             Ok(request) => request,
@@ -143,7 +156,11 @@ fn main() -> ExitCode {
         };
         // Only this loop adds to `running`, so looking first cannot let it overshoot.
         if running.load(Ordering::SeqCst) >= MAX_REQUESTS {
-            let _ = request.respond(error(503, "busy", "too many requests in progress; retry later"));
+            // When even the refusals queue up (MAX_REQUESTS of them), the request is dropped on a
+            // short-lived thread: `tiny_http` answers a dropped request 500, which may wait like any answer.
+            if let Err(std::sync::mpsc::TrySendError::Full(request)) = refuse.try_send(request) {
+                thread::spawn(move || drop(request));
+            }
             continue;
         }
         let slot = Slot::take(&running);

@@ -271,11 +271,12 @@ impl Error {
         let reason = describe(&source);
         // A FATAL (or PANIC) ends the session whatever its code: PgBouncer's "server login has been
         // failing, try again later" (08P01) after its server went away, for one.
-        let fatal = db.is_some_and(|db| {
-            matches!(
-                db.parsed_severity(),
-                Some(postgres::error::Severity::Fatal | postgres::error::Severity::Panic)
-            )
+        let fatal = db.is_some_and(|db| match db.parsed_severity() {
+            Some(severity) => {
+                matches!(severity, postgres::error::Severity::Fatal | postgres::error::Severity::Panic)
+            }
+            // PgBouncer sends only the localized severity (no `V` field): it is never translated.
+            None => matches!(db.severity(), "FATAL" | "PANIC"),
         });
         if closed || fatal || source.is_closed() || source.code().is_some_and(|c| lost_codes.contains(c)) {
             return Error::ConnectionLost { reason, source };

@@ -605,7 +605,8 @@ impl PgBouncer {
 
     /// `SHOW VERSION` on the admin console through `psql`, the password in `PGPASSWORD`.
     fn show_version(&self) -> Result<()> {
-        let host = self.info.host.trim_matches(['[', ']']);
+        // An IPv6 address keeps its brackets in a URL.
+        let host = &self.info.host;
         let url =
             format!("postgresql://{}@{host}:{}/pgbouncer", percent_encode(&self.info.user), self.info.port);
         let password = (!self.info.password.is_empty()).then_some(self.info.password.as_str());

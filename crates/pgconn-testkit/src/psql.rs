@@ -52,13 +52,13 @@ impl Psql<'_> {
         cmd.envs(self.env.iter().copied());
         let mut child = cmd.spawn().context("cannot run psql")?;
         let pid = child.id();
-        // Small enough for the pipe: written before psql reads, psql exits after reading it all.
-        child
-            .stdin
-            .take()
-            .context("psql has no stdin")?
-            .write_all(sql.as_bytes())
-            .context("cannot write to psql")?;
+        // Written from a thread of its own, so that the deadline covers it too; a psql that exited early
+        // (its error is in its stderr) only makes the write fail, which is then of no interest.
+        let mut stdin = child.stdin.take().context("psql has no stdin")?;
+        let sql = sql.to_owned();
+        let writer = thread::spawn(move || {
+            let _ = stdin.write_all(sql.as_bytes());
+        });
         let (tx, rx) = mpsc::sync_channel::<std::io::Result<Output>>(1);
         let waiter = thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
@@ -67,9 +67,11 @@ impl Psql<'_> {
             // The waiter reaps psql only once it has exited, so until then the pid is psql's.
             let _ = signal::kill(pid, libc::SIGKILL);
             let _ = waiter.join();
+            let _ = writer.join();
             bail!("psql to {} did not finish within {}s", self.url, self.timeout.as_secs());
         };
         let _ = waiter.join();
+        let _ = writer.join();
         let output = output.context("cannot wait for psql")?;
         if !output.status.success() {
             bail!(

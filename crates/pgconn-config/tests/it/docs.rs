@@ -71,16 +71,31 @@ fn every_number_in_the_table_is_checked_against_its_range() {
             "{} = {too_big} (its range is {min} to {max}): {error}",
             variable.name
         );
-        let at_max = max.to_string();
         let last = vars.len() - usize::from(variable.name.starts_with("PGBOUNCER_")) - 1;
-        vars[last].1 = at_max.as_str();
-        // In its range (other rules, such as a minimum not above a maximum, may still apply).
-        if let Err(error) = pgconn_config::Settings::from_vars(vars) {
+        let below = min.checked_sub(1).map(|n| n.to_string());
+        if let Some(below) = &below {
+            vars[last].1 = below.as_str();
+            let error = pgconn_config::Settings::from_vars(vars.clone()).expect_err(variable.name);
             assert!(
-                error.problems().iter().all(|p| p.variable != variable.name || !p.message.contains(" from ")),
-                "{} = {max} is in its range: {error}",
+                error.problems().iter().any(|p| p.variable == variable.name),
+                "{} = {below} (its range is {min} to {max}): {error}",
                 variable.name
             );
+        }
+        // At either end it is in its range (other rules, such as a minimum not above a maximum, may apply).
+        let (at_min, at_max) = (min.to_string(), max.to_string());
+        for inside in [&at_min, &at_max] {
+            vars[last].1 = inside.as_str();
+            if let Err(error) = pgconn_config::Settings::from_vars(vars.clone()) {
+                assert!(
+                    error
+                        .problems()
+                        .iter()
+                        .all(|p| p.variable != variable.name || !p.message.contains(" from ")),
+                    "{} = {inside} is in its range: {error}",
+                    variable.name
+                );
+            }
         }
     }
 }
