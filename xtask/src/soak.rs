@@ -425,7 +425,7 @@ fn per_minute(samples: &[Sample], run_minutes: u64) -> Vec<(u64, String)> {
 }
 
 /// What is wrong with a tier's run: a request past [`REQUEST_BOUND`] (`slowest_ms`: the report's maximum),
-/// failures in the last full sample, or growth. Growth compares the first half of the run (after a tenth of
+/// more than 1 error in 1000 requests in the last full sample (or no success), or growth. Growth compares the first half of the run (after a tenth of
 /// it, at most a minute) with the last quarter: file descriptors beyond [`FDS_PER_CONNECTION`] per open connection may
 /// not rise by more than two connections' worth, threads not by more than 2, and the smallest resident
 /// memory of the last quarter may not exceed the largest of the first half by more than 10% and 2 MB
@@ -440,7 +440,9 @@ fn judge(tier: &str, samples: &[Sample], slowest_ms: f64) -> Vec<String> {
     // The last full interval: the load's final sample may cover only the moments before its threads ended.
     let full = f64::from(SAMPLE_EVERY) / 2.0;
     match samples.iter().rev().find(|s| s.interval_s >= full) {
-        Some(last) if last.errors == 0 && last.ok > 0 => {}
+        // Recovered: serving, with errors at most 1 in 1000 (on a saturated machine a request now and then
+        // meets its bound without a fault: docs/operations.md).
+        Some(last) if last.ok > 0 && last.errors * 1000 <= last.requests => {}
         Some(last) => failures.push(format!(
             "{tier}: still failing at the end ({} ok, {} errors {:?} in the last {SAMPLE_EVERY} s)",
             last.ok, last.errors, last.error_kinds
@@ -553,9 +555,13 @@ mod tests {
         assert!(judge("t", &short, 100.0).is_empty(), "{:?}", judge("t", &short, 100.0));
         let mut failing = steady;
         if let Some(last) = failing.last_mut() {
-            last.errors = 3;
+            (last.errors, last.requests) = (3, 103);
         }
         assert!(judge("t", &failing, 100.0)[0].contains("still failing"));
+        if let Some(last) = failing.last_mut() {
+            (last.errors, last.requests, last.ok) = (1, 100_000, 99_999);
+        }
+        assert!(judge("t", &failing, 100.0).is_empty(), "1 in 100000 is recovered");
     }
 
     #[test]
