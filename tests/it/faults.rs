@@ -373,3 +373,31 @@ fn a_hung_backend_fails_its_holder_within_the_query_timeout_and_nobody_else() {
     assert!(checked_out.iter_mut().all(|c| c.backend_pid().unwrap() != idle_pid));
     drop(stopped);
 }
+
+#[test]
+fn a_fatal_from_pgbouncer_mid_query_is_connection_lost() {
+    let cluster = private_cluster(&ClusterOptions::default());
+    let bouncer = private_pgbouncer(&cluster, &[]);
+    let bouncer_url = bouncer.info().database_url();
+    let mut extra = vec![("USE_PGBOUNCER", "true"), ("PGBOUNCER_URL", bouncer_url.as_str())];
+    extra.extend(FAULT_BOUNDS);
+    let pool = Pool::new(&settings_for(&cluster.info().database_url(), &extra)).unwrap();
+    let mut conn = pool.get().unwrap();
+    // PgBouncer's KILL ends its clients with a FATAL that carries no `V` (unlocalized severity) field.
+    let admin_url = bouncer.info().admin_url();
+    let killer = thread::spawn(move || {
+        let mut admin: postgres::Config = admin_url.parse().unwrap();
+        admin.connect_timeout(Duration::from_secs(10));
+        let mut admin = admin.connect(postgres::NoTls).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        admin.simple_query("KILL pgconn_test").unwrap();
+        admin.simple_query("RESUME pgconn_test").unwrap();
+    });
+    let error = conn.query("SELECT pg_sleep(2)", &[]).unwrap_err();
+    killer.join().unwrap();
+    assert_eq!(error.kind(), ErrorKind::ConnectionLost, "{error}");
+    drop(conn);
+    // The pool serves on with a new connection.
+    let mut conn = pool.get().unwrap();
+    assert_eq!(conn.query_one("SELECT 1::int4", &[]).unwrap().get::<_, i32>(0), 1);
+}
