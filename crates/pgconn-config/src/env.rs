@@ -1,12 +1,10 @@
-//! Environment to `Settings`: envy reads every variable as text, then one validation pass reports every
-//! problem at once.
+//! Environment to `Settings`: every variable of the table read as text, then one validation pass reports
+//! every problem at once.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::conninfo::{self, ConnInfo, KEYWORDS};
 use crate::error::{Error, Problem};
@@ -37,30 +35,6 @@ pub const DEFAULT_POOL_LEAK_THRESHOLD: Duration = Duration::from_secs(30);
 pub const DEFAULT_STATEMENT_CACHE: u32 = 100;
 /// `PGBOUNCER_PORT` when unset.
 pub const DEFAULT_PGBOUNCER_PORT: u16 = 6432;
-
-/// Every variable but the connection's own (read by `resolve`) as text; an empty value counts as unset.
-#[derive(Debug, Default, Deserialize)]
-struct Raw {
-    db_conn_max_age: Option<String>,
-    db_connect_timeout: Option<String>,
-    db_statement_timeout: Option<String>,
-    db_query_timeout: Option<String>,
-    db_pool_max_size: Option<String>,
-    db_pool_min_idle: Option<String>,
-    db_pool_timeout: Option<String>,
-    db_pool_leak_threshold: Option<String>,
-    db_statement_cache: Option<String>,
-    use_pgbouncer: Option<String>,
-    pgbouncer_url: Option<String>,
-    pgbouncer_host: Option<String>,
-    pgbouncer_port: Option<String>,
-    pgbouncer_pool_mode: Option<String>,
-    pgbouncer_max_client_conn: Option<String>,
-    pgbouncer_default_pool_size: Option<String>,
-    pgbouncer_min_pool_size: Option<String>,
-    pgbouncer_reserve_pool_size: Option<String>,
-    pgbouncer_prepared_statements: Option<String>,
-}
 
 impl Settings {
     /// Reads the settings from this process's environment.
@@ -111,17 +85,7 @@ impl Settings {
                     && (VARIABLES.contains(&k.as_str()) || libpq_variables().any(|n| n == k) || k == "HOME")
             })
             .collect();
-        let ours =
-            vars.iter().filter(|(k, _)| VARIABLES.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone()));
-        // Every field is an optional string, so envy cannot fail on values; should it fail anyway, that is
-        // reported, not unwrapped.
-        let raw: Raw = envy::from_iter(ours).map_err(|e| Error::Invalid {
-            problems: vec![Problem {
-                variable: "DATABASE_URL",
-                message: format!("cannot read the environment: {e}"),
-            }],
-        })?;
-        raw.validate(&vars)
+        validate(&vars)
     }
 }
 
@@ -229,290 +193,288 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-impl Raw {
-    fn validate(self, vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
-        let mut check = Check::default();
-        let home = Home::new(vars);
-        let database = resolve::database(&mut check, vars, &home);
+/// One pass over the variables of [`crate::variables::TABLE`] (the connection's own through `resolve`),
+/// collecting every problem.
+fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
+    let get = |name: &'static str| -> Option<&str> {
+        debug_assert!(VARIABLES.contains(&name), "{name} is not in the table of variables");
+        vars.get(name).map(String::as_str)
+    };
+    let mut check = Check::default();
+    let home = Home::new(vars);
+    let database = resolve::database(&mut check, vars, &home);
 
-        let conn_max_age = match self.db_conn_max_age.as_deref() {
-            Some(text) if text.trim().eq_ignore_ascii_case("none") => Some(ConnMaxAge::Unlimited),
-            Some(text) => match text.trim().parse::<u32>() {
-                Ok(0) => Some(ConnMaxAge::PerRequest),
-                Ok(s) => Some(ConnMaxAge::Limited(Duration::from_secs(u64::from(s)))),
-                Err(_) => {
-                    check.push(
-                        "DB_CONN_MAX_AGE",
-                        format!(
-                            "DB_CONN_MAX_AGE must be a whole number of seconds (0 for no persistent connections) \
-                             or \"none\" for unlimited, got {}",
-                            quoted(text)
-                        ),
-                    );
-                    None
-                }
-            },
-            None => Some(ConnMaxAge::Limited(DEFAULT_CONN_MAX_AGE)),
-        };
-
-        let url_connect_timeout = database.as_ref().and_then(|d| d.connect_timeout);
-        let connect_timeout = match self.db_connect_timeout.as_deref() {
-            Some("0") => {
+    let conn_max_age = match get("DB_CONN_MAX_AGE") {
+        Some(text) if text.trim().eq_ignore_ascii_case("none") => Some(ConnMaxAge::Unlimited),
+        Some(text) => match text.trim().parse::<u32>() {
+            Ok(0) => Some(ConnMaxAge::PerRequest),
+            Ok(s) => Some(ConnMaxAge::Limited(Duration::from_secs(u64::from(s)))),
+            Err(_) => {
                 check.push(
-                    "DB_CONNECT_TIMEOUT",
-                    "DB_CONNECT_TIMEOUT=0 would wait forever for a connection; give whole seconds from 1 to 3600",
+                    "DB_CONN_MAX_AGE",
+                    format!(
+                        "DB_CONN_MAX_AGE must be a whole number of seconds (0 for no persistent connections) \
+                         or \"none\" for unlimited, got {}",
+                        quoted(text)
+                    ),
                 );
                 None
             }
-            text => check
-                .number(
-                    "DB_CONNECT_TIMEOUT",
-                    text,
-                    url_connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs(),
-                    range("DB_CONNECT_TIMEOUT"),
-                    "seconds",
-                )
-                .map(Duration::from_secs),
-        };
+        },
+        None => Some(ConnMaxAge::Limited(DEFAULT_CONN_MAX_AGE)),
+    };
 
-        let statement_timeout = check
+    let url_connect_timeout = database.as_ref().and_then(|d| d.connect_timeout);
+    let connect_timeout = match get("DB_CONNECT_TIMEOUT") {
+        Some("0") => {
+            check.push(
+                "DB_CONNECT_TIMEOUT",
+                "DB_CONNECT_TIMEOUT=0 would wait forever for a connection; give whole seconds from 1 to 3600",
+            );
+            None
+        }
+        text => check
             .number(
-                "DB_STATEMENT_TIMEOUT",
-                self.db_statement_timeout.as_deref(),
-                u64::try_from(DEFAULT_STATEMENT_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-                range("DB_STATEMENT_TIMEOUT"),
-                "milliseconds (0 turns it off)",
+                "DB_CONNECT_TIMEOUT",
+                text,
+                url_connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs(),
+                range("DB_CONNECT_TIMEOUT"),
+                "seconds",
             )
-            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
+            .map(Duration::from_secs),
+    };
 
-        let query_timeout = match self.db_query_timeout.as_deref() {
-            None => statement_timeout.map(|statement| statement.map(|t| t + QUERY_TIMEOUT_GRACE)),
-            text => check
-                .number(
-                    "DB_QUERY_TIMEOUT",
-                    text,
-                    0,
-                    range("DB_QUERY_TIMEOUT"),
-                    "milliseconds (0 turns it off)",
-                )
-                .map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
-        };
+    let statement_timeout = check
+        .number(
+            "DB_STATEMENT_TIMEOUT",
+            get("DB_STATEMENT_TIMEOUT"),
+            u64::try_from(DEFAULT_STATEMENT_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            range("DB_STATEMENT_TIMEOUT"),
+            "milliseconds (0 turns it off)",
+        )
+        .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
 
-        let max_size = check.count(
-            "DB_POOL_MAX_SIZE",
-            self.db_pool_max_size.as_deref(),
-            DEFAULT_POOL_MAX_SIZE,
-            narrow(range("DB_POOL_MAX_SIZE")),
-        );
-        let min_idle = check.count(
+    let query_timeout = match get("DB_QUERY_TIMEOUT") {
+        None => statement_timeout.map(|statement| statement.map(|t| t + QUERY_TIMEOUT_GRACE)),
+        text => check
+            .number("DB_QUERY_TIMEOUT", text, 0, range("DB_QUERY_TIMEOUT"), "milliseconds (0 turns it off)")
+            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
+    };
+
+    let max_size = check.count(
+        "DB_POOL_MAX_SIZE",
+        get("DB_POOL_MAX_SIZE"),
+        DEFAULT_POOL_MAX_SIZE,
+        narrow(range("DB_POOL_MAX_SIZE")),
+    );
+    let min_idle = check.count(
+        "DB_POOL_MIN_IDLE",
+        get("DB_POOL_MIN_IDLE"),
+        DEFAULT_POOL_MIN_IDLE.min(max_size.unwrap_or(DEFAULT_POOL_MAX_SIZE)),
+        narrow(range("DB_POOL_MIN_IDLE")),
+    );
+    if let (Some(max), Some(min)) = (max_size, min_idle)
+        && min > max
+    {
+        check.push(
             "DB_POOL_MIN_IDLE",
-            self.db_pool_min_idle.as_deref(),
-            DEFAULT_POOL_MIN_IDLE.min(max_size.unwrap_or(DEFAULT_POOL_MAX_SIZE)),
-            narrow(range("DB_POOL_MIN_IDLE")),
+            format!("DB_POOL_MIN_IDLE ({min}) must not exceed DB_POOL_MAX_SIZE ({max})"),
         );
-        if let (Some(max), Some(min)) = (max_size, min_idle)
-            && min > max
-        {
-            check.push(
-                "DB_POOL_MIN_IDLE",
-                format!("DB_POOL_MIN_IDLE ({min}) must not exceed DB_POOL_MAX_SIZE ({max})"),
-            );
+    }
+    let checkout_timeout = check
+        .number(
+            "DB_POOL_TIMEOUT",
+            get("DB_POOL_TIMEOUT"),
+            u64::try_from(DEFAULT_POOL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            range("DB_POOL_TIMEOUT"),
+            "milliseconds",
+        )
+        .map(Duration::from_millis);
+    let leak_threshold = check
+        .number(
+            "DB_POOL_LEAK_THRESHOLD",
+            get("DB_POOL_LEAK_THRESHOLD"),
+            u64::try_from(DEFAULT_POOL_LEAK_THRESHOLD.as_millis()).unwrap_or(u64::MAX),
+            range("DB_POOL_LEAK_THRESHOLD"),
+            "milliseconds (0 turns it off)",
+        )
+        .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
+
+    let statement_cache = check.count(
+        "DB_STATEMENT_CACHE",
+        get("DB_STATEMENT_CACHE"),
+        DEFAULT_STATEMENT_CACHE,
+        narrow(range("DB_STATEMENT_CACHE")),
+    );
+    let prepared_through_pgbouncer =
+        check.flag("PGBOUNCER_PREPARED_STATEMENTS", get("PGBOUNCER_PREPARED_STATEMENTS"));
+
+    let use_pgbouncer = check.flag("USE_PGBOUNCER", get("USE_PGBOUNCER"));
+    let target = match (use_pgbouncer, &database) {
+        (Some(true), Some(database)) => {
+            if database.options.is_some() {
+                log::warn!(
+                    "DATABASE_URL has an options parameter; it is not sent through PgBouncer (1.18 refuses \
+                     the options startup parameter): set server settings in pgbouncer.ini"
+                );
+            }
+            resolve::pgbouncer(&mut check, vars, &home, database)
         }
-        let checkout_timeout = check
-            .number(
-                "DB_POOL_TIMEOUT",
-                self.db_pool_timeout.as_deref(),
-                u64::try_from(DEFAULT_POOL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-                range("DB_POOL_TIMEOUT"),
-                "milliseconds",
-            )
-            .map(Duration::from_millis);
-        let leak_threshold = check
-            .number(
-                "DB_POOL_LEAK_THRESHOLD",
-                self.db_pool_leak_threshold.as_deref(),
-                u64::try_from(DEFAULT_POOL_LEAK_THRESHOLD.as_millis()).unwrap_or(u64::MAX),
-                range("DB_POOL_LEAK_THRESHOLD"),
-                "milliseconds (0 turns it off)",
-            )
-            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
-
-        let statement_cache = check.count(
-            "DB_STATEMENT_CACHE",
-            self.db_statement_cache.as_deref(),
-            DEFAULT_STATEMENT_CACHE,
-            narrow(range("DB_STATEMENT_CACHE")),
-        );
-        let prepared_through_pgbouncer =
-            check.flag("PGBOUNCER_PREPARED_STATEMENTS", self.pgbouncer_prepared_statements.as_deref());
-
-        let use_pgbouncer = check.flag("USE_PGBOUNCER", self.use_pgbouncer.as_deref());
-        let target = match (use_pgbouncer, &database) {
-            (Some(true), Some(database)) => {
-                if database.options.is_some() {
-                    log::warn!(
-                        "DATABASE_URL has an options parameter; it is not sent through PgBouncer (1.18 refuses \
-                         the options startup parameter): set server settings in pgbouncer.ini"
-                    );
-                }
-                resolve::pgbouncer(&mut check, vars, &home, database)
+        (Some(true), None) => None,
+        (_, database) => {
+            let ignored: Vec<&str> = [
+                ("PGBOUNCER_URL", &get("PGBOUNCER_URL")),
+                ("PGBOUNCER_HOST", &get("PGBOUNCER_HOST")),
+                ("PGBOUNCER_PORT", &get("PGBOUNCER_PORT")),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.as_ref().map(|_| name))
+            .collect();
+            if use_pgbouncer == Some(false) && !ignored.is_empty() {
+                log::warn!(
+                    "{} set but USE_PGBOUNCER is not true: the pool connects to PostgreSQL directly",
+                    ignored.join(", ")
+                );
             }
-            (Some(true), None) => None,
-            (_, database) => {
-                let ignored: Vec<&str> = [
-                    ("PGBOUNCER_URL", &self.pgbouncer_url),
-                    ("PGBOUNCER_HOST", &self.pgbouncer_host),
-                    ("PGBOUNCER_PORT", &self.pgbouncer_port),
-                ]
-                .into_iter()
-                .filter_map(|(name, value)| value.as_ref().map(|_| name))
-                .collect();
-                if use_pgbouncer == Some(false) && !ignored.is_empty() {
-                    log::warn!(
-                        "{} set but USE_PGBOUNCER is not true: the pool connects to PostgreSQL directly",
-                        ignored.join(", ")
-                    );
-                }
-                database.clone()
-            }
-        };
+            database.clone()
+        }
+    };
 
-        // Where a rendered pgbouncer.ini listens. Without USE_PGBOUNCER a bad PGBOUNCER_PORT is only
-        // warned about: it routes nothing then.
-        let listen_host = self.pgbouncer_host.as_deref().map_or("localhost", str::trim).to_owned();
-        let listen_port = if use_pgbouncer == Some(true) {
-            check.port("PGBOUNCER_PORT", self.pgbouncer_port.as_deref(), DEFAULT_PGBOUNCER_PORT)
-        } else {
-            let mut lenient = Check::default();
-            let port = lenient.port("PGBOUNCER_PORT", self.pgbouncer_port.as_deref(), DEFAULT_PGBOUNCER_PORT);
-            for problem in lenient.problems {
-                log::warn!("{problem}; using {DEFAULT_PGBOUNCER_PORT}");
-            }
-            Some(port.unwrap_or(DEFAULT_PGBOUNCER_PORT))
-        };
+    // Where a rendered pgbouncer.ini listens. Without USE_PGBOUNCER a bad PGBOUNCER_PORT is only
+    // warned about: it routes nothing then.
+    let listen_host = get("PGBOUNCER_HOST").map_or("localhost", str::trim).to_owned();
+    let listen_port = if use_pgbouncer == Some(true) {
+        check.port("PGBOUNCER_PORT", get("PGBOUNCER_PORT"), DEFAULT_PGBOUNCER_PORT)
+    } else {
+        let mut lenient = Check::default();
+        let port = lenient.port("PGBOUNCER_PORT", get("PGBOUNCER_PORT"), DEFAULT_PGBOUNCER_PORT);
+        for problem in lenient.problems {
+            log::warn!("{problem}; using {DEFAULT_PGBOUNCER_PORT}");
+        }
+        Some(port.unwrap_or(DEFAULT_PGBOUNCER_PORT))
+    };
 
-        let pool_mode = match self.pgbouncer_pool_mode.as_deref().map(|t| t.trim().to_ascii_lowercase()) {
-            None => Some(PoolMode::default()),
-            Some(mode) => match mode.as_str() {
-                "session" => Some(PoolMode::Session),
-                "transaction" => Some(PoolMode::Transaction),
-                "statement" => Some(PoolMode::Statement),
-                _ => {
-                    check.push(
-                        "PGBOUNCER_POOL_MODE",
-                        format!(
-                            "PGBOUNCER_POOL_MODE must be session, transaction or statement, got {}",
-                            quoted(self.pgbouncer_pool_mode.as_deref().unwrap_or_default())
-                        ),
-                    );
-                    None
-                }
-            },
-        };
-        let max_client_conn = check.count(
-            "PGBOUNCER_MAX_CLIENT_CONN",
-            self.pgbouncer_max_client_conn.as_deref(),
-            1000,
-            narrow(range("PGBOUNCER_MAX_CLIENT_CONN")),
-        );
-        let default_pool_size = check.count(
-            "PGBOUNCER_DEFAULT_POOL_SIZE",
-            self.pgbouncer_default_pool_size.as_deref(),
-            25,
-            narrow(range("PGBOUNCER_DEFAULT_POOL_SIZE")),
-        );
-        let min_pool_size = check.count(
+    let pool_mode = match get("PGBOUNCER_POOL_MODE").map(|t| t.trim().to_ascii_lowercase()) {
+        None => Some(PoolMode::default()),
+        Some(mode) => match mode.as_str() {
+            "session" => Some(PoolMode::Session),
+            "transaction" => Some(PoolMode::Transaction),
+            "statement" => Some(PoolMode::Statement),
+            _ => {
+                check.push(
+                    "PGBOUNCER_POOL_MODE",
+                    format!(
+                        "PGBOUNCER_POOL_MODE must be session, transaction or statement, got {}",
+                        quoted(get("PGBOUNCER_POOL_MODE").unwrap_or_default())
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let max_client_conn = check.count(
+        "PGBOUNCER_MAX_CLIENT_CONN",
+        get("PGBOUNCER_MAX_CLIENT_CONN"),
+        1000,
+        narrow(range("PGBOUNCER_MAX_CLIENT_CONN")),
+    );
+    let default_pool_size = check.count(
+        "PGBOUNCER_DEFAULT_POOL_SIZE",
+        get("PGBOUNCER_DEFAULT_POOL_SIZE"),
+        25,
+        narrow(range("PGBOUNCER_DEFAULT_POOL_SIZE")),
+    );
+    let min_pool_size = check.count(
+        "PGBOUNCER_MIN_POOL_SIZE",
+        get("PGBOUNCER_MIN_POOL_SIZE"),
+        10,
+        narrow(range("PGBOUNCER_MIN_POOL_SIZE")),
+    );
+    let reserve_pool_size = check.count(
+        "PGBOUNCER_RESERVE_POOL_SIZE",
+        get("PGBOUNCER_RESERVE_POOL_SIZE"),
+        5,
+        narrow(range("PGBOUNCER_RESERVE_POOL_SIZE")),
+    );
+    if let (Some(default), Some(min)) = (default_pool_size, min_pool_size)
+        && min > default
+    {
+        check.push(
             "PGBOUNCER_MIN_POOL_SIZE",
-            self.pgbouncer_min_pool_size.as_deref(),
-            10,
-            narrow(range("PGBOUNCER_MIN_POOL_SIZE")),
+            format!(
+                "PGBOUNCER_MIN_POOL_SIZE ({min}) must not exceed PGBOUNCER_DEFAULT_POOL_SIZE ({default})"
+            ),
         );
-        let reserve_pool_size = check.count(
-            "PGBOUNCER_RESERVE_POOL_SIZE",
-            self.pgbouncer_reserve_pool_size.as_deref(),
-            5,
-            narrow(range("PGBOUNCER_RESERVE_POOL_SIZE")),
-        );
-        if let (Some(default), Some(min)) = (default_pool_size, min_pool_size)
-            && min > default
-        {
-            check.push(
-                "PGBOUNCER_MIN_POOL_SIZE",
-                format!(
-                    "PGBOUNCER_MIN_POOL_SIZE ({min}) must not exceed PGBOUNCER_DEFAULT_POOL_SIZE ({default})"
-                ),
-            );
-        }
+    }
 
-        let (
-            Some(database),
-            Some(target),
-            Some(use_pgbouncer),
-            Some(conn_max_age),
-            Some(connect_timeout),
-            Some(statement_timeout),
-            Some(query_timeout),
-            Some(max_size),
-            Some(min_idle),
-            Some(checkout_timeout),
-            Some(leak_threshold),
-            Some(statement_cache),
-            Some(prepared_through_pgbouncer),
-            Some(listen_port),
-            Some(pool_mode),
-            Some(max_client_conn),
-            Some(default_pool_size),
-            Some(min_pool_size),
-            Some(reserve_pool_size),
-        ) = (
-            database,
-            target,
-            use_pgbouncer,
-            conn_max_age,
-            connect_timeout,
-            statement_timeout,
-            query_timeout,
-            max_size,
-            min_idle,
-            checkout_timeout,
-            leak_threshold,
-            statement_cache,
-            prepared_through_pgbouncer,
+    let (
+        Some(database),
+        Some(target),
+        Some(use_pgbouncer),
+        Some(conn_max_age),
+        Some(connect_timeout),
+        Some(statement_timeout),
+        Some(query_timeout),
+        Some(max_size),
+        Some(min_idle),
+        Some(checkout_timeout),
+        Some(leak_threshold),
+        Some(statement_cache),
+        Some(prepared_through_pgbouncer),
+        Some(listen_port),
+        Some(pool_mode),
+        Some(max_client_conn),
+        Some(default_pool_size),
+        Some(min_pool_size),
+        Some(reserve_pool_size),
+    ) = (
+        database,
+        target,
+        use_pgbouncer,
+        conn_max_age,
+        connect_timeout,
+        statement_timeout,
+        query_timeout,
+        max_size,
+        min_idle,
+        checkout_timeout,
+        leak_threshold,
+        statement_cache,
+        prepared_through_pgbouncer,
+        listen_port,
+        pool_mode,
+        max_client_conn,
+        default_pool_size,
+        min_pool_size,
+        reserve_pool_size,
+    )
+    else {
+        let mut problems = check.problems;
+        let mut seen = std::collections::BTreeSet::new();
+        problems.retain(|p| seen.insert(p.message.clone()));
+        return Err(Error::Invalid { problems });
+    };
+    if !check.problems.is_empty() {
+        return Err(Error::Invalid { problems: check.problems });
+    }
+    Ok(Settings {
+        strategy: if use_pgbouncer { Strategy::PgBouncer } else { Strategy::Direct },
+        database,
+        target,
+        conn_max_age,
+        connect_timeout,
+        statement_timeout,
+        query_timeout,
+        pool: PoolSettings { max_size, min_idle, checkout_timeout, leak_threshold, statement_cache },
+        pgbouncer: PgBouncerSettings {
+            listen_host,
             listen_port,
             pool_mode,
             max_client_conn,
             default_pool_size,
             min_pool_size,
             reserve_pool_size,
-        )
-        else {
-            let mut problems = check.problems;
-            let mut seen = std::collections::BTreeSet::new();
-            problems.retain(|p| seen.insert(p.message.clone()));
-            return Err(Error::Invalid { problems });
-        };
-        if !check.problems.is_empty() {
-            return Err(Error::Invalid { problems: check.problems });
-        }
-        Ok(Settings {
-            strategy: if use_pgbouncer { Strategy::PgBouncer } else { Strategy::Direct },
-            database,
-            target,
-            conn_max_age,
-            connect_timeout,
-            statement_timeout,
-            query_timeout,
-            pool: PoolSettings { max_size, min_idle, checkout_timeout, leak_threshold, statement_cache },
-            pgbouncer: PgBouncerSettings {
-                listen_host,
-                listen_port,
-                pool_mode,
-                max_client_conn,
-                default_pool_size,
-                min_pool_size,
-                reserve_pool_size,
-                prepared_statements: prepared_through_pgbouncer,
-            },
-        })
-    }
+            prepared_statements: prepared_through_pgbouncer,
+        },
+    })
 }

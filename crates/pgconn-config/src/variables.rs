@@ -1,6 +1,7 @@
 //! Every variable pgconn reads, declared once: its name, where the reference lists it, what it means, its
-//! default, and (for numbers) the range validation accepts. `VARIABLES`, the validation's ranges and the
-//! tables of `docs/configuration.md` come from here; a test checks that the tables are the ones
+//! default, and (for numbers) the range validation accepts. `VARIABLES` (the names read from the
+//! environment, and the only ones validation may ask for), the validation's ranges and the tables of
+//! `docs/configuration.md` come from here; a test checks that the tables are the ones
 //! [`markdown`] renders (`PGCONN_UPDATE_DOCS=1 cargo xtask test -p pgconn-config` rewrites them).
 
 use std::fmt::Write as _;
