@@ -105,15 +105,9 @@ impl Check {
         self.problems.push(Problem { variable, message: format!("{message}") });
     }
 
-    /// A whole number in `min..=max`, or `default` when unset.
-    fn number(
-        &mut self,
-        var: &'static str,
-        value: Option<&str>,
-        default: u64,
-        (min, max): (u64, u64),
-        unit: &str,
-    ) -> Option<u64> {
+    /// A whole number in the range the table of variables gives `var`, or `default` when unset.
+    fn number(&mut self, var: &'static str, value: Option<&str>, default: u64, unit: &str) -> Option<u64> {
+        let (min, max) = range(var);
         let Some(text) = value else { return Some(default) };
         match text.trim().parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Some(n),
@@ -131,14 +125,8 @@ impl Check {
         }
     }
 
-    fn count(
-        &mut self,
-        var: &'static str,
-        value: Option<&str>,
-        default: u32,
-        range: (u32, u32),
-    ) -> Option<u32> {
-        let n = self.number(var, value, u64::from(default), (u64::from(range.0), u64::from(range.1)), "")?;
+    fn count(&mut self, var: &'static str, value: Option<&str>, default: u32) -> Option<u32> {
+        let n = self.number(var, value, u64::from(default), "")?;
         u32::try_from(n).ok()
     }
 
@@ -156,7 +144,7 @@ impl Check {
     }
 
     fn port(&mut self, var: &'static str, value: Option<&str>, default: u16) -> Option<u16> {
-        let n = self.number(var, value, u64::from(default), range(var), "")?;
+        let n = self.number(var, value, u64::from(default), "")?;
         u16::try_from(n).ok()
     }
 
@@ -169,11 +157,6 @@ impl Check {
         }
         info
     }
-}
-
-/// A range of the table, for a `u32` setting.
-fn narrow((min, max): (u64, u64)) -> (u32, u32) {
-    (u32::try_from(min).unwrap_or(u32::MAX), u32::try_from(max).unwrap_or(u32::MAX))
 }
 
 /// A value for a message: quoted, escaped, and cut short when long.
@@ -238,7 +221,6 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
                 "DB_CONNECT_TIMEOUT",
                 text,
                 url_connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs(),
-                range("DB_CONNECT_TIMEOUT"),
                 "seconds",
             )
             .map(Duration::from_secs),
@@ -249,7 +231,6 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
             "DB_STATEMENT_TIMEOUT",
             get("DB_STATEMENT_TIMEOUT"),
             u64::try_from(DEFAULT_STATEMENT_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-            range("DB_STATEMENT_TIMEOUT"),
             "milliseconds (0 turns it off)",
         )
         .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
@@ -257,21 +238,15 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
     let query_timeout = match get("DB_QUERY_TIMEOUT") {
         None => statement_timeout.map(|statement| statement.map(|t| t + QUERY_TIMEOUT_GRACE)),
         text => check
-            .number("DB_QUERY_TIMEOUT", text, 0, range("DB_QUERY_TIMEOUT"), "milliseconds (0 turns it off)")
+            .number("DB_QUERY_TIMEOUT", text, 0, "milliseconds (0 turns it off)")
             .map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
     };
 
-    let max_size = check.count(
-        "DB_POOL_MAX_SIZE",
-        get("DB_POOL_MAX_SIZE"),
-        DEFAULT_POOL_MAX_SIZE,
-        narrow(range("DB_POOL_MAX_SIZE")),
-    );
+    let max_size = check.count("DB_POOL_MAX_SIZE", get("DB_POOL_MAX_SIZE"), DEFAULT_POOL_MAX_SIZE);
     let min_idle = check.count(
         "DB_POOL_MIN_IDLE",
         get("DB_POOL_MIN_IDLE"),
         DEFAULT_POOL_MIN_IDLE.min(max_size.unwrap_or(DEFAULT_POOL_MAX_SIZE)),
-        narrow(range("DB_POOL_MIN_IDLE")),
     );
     if let (Some(max), Some(min)) = (max_size, min_idle)
         && min > max
@@ -286,7 +261,6 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
             "DB_POOL_TIMEOUT",
             get("DB_POOL_TIMEOUT"),
             u64::try_from(DEFAULT_POOL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-            range("DB_POOL_TIMEOUT"),
             "milliseconds",
         )
         .map(Duration::from_millis);
@@ -295,17 +269,12 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
             "DB_POOL_LEAK_THRESHOLD",
             get("DB_POOL_LEAK_THRESHOLD"),
             u64::try_from(DEFAULT_POOL_LEAK_THRESHOLD.as_millis()).unwrap_or(u64::MAX),
-            range("DB_POOL_LEAK_THRESHOLD"),
             "milliseconds (0 turns it off)",
         )
         .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
 
-    let statement_cache = check.count(
-        "DB_STATEMENT_CACHE",
-        get("DB_STATEMENT_CACHE"),
-        DEFAULT_STATEMENT_CACHE,
-        narrow(range("DB_STATEMENT_CACHE")),
-    );
+    let statement_cache =
+        check.count("DB_STATEMENT_CACHE", get("DB_STATEMENT_CACHE"), DEFAULT_STATEMENT_CACHE);
     let prepared_through_pgbouncer =
         check.flag("PGBOUNCER_PREPARED_STATEMENTS", get("PGBOUNCER_PREPARED_STATEMENTS"));
 
@@ -372,30 +341,11 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
             }
         },
     };
-    let max_client_conn = check.count(
-        "PGBOUNCER_MAX_CLIENT_CONN",
-        get("PGBOUNCER_MAX_CLIENT_CONN"),
-        1000,
-        narrow(range("PGBOUNCER_MAX_CLIENT_CONN")),
-    );
-    let default_pool_size = check.count(
-        "PGBOUNCER_DEFAULT_POOL_SIZE",
-        get("PGBOUNCER_DEFAULT_POOL_SIZE"),
-        25,
-        narrow(range("PGBOUNCER_DEFAULT_POOL_SIZE")),
-    );
-    let min_pool_size = check.count(
-        "PGBOUNCER_MIN_POOL_SIZE",
-        get("PGBOUNCER_MIN_POOL_SIZE"),
-        10,
-        narrow(range("PGBOUNCER_MIN_POOL_SIZE")),
-    );
-    let reserve_pool_size = check.count(
-        "PGBOUNCER_RESERVE_POOL_SIZE",
-        get("PGBOUNCER_RESERVE_POOL_SIZE"),
-        5,
-        narrow(range("PGBOUNCER_RESERVE_POOL_SIZE")),
-    );
+    let max_client_conn = check.count("PGBOUNCER_MAX_CLIENT_CONN", get("PGBOUNCER_MAX_CLIENT_CONN"), 1000);
+    let default_pool_size =
+        check.count("PGBOUNCER_DEFAULT_POOL_SIZE", get("PGBOUNCER_DEFAULT_POOL_SIZE"), 25);
+    let min_pool_size = check.count("PGBOUNCER_MIN_POOL_SIZE", get("PGBOUNCER_MIN_POOL_SIZE"), 10);
+    let reserve_pool_size = check.count("PGBOUNCER_RESERVE_POOL_SIZE", get("PGBOUNCER_RESERVE_POOL_SIZE"), 5);
     if let (Some(default), Some(min)) = (default_pool_size, min_pool_size)
         && min > default
     {
