@@ -28,10 +28,11 @@ fn in_private_network(name: &str, body: impl FnOnce()) {
         run("ip", &["link", "set", "lo", "up"]);
         return body();
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"));
-    let missing: Vec<&str> = ["unshare", "ip", "nft"].into_iter().filter(|tool| !on_path(tool)).collect();
+    let root = pgconn_testkit::signal::is_root();
+    let missing: Vec<&str> = ["unshare", "ip", "nft"]
+        .into_iter()
+        .filter(|tool| !pgconn_testkit::system_tool_installed(tool))
+        .collect();
     assert!(
         root && missing.is_empty(),
         "network fault tests need root and unshare, ip and nft (missing: {missing:?}; root: {root}): \
@@ -64,10 +65,6 @@ fn in_private_network(name: &str, body: impl FnOnce()) {
         "{name} in a private network namespace failed ({}):\n{text}",
         output.status
     );
-}
-
-fn on_path(tool: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|dir| std::path::Path::new(dir).join(tool).exists())
 }
 
 #[track_caller]

@@ -109,16 +109,10 @@ pub(crate) fn run(args: &Args) -> Result<u8> {
 
 /// Why blackholes cannot be made here, if they cannot.
 fn blackholes_unavailable() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root =
-        status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(2) == Some("0"));
+    let root = pgconn_testkit::signal::is_root();
     let missing: Vec<&str> = ["unshare", "ip", "nft"]
         .into_iter()
-        .filter(|tool| {
-            !["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-                .iter()
-                .any(|dir| std::path::Path::new(dir).join(tool).exists())
-        })
+        .filter(|tool| !pgconn_testkit::system_tool_installed(tool))
         .collect();
     match (root, missing.is_empty()) {
         (true, true) => None,

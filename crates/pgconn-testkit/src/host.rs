@@ -148,6 +148,12 @@ impl fmt::Display for ServerUser {
     }
 }
 
+/// Whether the system tool `tool` (`nft`, `unshare`, `ip`, ...) is installed in one of the usual system
+/// directories (root's `PATH` may differ from the caller's, so `PATH` is not used).
+pub fn system_tool_installed(tool: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|dir| Path::new(dir).join(tool).exists())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

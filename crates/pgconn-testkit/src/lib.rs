@@ -80,7 +80,7 @@ pub use cluster::{
     ADMIN_USER, APP_USER, Cluster, ClusterOptions, ConnInfo, DATABASE, Inaccessible, POSTGRES_STOP,
     POSTGRES_STOP_IMMEDIATE, ShutdownMode, is_postgres_for,
 };
-pub use host::{ServerUser, find_bindir};
+pub use host::{ServerUser, find_bindir, system_tool_installed};
 /// The signal numbers for [`signal::kill`] and the other libc items of this crate's interface.
 #[doc(no_inline)]
 pub use libc;

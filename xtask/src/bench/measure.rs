@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use pgconn_testkit::{PgBouncerInfo, signal};
 
 use crate::process;
-use crate::reports::{self, LoadOutput};
+use crate::reports::{self, LoadOutput, ProcessSample};
 
 /// A contender: its name, extra environment, extra `pgconn load` arguments, and whether it goes through
 /// PgBouncer.
@@ -24,11 +24,9 @@ pub(super) struct Cell {
     pub(super) requests: u64,
     pub(super) errors: u64,
     pub(super) kinds: String,
-    /// The pool's connections at the end, and the process then: file descriptors, RSS (kB), threads.
+    /// The pool's connections at the end, and the process then (`None` without `/proc`).
     pub(super) size: u64,
-    pub(super) fds: u64,
-    pub(super) rss_kb: u64,
-    pub(super) threads: u64,
+    pub(super) process: Option<ProcessSample>,
 }
 
 pub(super) struct Bench {
@@ -77,7 +75,6 @@ impl Bench {
                 });
             }
         };
-        let process = report.process;
         Ok(Cell {
             rps: report.throughput_rps,
             p50: report.latency_ms.p50,
@@ -87,9 +84,7 @@ impl Bench {
             errors: report.errors,
             kinds: report.kinds_seen(),
             size: u64::from(report.pool.size),
-            fds: process.map_or(0, |p| p.fds),
-            rss_kb: process.map_or(0, |p| p.rss_kb),
-            threads: process.map_or(0, |p| p.threads),
+            process: report.process,
         })
     }
 

@@ -115,6 +115,11 @@ pub(crate) fn run(quick: bool) -> Result<u8> {
         |size: &str| vec![("DB_POOL_MAX_SIZE", size.to_owned()), ("DB_POOL_MIN_IDLE", size.to_owned())];
     let small = b.load(&cost("1"), &["--clients", "1", "--duration", "1", "--warmup", "1"], false)?;
     let large = b.load(&cost("41"), &["--clients", "41", "--duration", "1", "--warmup", "1"], false)?;
+    let (Some(one), Some(many)) = (small.process, large.process) else {
+        anyhow::bail!(
+            "pgconn load reported no process sample (no /proc here?): the cost of a connection cannot be measured"
+        );
+    };
     let added = large.size.saturating_sub(small.size).max(1);
     #[allow(clippy::cast_precision_loss)]
     let per = |a: u64, b: u64| (a as f64 - b as f64) / added as f64;
@@ -124,16 +129,16 @@ pub(crate) fn run(quick: bool) -> Result<u8> {
 
 The process of `pgconn load` at the end of a run, its pool's connections still open: with 1 connection ({} file descriptors, {} kB resident, {} threads) and with {} ({} fds, {} kB, {} threads). Per connection: **{:.1} file descriptors**, **{:.0} kB** resident, {:.1} threads. Each connection's descriptors, listed in `/proc/PID/fd` of a run with 3 connections: its socket, and for the tokio runtime the `postgres` crate starts per connection two `eventpoll` descriptors and an `eventfd`; the crate's API gives no way to share one runtime between connections (`postgres::Client::new` is private).
 ",
-        small.fds,
-        small.rss_kb,
-        small.threads,
+        one.fds,
+        one.rss_kb,
+        one.threads,
         large.size,
-        large.fds,
-        large.rss_kb,
-        large.threads,
-        per(large.fds, small.fds),
-        per(large.rss_kb, small.rss_kb),
-        per(large.threads, small.threads),
+        many.fds,
+        many.rss_kb,
+        many.threads,
+        per(many.fds, one.fds),
+        per(many.rss_kb, one.rss_kb),
+        per(many.threads, one.threads),
     );
 
     // 3. Throughput and p99 by concurrency.
