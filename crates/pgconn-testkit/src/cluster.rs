@@ -2,9 +2,9 @@
 //! application role with a SCRAM password and a test database.
 //!
 //! PostgreSQL refuses to run as root, so when the caller runs as root everything that touches the data
-//! directory runs as the `postgres` system user ([`ServerUser`]). The server itself is a
-//! [`GuardedChild`]: dropping a [`Cluster`] stops it and removes the cluster directory, whatever made its
-//! owner end.
+//! directory runs as the `postgres` system user ([`ServerUser`]). The postmaster is a
+//! guarded server process (`server.rs`, as PgBouncer's is): dropping a [`Cluster`] stops it and removes
+//! the cluster directory, whatever made its owner end.
 //!
 //! Layout of a cluster directory (mode 0755): `data/` (0700), `socket/` (0755), `postgres.log`.
 
@@ -16,15 +16,14 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::host::{ServerUser, find_bindir};
-use crate::process::{GuardedChild, Interrupted, StopStep};
+use crate::process::{Interrupted, StopStep};
 use crate::psql::Psql;
-use crate::server::{self, Launch, log_tail, percent_encode};
+use crate::server::{self, GuardedServer, Launch, Probe, Spawned, log_tail, percent_encode};
 use crate::signal;
 use crate::vars;
 
@@ -47,6 +46,8 @@ pub const POSTGRES_STOP: &[StopStep] = &[
 pub const POSTGRES_STOP_IMMEDIATE: &[StopStep] =
     &[StopStep { signal: libc::SIGQUIT, wait: Duration::from_secs(10) }];
 
+/// The server log in a cluster directory; restarts append to it.
+const LOG_FILE: &str = "postgres.log";
 /// How long a starting server gets to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a starting server is asked whether it is ready.
@@ -281,7 +282,7 @@ pub struct Cluster {
     user: ServerUser,
     info: ConnInfo,
     options: ClusterOptions,
-    server: Option<GuardedChild>,
+    server: GuardedServer,
     /// Set once the directory is gone, or handed over by `detach`.
     done: bool,
 }
@@ -333,7 +334,8 @@ impl Cluster {
             .mode(0o755)
             .create(dir)
             .with_context(|| format!("cannot create the cluster directory {}", dir.display()))?;
-        Ok(Self { dir: dir.to_path_buf(), user, info, options: options.clone(), server: None, done: false })
+        let server = GuardedServer::new("postgres", dir.join(LOG_FILE), POSTGRES_STOP, READY_TIMEOUT);
+        Ok(Self { dir: dir.to_path_buf(), user, info, options: options.clone(), server, done: false })
     }
 
     /// [`Cluster::start`] in a fresh directory `pgconn-test-<pid>-<n>-<nanos>` under
@@ -365,7 +367,7 @@ impl Cluster {
 
     /// The server log, `<dir>/postgres.log`. Restarts append to it.
     pub fn log_file(&self) -> PathBuf {
-        self.dir.join("postgres.log")
+        self.dir.join(LOG_FILE)
     }
 
     /// The CA certificate (PEM) that signed the server's certificate, `<dir>/ca.crt`, when the cluster was
@@ -403,7 +405,7 @@ impl Cluster {
 
     /// The postmaster's pid; `None` while the server is stopped ([`Cluster::stop_server`]).
     pub fn pid(&self) -> Option<u32> {
-        self.server.as_ref().and_then(GuardedChild::id)
+        self.server.pid()
     }
 
     /// Stops the server with a fast shutdown and keeps the data directory; [`Cluster::start_server`]
@@ -417,11 +419,9 @@ impl Cluster {
     /// Processes of the server stopped with `SIGSTOP` are sent `SIGCONT` first, so that they can take
     /// part in the shutdown.
     pub fn stop_server_with(&mut self, mode: ShutdownMode) -> Result<()> {
-        let Some(mut server) = self.server.take() else { return Ok(()) };
-        if let Some(pid) = server.id() {
-            resume_children(pid);
-        }
-        server.stop_with(mode.steps())?;
+        let Some(pid) = self.server.pid() else { return Ok(()) };
+        resume_children(pid);
+        self.server.stop_with(mode.steps())?;
         self.report(&format!("PostgreSQL stopped ({mode} shutdown), data kept in {}", self.dir.display()));
         Ok(())
     }
@@ -432,12 +432,8 @@ impl Cluster {
     /// Fails, with the end of the server log, when the port has been taken meanwhile or the server does
     /// not come up within 30 s.
     pub fn start_server(&mut self) -> Result<()> {
-        if let Some(server) = &mut self.server {
-            if server.try_wait()?.is_none() {
-                return Ok(());
-            }
-            // Exited by itself: reap it and start again.
-            self.server = None;
+        if self.server.is_running()? {
+            return Ok(());
         }
         let port = self.info.port;
         match self.spawn_and_wait()? {
@@ -466,7 +462,7 @@ impl Cluster {
     /// [`is_postgres_for`]).
     pub fn detach(mut self) -> Option<u32> {
         self.done = true;
-        self.server.take().and_then(GuardedChild::detach)
+        self.server.detach()
     }
 
     /// Passes a progress line to [`ClusterOptions::progress`].
@@ -476,11 +472,7 @@ impl Cluster {
 
     /// Fails with [`Interrupted`] when [`ClusterOptions::interrupted`] says so.
     pub(crate) fn check_interrupted(&self) -> Result<()> {
-        if self.options.interrupted.is_some_and(|interrupted| interrupted()) {
-            Err(Interrupted.into())
-        } else {
-            Ok(())
-        }
+        self.options.check_interrupted()
     }
 
     /// `data/`, `socket/`, `postgres.log`, owned by the server user ([`Cluster::prepare_dir`]); then
@@ -588,72 +580,29 @@ impl Cluster {
         })
     }
 
-    /// Starts the postmaster with the configuration as it is and waits until it accepts connections.
-    /// `None` once it does; `Some((status, new log lines))` when it exited first. On an error (timeout,
-    /// interrupted) the postmaster is stopped again.
+    /// Starts the postmaster with the configuration as it is and waits until `pg_isready` says it accepts
+    /// connections (polled every 100 ms, for at most 30 s). `None` once it does; `Some((status, new log
+    /// lines))` when it exited first. On an error (timeout, interrupted) the postmaster is stopped again.
     fn spawn_and_wait(&mut self) -> Result<Option<(ExitStatus, String)>> {
-        self.check_interrupted()?;
-        let log_start = fs::metadata(self.log_file()).map_or(0, |m| m.len());
-        let (stdout, stderr) = self.log_handles()?;
         let mut cmd = self.user.command(&self.info.bindir.join("postgres"), &self.dir);
-        cmd.arg("-D").arg(self.data_dir()).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        cmd.arg("-D").arg(self.data_dir());
         if self.options.own_process_group {
             cmd.process_group(0);
         }
-        let child = cmd.spawn().context("cannot start postgres")?;
-        let pid = child.id();
-        self.server = Some(GuardedChild::new("postgres", child, POSTGRES_STOP));
-        match self.wait_ready() {
-            Ok(None) => {
+        let (options, info) = (&self.options, &self.info);
+        let spawned = self.server.spawn(
+            cmd,
+            self.user,
+            || options.check_interrupted(),
+            |_| Ok(()),
+            || pg_isready(info),
+        )?;
+        match spawned {
+            Spawned::Ready { pid, .. } => {
                 self.report(&format!("PostgreSQL ready on 127.0.0.1:{} (pid {pid})", self.info.port));
                 Ok(None)
             }
-            Ok(Some(status)) => {
-                // Exited: dropping the guard only reaps it.
-                self.server = None;
-                Ok(Some((status, self.log_tail(log_start))))
-            }
-            Err(err) => {
-                if let Some(mut server) = self.server.take()
-                    && let Err(stop_err) = server.stop()
-                {
-                    return Err(err.context(format!("and stopping it failed: {stop_err:#}")));
-                }
-                Err(err)
-            }
-        }
-    }
-
-    /// Polls `pg_isready` every 100 ms for up to 30 s. `None` once the server accepts connections;
-    /// `Some(status)` if it exited first.
-    fn wait_ready(&mut self) -> Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let port = self.info.port.to_string();
-        loop {
-            let server = self.server.as_mut().context("no server to wait for")?;
-            if let Some(status) = server.try_wait()? {
-                return Ok(Some(status));
-            }
-            self.check_interrupted()?;
-            let ready = Command::new(self.info.bindir.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port, "-U", ADMIN_USER, "-d", "postgres"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .context("cannot run pg_isready")?;
-            if ready.success() {
-                return Ok(None);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "PostgreSQL did not accept connections on port {port} within {}s; the end of {}:\n{}",
-                    READY_TIMEOUT.as_secs(),
-                    self.log_file().display(),
-                    self.log_tail(0)
-                );
-            }
-            thread::sleep(READY_POLL);
+            Spawned::Exited { status, log } => Ok(Some((status, log))),
         }
     }
 
@@ -707,13 +656,11 @@ impl Cluster {
             return Ok(());
         }
         self.done = true;
-        let had_server = self.server.is_some();
-        let stopped = self.server.take().map_or(Ok(()), |mut server| {
-            if let Some(pid) = server.id() {
-                resume_children(pid);
-            }
-            server.stop()
-        });
+        let had_server = self.server.pid().is_some();
+        if let Some(pid) = self.server.pid() {
+            resume_children(pid);
+        }
+        let stopped = self.server.stop_with(POSTGRES_STOP);
         let removed = match fs::remove_dir_all(&self.dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
                 Err(err).with_context(|| format!("cannot remove {}", self.dir.display()))
@@ -752,6 +699,35 @@ impl ClusterOptions {
             progress(line);
         }
     }
+
+    /// Fails with [`Interrupted`] when [`ClusterOptions::interrupted`] says so.
+    fn check_interrupted(&self) -> Result<()> {
+        if self.interrupted.is_some_and(|interrupted| interrupted()) {
+            Err(Interrupted.into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// One readiness probe of the postmaster: `pg_isready` over TCP as the superuser.
+fn pg_isready(info: &ConnInfo) -> Result<Probe> {
+    let port = info.port.to_string();
+    let status = Command::new(info.bindir.join("pg_isready"))
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", ADMIN_USER, "-d", "postgres"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("cannot run pg_isready")?;
+    // pg_isready: 0 accepting, 1 rejecting (starting up), 2 no response, 3 no attempt.
+    let why = match status.code() {
+        Some(0) => return Ok(Probe::Ready),
+        Some(1) => "rejecting connections",
+        Some(2) => "no response",
+        _ => "pg_isready made no attempt",
+    };
+    Ok(Probe::NotYet { why: format!("127.0.0.1:{port}: {why}"), again_in: READY_POLL })
 }
 
 /// The prefix of the directories [`Cluster::start_temp`] creates: `pgconn-test-<pid>-<n>-<nanos>`.

@@ -19,16 +19,15 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cluster::{Cluster, ClusterOptions, ConnInfo};
 use crate::host::ServerUser;
-use crate::process::{self, GuardedChild, Interrupted, StopStep};
+use crate::process::{self, Interrupted, StopStep};
 use crate::psql::Psql;
-use crate::server::{self, Launch, log_tail, percent_encode};
+use crate::server::{self, GuardedServer, Launch, Probe, Spawned, percent_encode};
 use crate::signal;
 use crate::vars;
 
@@ -295,7 +294,7 @@ pub struct PgBouncer {
     user: ServerUser,
     info: PgBouncerInfo,
     options: PgBouncerOptions,
-    child: Option<GuardedChild>,
+    server: GuardedServer,
 }
 
 impl fmt::Debug for PgBouncer {
@@ -431,31 +430,23 @@ impl PgBouncer {
 
     /// The pgbouncer process's pid; `None` while it is stopped.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(GuardedChild::id)
+        self.server.pid()
     }
 
     /// Stops PgBouncer (SIGTERM: every client is disconnected at once, then SIGKILL) and keeps its
     /// files; [`PgBouncer::start_again`] starts it again. Does nothing when it is stopped.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        let pid = child.id();
-        child.stop()?;
+        let Some(pid) = self.server.stop_with(PGBOUNCER_STOP)? else { return Ok(()) };
         remove_pid_file(&self.dir);
-        self.options.report(&format!(
-            "PgBouncer stopped (pid {})",
-            pid.map_or_else(|| "?".to_owned(), |pid| pid.to_string())
-        ));
+        self.options.report(&format!("PgBouncer stopped (pid {pid})"));
         Ok(())
     }
 
     /// Starts PgBouncer again with the same ini, so on the same port, and waits until it answers. Does
     /// nothing while it runs; one that exited by itself is started again.
     pub fn start_again(&mut self) -> Result<()> {
-        if let Some(child) = &mut self.child {
-            if child.try_wait()?.is_none() {
-                return Ok(());
-            }
-            self.child = None;
+        if self.server.is_running()? {
+            return Ok(());
         }
         match self.spawn_and_wait()? {
             None => Ok(()),
@@ -474,7 +465,7 @@ impl PgBouncer {
     /// [`stop_pid`](crate::stop_pid) with [`PGBOUNCER_STOP`] and [`is_pgbouncer_for`]) can stop it
     /// later.
     pub fn detach(mut self) -> Option<u32> {
-        self.child.take().and_then(GuardedChild::detach)
+        self.server.detach()
     }
 
     /// Reads the ini and checks the file-descriptor limit; starts nothing.
@@ -507,111 +498,63 @@ impl PgBouncer {
             user,
             info,
             options: options.clone(),
-            child: None,
+            server: GuardedServer::new("pgbouncer", dir.join(LOG_FILE), PGBOUNCER_STOP, READY_TIMEOUT),
         })
     }
 
-    /// Starts `pgbouncer INI` and waits until it answers. `None` once it does; `Some((status, new log
-    /// lines))` when it exited first. On an error (timeout, interrupted) it is stopped again.
+    /// Starts `pgbouncer INI`, records it in the pid file and waits (at most 15 s) until its port accepts
+    /// TCP connections and then `SHOW VERSION` on its admin console succeeds. `None` once it answers;
+    /// `Some((status, new log lines))` when it exited first. On an error (timeout, interrupted) it is
+    /// stopped again.
     fn spawn_and_wait(&mut self) -> Result<Option<(ExitStatus, String)>> {
-        self.options.check_interrupted()?;
-        let log = self.log_file();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o644)
-            .open(&log)
-            .with_context(|| format!("cannot open {}", log.display()))?;
-        self.user.chown(&log)?;
-        let log_start = file.metadata().map_or(0, |meta| meta.len());
-        let copy = file.try_clone().with_context(|| format!("cannot open {}", log.display()))?;
         let mut cmd = self.user.command(&self.program, &self.dir);
-        cmd.arg(&self.info.ini).stdin(Stdio::null()).stdout(copy).stderr(file);
+        cmd.arg(&self.info.ini);
         if self.options.own_process_group {
             cmd.process_group(0);
         }
         signal::raise_nofile_limit(&mut cmd);
-        let started = Instant::now();
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", self.program.display()))?;
-        let pid = child.id();
-        self.child = Some(GuardedChild::new("pgbouncer", child, PGBOUNCER_STOP));
-        let ready = write_pid_file(&self.dir, pid, &self.info.ini).and_then(|()| self.wait_ready(log_start));
-        match ready {
-            Ok(None) => {
+        let (options, info, bindir, dir) = (&self.options, &self.info, &self.bindir, &self.dir);
+        let addrs: Vec<SocketAddr> = (info.host.trim_matches(['[', ']']), info.port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve PgBouncer's listen_addr {}", info.host))?
+            .collect();
+        let mut listening = false;
+        let probe = || {
+            listening = listening
+                || addrs
+                    .iter()
+                    .any(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok());
+            if !listening {
+                let why = format!("{}:{} did not accept connections", info.host, info.port);
+                return Ok(Probe::NotYet { why, again_in: CONNECT_POLL });
+            }
+            Ok(match show_version(bindir, info) {
+                Ok(()) => Probe::Ready,
+                Err(err) => Probe::NotYet { why: format!("{err:#}"), again_in: PSQL_POLL },
+            })
+        };
+        let spawned = self.server.spawn(
+            cmd,
+            self.user,
+            || options.check_interrupted(),
+            |pid| write_pid_file(dir, pid, &info.ini),
+            probe,
+        );
+        if !matches!(spawned, Ok(Spawned::Ready { .. })) {
+            remove_pid_file(&self.dir);
+        }
+        match spawned? {
+            Spawned::Ready { pid, took } => {
                 self.options.report(&format!(
                     "PgBouncer ready on {}:{} (pid {pid}, {} ms)",
                     self.info.host,
                     self.info.port,
-                    started.elapsed().as_millis()
+                    took.as_millis()
                 ));
                 Ok(None)
             }
-            Ok(Some(status)) => {
-                // Exited: dropping the guard only reaps it.
-                self.child = None;
-                remove_pid_file(&self.dir);
-                Ok(Some((status, log_tail(&log, log_start))))
-            }
-            Err(err) => {
-                let stopped = self.stop();
-                match stopped {
-                    Ok(()) => Err(err),
-                    Err(stop_err) => Err(err.context(format!("and stopping it failed: {stop_err:#}"))),
-                }
-            }
+            Spawned::Exited { status, log } => Ok(Some((status, log))),
         }
-    }
-
-    /// Waits until the port accepts TCP connections, then until `SHOW VERSION` on the admin console
-    /// succeeds, for at most 15 s. `None` once it answers; `Some(status)` if PgBouncer exited first.
-    fn wait_ready(&mut self, log_start: u64) -> Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let addrs: Vec<SocketAddr> = (self.info.host.trim_matches(['[', ']']), self.info.port)
-            .to_socket_addrs()
-            .with_context(|| format!("cannot resolve PgBouncer's listen_addr {}", self.info.host))?
-            .collect();
-        let mut listening = false;
-        let mut last_error = String::from("its port did not accept connections");
-        loop {
-            let child = self.child.as_mut().context("no PgBouncer to wait for")?;
-            if let Some(status) = child.try_wait()? {
-                return Ok(Some(status));
-            }
-            self.options.check_interrupted()?;
-            if !listening {
-                listening = addrs
-                    .iter()
-                    .any(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok());
-            }
-            if listening {
-                match self.show_version() {
-                    Ok(()) => return Ok(None),
-                    Err(err) => last_error = format!("{err:#}"),
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "PgBouncer did not answer on {}:{} within {}s ({last_error}); the end of {}:\n{}",
-                    self.info.host,
-                    self.info.port,
-                    READY_TIMEOUT.as_secs(),
-                    self.log_file().display(),
-                    log_tail(&self.log_file(), log_start)
-                );
-            }
-            thread::sleep(if listening { PSQL_POLL } else { CONNECT_POLL });
-        }
-    }
-
-    /// `SHOW VERSION` on the admin console through `psql`, the password in `PGPASSWORD`.
-    fn show_version(&self) -> Result<()> {
-        // An IPv6 address keeps its brackets in a URL.
-        let host = &self.info.host;
-        let url =
-            format!("postgresql://{}@{host}:{}/pgbouncer", percent_encode(&self.info.user), self.info.port);
-        let password = (!self.info.password.is_empty()).then_some(self.info.password.as_str());
-        let psql = Psql { bindir: &self.bindir, url: &url, password, timeout: PSQL_TIMEOUT, env: &[] };
-        psql.run("SHOW VERSION").map(drop).context("psql SHOW VERSION")
     }
 
     /// The error for a PgBouncer that exited while starting.
@@ -623,6 +566,16 @@ impl PgBouncer {
             self.log_file().display()
         )
     }
+}
+
+/// `SHOW VERSION` on the admin console of the PgBouncer `info` describes, through `psql` from `bindir`, the
+/// password in `PGPASSWORD`.
+fn show_version(bindir: &Path, info: &PgBouncerInfo) -> Result<()> {
+    // An IPv6 address keeps its brackets in a URL.
+    let url = format!("postgresql://{}@{}:{}/pgbouncer", percent_encode(&info.user), info.host, info.port);
+    let password = (!info.password.is_empty()).then_some(info.password.as_str());
+    let psql = Psql { bindir, url: &url, password, timeout: PSQL_TIMEOUT, env: &[] };
+    psql.run("SHOW VERSION").map(drop).context("psql SHOW VERSION")
 }
 
 impl Drop for PgBouncer {
