@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use pgconn_monitor::{Report, Status};
 use pgconn_tests::{database_url, pgbouncer_url, require, settings};
 
 /// The variable `cargo xtask test` sets to the example server's path.
@@ -145,6 +146,17 @@ fn check_json(server: &Server, target: &str, code: u16) -> serde_json::Value {
     serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("GET {target}: {e}: {}", answer.body))
 }
 
+/// Checks that `GET /health` answers `code` with the monitor's report, read as its type: every key there,
+/// none unknown (re-serialized, it is the same JSON).
+#[track_caller]
+fn check_health(server: &Server, code: u16) -> Report {
+    let json = check_json(server, "/health", code);
+    let report: Report =
+        serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("/health: {e}: {json}"));
+    assert_eq!(serde_json::to_value(&report).expect("serializable"), json, "the type and the JSON differ");
+    report
+}
+
 /// Checks that `GET target` answers `code` with `{"error": {"kind": kind, ...}}`, and returns the message.
 #[track_caller]
 fn check_error(server: &Server, target: &str, code: u16, kind: &str) -> String {
@@ -163,10 +175,11 @@ fn check_serves_queries_health_and_metrics(env: &[(&str, &str)]) {
     let body = check_json(&server, "/?sleep_ms=20", 200);
     assert_eq!(body["sleep_ms"], 20);
 
-    let health = check_json(&server, "/health", 200);
-    assert!(["HEALTHY", "WARNING"].contains(&health["status"].as_str().unwrap()), "{health}");
-    assert!(health["pool"]["max_size"].as_u64().is_some_and(|n| n > 0), "{health}");
-    assert!(health["pool"]["checkouts"].as_u64().is_some_and(|n| n >= 2), "{health}");
+    let health = check_health(&server, 200);
+    assert!([Status::Healthy, Status::Warning].contains(&health.status), "{health:#?}");
+    let pool = health.pool.as_ref().expect("/health reports the pool");
+    assert!(pool.state.max_size > 0, "{health:#?}");
+    assert!(pool.metrics.checkouts >= 2, "{health:#?}");
 
     let metrics = get(&server, "/metrics");
     assert_eq!(metrics.code, 200);
@@ -241,9 +254,9 @@ fn a_database_error_is_a_503_with_its_kind() {
     // The connection stays good: the next request is served.
     check_json(&server, "/", 200);
     // The failure is counted, and logged with its kind.
-    let health = check_json(&server, "/health", 503);
-    assert_eq!(health["status"], "CRITICAL", "1 of 2 queries failed: {health}");
-    assert_eq!(health["pool"]["query_errors"], 1, "{health}");
+    let health = check_health(&server, 503);
+    assert_eq!(health.status, Status::Critical, "1 of 2 queries failed: {health:#?}");
+    assert_eq!(health.pool.as_ref().map(|p| p.metrics.query_errors), Some(1), "{health:#?}");
     let mut logged = Vec::new();
     while let Ok(line) = server.log.recv_timeout(Duration::from_secs(5)) {
         if line.contains("request failed (statement_timeout)") {
@@ -291,23 +304,25 @@ fn a_burst_clears_from_health_once_the_window_has_passed() {
     .unwrap();
     check_error(&server, "/?sleep_ms=500", 503, "statement_timeout");
     check_json(&server, "/", 200);
-    let health = check_json(&server, "/health", 503);
-    assert!(
-        health["alerts"].as_array().unwrap().iter().any(|a| a["metric"] == "pool_error_rate"),
-        "{health}"
-    );
-    assert!(health["rates"]["pool"]["query_errors"] == 1, "{health}");
+    let health = check_health(&server, 503);
+    assert!(health.alerts.iter().any(|a| a.metric == "pool_error_rate"), "{health:#?}");
+    let pool_rates = |health: &Report| health.rates.as_ref().and_then(|r| r.pool).map(|p| p.query_errors);
+    assert_eq!(pool_rates(&health), Some(1), "{health:#?}");
     // Still within the window: still reported.
     thread::sleep(Duration::from_millis(500));
     check_json(&server, "/", 200);
-    assert_eq!(check_json(&server, "/health", 503)["status"], "CRITICAL");
+    assert_eq!(check_health(&server, 503).status, Status::Critical);
     // Past it: the burst is gone from /health, though the counters keep it.
     thread::sleep(Duration::from_secs(window + 1));
     check_json(&server, "/", 200);
-    let health = check_json(&server, "/health", 200);
-    assert_eq!(health["status"], "HEALTHY", "{health}");
-    assert_eq!(health["rates"]["pool"]["query_errors"], 0, "{health}");
-    assert_eq!(health["pool"]["query_errors"], 1, "the counter stays cumulative: {health}");
+    let health = check_health(&server, 200);
+    assert_eq!(health.status, Status::Healthy, "{health:#?}");
+    assert_eq!(pool_rates(&health), Some(0), "{health:#?}");
+    assert_eq!(
+        health.pool.as_ref().map(|p| p.metrics.query_errors),
+        Some(1),
+        "the counter stays cumulative: {health:#?}"
+    );
     let metrics = get(&server, "/metrics").body;
     assert!(metrics.contains("pgconn_pool_query_errors_total 1\n"), "{metrics}");
 }

@@ -78,11 +78,12 @@ fn sixteen_threads_and_a_second_process_without_an_error() {
     assert_eq!(errors.load(Ordering::Relaxed), 0, "first: {:?}", first_error.lock().unwrap());
     assert_eq!(pool.metrics().queries, 32_000);
     let second = second.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(second.status.code(), Some(0), "{}", String::from_utf8_lossy(&second.stderr));
-    assert_eq!(report["strategy"], "pgbouncer");
-    assert_eq!(report["errors"], 0, "{report:#}");
-    assert!(report["ok"].as_u64().unwrap() > 1000, "{report:#}");
+    let report: pgconn_cli::load::LoadReport = serde_json::from_slice(&second.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&second.stdout)));
+    assert_eq!(report.strategy, "pgbouncer");
+    assert_eq!(report.errors, 0, "{report:#?}");
+    assert!(report.ok > 1000, "{report:#?}");
 }
 
 #[test]

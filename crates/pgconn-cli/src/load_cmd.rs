@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
+use pgconn_cli::load::{LoadReport, LoadSample, PoolReport, ProcessSample, TimelineEntry};
 use pgconn_config::Settings;
-use pgconn_pool::{ErrorKind, Pool, PoolMetrics, PoolState, Quantiles};
-use serde::Serialize;
+use pgconn_pool::{ErrorKind, Pool, PoolMetrics, PoolState};
 
 use crate::EXIT_INVALID;
 
@@ -197,7 +197,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         let _ = sampler.join();
     }
 
-    let mut report = Report::new(&settings, args, &results, elapsed, pool.metrics(), pool.state());
+    let mut report = new_report(&settings, args, &results, elapsed, pool.metrics(), pool.state());
     // While the pool still holds its connections.
     report.process = ProcessSample::now();
     if args.json && args.report_every.is_some() {
@@ -206,7 +206,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.text());
+        print!("{}", report_text(&report));
     }
     Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -321,23 +321,6 @@ impl Live {
     }
 }
 
-/// One interval of `--report-every`: the keys are an interface (docs/cli.md).
-#[derive(Serialize)]
-struct Sample {
-    /// Seconds since the measurement started, at the end of the interval.
-    t_s: f64,
-    interval_s: f64,
-    requests: u64,
-    ok: u64,
-    errors: u64,
-    /// The kinds seen in the interval, with their counts.
-    error_kinds: BTreeMap<&'static str, u64>,
-    /// The slowest request that ended in the interval.
-    max_latency_ms: f64,
-    pool: PoolState,
-    process: Option<ProcessSample>,
-}
-
 impl Progress {
     fn new(line: bool, samples: bool) -> Progress {
         Progress((line || samples).then(|| {
@@ -393,7 +376,7 @@ impl Progress {
             .ok()
     }
 
-    /// Prints a [`Sample`] every `every` from `start` until [`Progress::stop`], then one for the last
+    /// Prints a [`LoadSample`] every `every` from `start` until [`Progress::stop`], then one for the last
     /// part of an interval.
     fn spawn_sampler(
         &self,
@@ -423,15 +406,15 @@ impl Progress {
                         std::array::from_fn(|i| live.errors[i].load(Ordering::Relaxed));
                     let slowest = live.slowest.swap(0, Ordering::Relaxed);
                     if let Some((at, ok_before, errors_before)) = last {
-                        let error_kinds: BTreeMap<&'static str, u64> = ErrorKind::ALL
+                        let error_kinds: BTreeMap<String, u64> = ErrorKind::ALL
                             .iter()
                             .enumerate()
                             .filter(|&(i, _)| errors[i] > errors_before[i])
-                            .map(|(i, kind)| (kind.as_str(), errors[i] - errors_before[i]))
+                            .map(|(i, kind)| (kind.as_str().to_owned(), errors[i] - errors_before[i]))
                             .collect();
                         let failed = error_kinds.values().sum::<u64>();
                         #[allow(clippy::cast_precision_loss)] // microseconds far below 2^52
-                        let sample = Sample {
+                        let sample = LoadSample {
                             t_s: now.saturating_duration_since(start).as_secs_f64(),
                             interval_s: now.saturating_duration_since(at).as_secs_f64(),
                             requests: ok - ok_before + failed,
@@ -463,7 +446,7 @@ impl Progress {
     }
 }
 
-fn print_sample(sample: &Sample, json: bool) {
+fn print_sample(sample: &LoadSample, json: bool) {
     if json {
         if let Ok(line) = serde_json::to_string(&serde_json::json!({ "sample": sample })) {
             println!("{line}");
@@ -494,146 +477,85 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
     if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
 }
 
-/// `pgconn load --json`: the keys are an interface (docs/cli.md).
-#[derive(Serialize)]
-struct Report {
-    strategy: &'static str,
-    persistent: bool,
-    /// `--dedicated`: one connection per thread, no pool.
-    dedicated: bool,
-    /// What served the requests: `pgconn`, `dedicated`, `r2d2` (bare r2d2 + `r2d2_postgres`) or
-    /// `pgconn-checkout` (`--checkout-only`).
-    baseline: &'static str,
-    clients: u32,
-    query: String,
-    requests: u64,
-    ok: u64,
-    errors: u64,
-    error_kinds: BTreeMap<&'static str, u64>,
-    /// The first error of each kind seen, in words (kinds not seen are absent).
-    error_examples: BTreeMap<&'static str, String>,
-    elapsed_s: f64,
-    throughput_rps: f64,
-    latency_ms: Quantiles,
-    checkout_wait_ms: Quantiles,
-    timeline: Vec<TimelineEntry>,
-    pool: PoolReport,
-    /// This process at the end, the pool's connections still open: for the cost of a connection.
-    process: Option<ProcessSample>,
-}
-
-/// File descriptors, resident memory and threads of this process, from `/proc/self`.
-#[derive(Serialize)]
-struct ProcessSample {
-    fds: u64,
-    rss_kb: u64,
-    threads: u64,
-}
-
-impl ProcessSample {
-    /// `None` where `/proc` cannot be read.
-    fn now() -> Option<ProcessSample> {
-        let fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let field = |name: &str| -> Option<u64> {
-            status.lines().find_map(|line| line.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
-        };
-        Some(ProcessSample { fds, rss_kb: field("VmRSS:")?, threads: field("Threads:")? })
-    }
-}
-
-#[derive(Serialize)]
-struct TimelineEntry {
-    second: usize,
-    ok: u64,
-    errors: u64,
-}
-
-#[derive(Serialize)]
-struct PoolReport {
-    #[serde(flatten)]
-    state: PoolState,
-    #[serde(flatten)]
+/// The report of a run: the keys are an interface (docs/cli.md).
+fn new_report(
+    settings: &Settings,
+    args: &LoadArgs,
+    results: &[ThreadResult],
+    elapsed: Duration,
     metrics: PoolMetrics,
-}
-
-impl Report {
-    fn new(
-        settings: &Settings,
-        args: &LoadArgs,
-        results: &[ThreadResult],
-        elapsed: Duration,
-        metrics: PoolMetrics,
-        state: PoolState,
-    ) -> Report {
-        let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
-        let mut error_kinds: BTreeMap<&'static str, u64> =
-            ErrorKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
-        let mut timeline: Vec<TimelineEntry> = Vec::new();
-        let mut error_examples = BTreeMap::new();
-        let mut ok = 0;
-        for result in results {
-            latency.add(&result.latency).expect("same bounds");
-            ok += result.ok;
-            for (kind, count) in &result.errors {
-                *error_kinds.entry(kind.as_str()).or_default() += count;
-            }
-            for (kind, example) in &result.examples {
-                error_examples.entry(kind.as_str()).or_insert_with(|| example.clone());
-            }
-            for (second, &(ok, errors)) in result.timeline.iter().enumerate() {
-                if timeline.len() <= second {
-                    timeline.extend((timeline.len()..=second).map(|second| TimelineEntry {
-                        second,
-                        ok: 0,
-                        errors: 0,
-                    }));
-                }
-                timeline[second].ok += ok;
-                timeline[second].errors += errors;
-            }
+    state: PoolState,
+) -> LoadReport {
+    let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
+    let mut error_kinds: BTreeMap<String, u64> =
+        ErrorKind::ALL.iter().map(|k| (k.as_str().to_owned(), 0)).collect();
+    let mut timeline: Vec<TimelineEntry> = Vec::new();
+    let mut error_examples = BTreeMap::new();
+    let mut ok = 0;
+    for result in results {
+        latency.add(&result.latency).expect("same bounds");
+        ok += result.ok;
+        for (kind, count) in &result.errors {
+            *error_kinds.entry(kind.as_str().to_owned()).or_default() += count;
         }
-        let errors = error_kinds.values().sum();
-        Report {
-            strategy: settings.strategy.as_str(),
-            persistent: settings.persistent(),
-            dedicated: args.dedicated,
-            baseline: match (args.dedicated, args.r2d2, args.checkout_only) {
-                (true, _, _) if args.prepared => "dedicated-prepared",
-                (true, _, _) => "dedicated",
-                (_, true, _) => "r2d2",
-                (_, _, true) => "pgconn-checkout",
-                _ => "pgconn",
-            },
-            clients: args.clients,
-            query: args.query.clone(),
-            requests: ok + errors,
-            ok,
-            errors,
-            error_kinds,
-            error_examples,
-            elapsed_s: elapsed.as_secs_f64(),
-            throughput_rps: rate(ok + errors, elapsed),
-            latency_ms: pgconn_pool::quantiles(&latency),
-            checkout_wait_ms: metrics.checkout_wait_ms,
-            timeline,
-            pool: PoolReport { state, metrics },
-            process: None,
+        for (kind, example) in &result.examples {
+            error_examples.entry(kind.as_str().to_owned()).or_insert_with(|| example.clone());
+        }
+        for (second, &(ok, errors)) in result.timeline.iter().enumerate() {
+            if timeline.len() <= second {
+                timeline.extend((timeline.len()..=second).map(|second| TimelineEntry {
+                    second,
+                    ok: 0,
+                    errors: 0,
+                }));
+            }
+            timeline[second].ok += ok;
+            timeline[second].errors += errors;
         }
     }
-
-    fn text(&self) -> String {
-        let kinds: Vec<String> =
-            self.error_kinds.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-        let l = &self.latency_ms;
-        let w = &self.checkout_wait_ms;
-        let m = &self.pool.metrics;
-        let mut examples = String::new();
-        for (kind, message) in &self.error_examples {
-            let _ = writeln!(examples, "first error     {kind}: {message}");
+    let errors = error_kinds.values().sum();
+    LoadReport {
+        strategy: settings.strategy.as_str().to_owned(),
+        persistent: settings.persistent(),
+        dedicated: args.dedicated,
+        baseline: match (args.dedicated, args.r2d2, args.checkout_only) {
+            (true, _, _) if args.prepared => "dedicated-prepared",
+            (true, _, _) => "dedicated",
+            (_, true, _) => "r2d2",
+            (_, _, true) => "pgconn-checkout",
+            _ => "pgconn",
         }
-        format!(
-            "strategy        {} ({})\n\
+        .to_owned(),
+        clients: args.clients,
+        query: args.query.clone(),
+        requests: ok + errors,
+        ok,
+        errors,
+        error_kinds,
+        error_examples,
+        elapsed_s: elapsed.as_secs_f64(),
+        throughput_rps: rate(ok + errors, elapsed),
+        latency_ms: pgconn_pool::quantiles(&latency),
+        checkout_wait_ms: metrics.checkout_wait_ms,
+        timeline,
+        pool: PoolReport { state, metrics },
+        process: None,
+    }
+}
+
+/// The report in words.
+fn report_text(report: &LoadReport) -> String {
+    let kinds: Vec<String> =
+        report.error_kinds.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+    let l = &report.latency_ms;
+    let w = &report.checkout_wait_ms;
+    let m = &report.pool.metrics;
+    let mut examples = String::new();
+    for (kind, message) in &report.error_examples {
+        let _ = writeln!(examples, "first error     {kind}: {message}");
+    }
+    format!(
+        "strategy        {} ({})\n\
              clients         {}\n\
              requests        {} ({} ok, {} errors{})\n\
              elapsed         {:.2}s\n\
@@ -641,36 +563,34 @@ impl Report {
              latency         p50 {:.3}ms  p95 {:.3}ms  p99 {:.3}ms  max {:.3}ms\n\
              checkout wait   p50 {:.3}ms  p99 {:.3}ms\n\
              pool            size {} (max {}), opened {}, closed {}, validations {} (skipped {})\n{}",
-            self.strategy,
-            match (self.baseline, self.persistent) {
-                ("dedicated", _) => "dedicated connection per thread, no pool",
-                ("dedicated-prepared", _) =>
-                    "dedicated connection per thread, no pool, the query prepared once",
-                ("r2d2", _) => "bare r2d2 + r2d2_postgres, defaults",
-                ("pgconn-checkout", _) => "checkout and return only, no query",
-                (_, true) => "persistent",
-                (_, false) => "connect per request",
-            },
-            self.clients,
-            self.requests,
-            self.ok,
-            self.errors,
-            if kinds.is_empty() { String::new() } else { format!(": {}", kinds.join(", ")) },
-            self.elapsed_s,
-            self.throughput_rps,
-            l.p50,
-            l.p95,
-            l.p99,
-            l.max,
-            w.p50,
-            w.p99,
-            self.pool.state.size,
-            self.pool.state.max_size,
-            m.connections_opened,
-            m.connections_closed.total(),
-            m.validations,
-            m.validations_skipped,
-            examples,
-        )
-    }
+        report.strategy,
+        match (report.baseline.as_str(), report.persistent) {
+            ("dedicated", _) => "dedicated connection per thread, no pool",
+            ("dedicated-prepared", _) => "dedicated connection per thread, no pool, the query prepared once",
+            ("r2d2", _) => "bare r2d2 + r2d2_postgres, defaults",
+            ("pgconn-checkout", _) => "checkout and return only, no query",
+            (_, true) => "persistent",
+            (_, false) => "connect per request",
+        },
+        report.clients,
+        report.requests,
+        report.ok,
+        report.errors,
+        if kinds.is_empty() { String::new() } else { format!(": {}", kinds.join(", ")) },
+        report.elapsed_s,
+        report.throughput_rps,
+        l.p50,
+        l.p95,
+        l.p99,
+        l.max,
+        w.p50,
+        w.p99,
+        report.pool.state.size,
+        report.pool.state.max_size,
+        m.connections_opened,
+        m.connections_closed.total(),
+        m.validations,
+        m.validations_skipped,
+        examples,
+    )
 }

@@ -1,14 +1,15 @@
 //! The health model: alerts and a status from snapshots, a pure function.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{PgBouncerSnapshot, PgBouncerView, PoolSnapshot, ServerView, Thresholds};
 use crate::window::{PoolRates, Rates};
 
 /// Overall health. Ordered: `Healthy < Warning < Critical`; `Unknown` when the server could not be asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     /// No alert.
@@ -50,7 +51,7 @@ impl fmt::Display for Status {
 }
 
 /// How bad one alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {
     /// Needs attention.
@@ -69,14 +70,14 @@ impl fmt::Display for Level {
 }
 
 /// One alert: its level, the metric it is about, and what it means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// How bad.
     pub level: Level,
     /// The metric: `utilization`, `server_connection`, `avg_query_time`, `error_rate`, `idle_connections`,
     /// `idle_over_threshold`, `pool_waiting`, `pool_timeouts`, `pool_avg_query_time`, `pool_error_rate`,
     /// `pool_leaks`.
-    pub metric: &'static str,
+    pub metric: Cow<'static, str>,
     /// What it means and what to do.
     pub message: String,
 }
@@ -113,7 +114,8 @@ pub fn assess_with(
     // What the windowed alerts say of their time: only a report with rates has a window.
     let span = |r: &Rates| format!("in the last {:.0}s", r.window_s);
     let mut alerts = Vec::new();
-    let mut push = |level, metric, message: String| alerts.push(Alert { level, metric, message });
+    let mut push =
+        |level, metric, message: String| alerts.push(Alert { level, metric: Cow::Borrowed(metric), message });
     let mut unknown = false;
     match server {
         Some(ServerView::Reached(s)) => {
@@ -324,7 +326,7 @@ pub fn assess_pgbouncer(view: &PgBouncerView, t: &Thresholds) -> Vec<Alert> {
         PgBouncerView::Unreachable { message } => {
             alerts.push(Alert {
                 level: Level::Warning,
-                metric: "pgbouncer",
+                metric: Cow::Borrowed("pgbouncer"),
                 message: format!("cannot read PgBouncer's admin console: {message}"),
             });
             return alerts;
@@ -349,12 +351,12 @@ pub fn assess_pgbouncer(view: &PgBouncerView, t: &Thresholds) -> Vec<Alert> {
             let message = format!(
                 "a client of PgBouncer pool {name} has waited {maxwait:.1}s for a server connection (above {limit}s){advice}"
             );
-            alerts.push(Alert { level, metric: "pgbouncer_maxwait", message });
+            alerts.push(Alert { level, metric: Cow::Borrowed("pgbouncer_maxwait"), message });
         }
         if waiting > 0.0 {
             alerts.push(Alert {
                 level: Level::Warning,
-                metric: "pgbouncer_waiting",
+                metric: Cow::Borrowed("pgbouncer_waiting"),
                 message: format!(
                     "{waiting:.0} client(s) waiting for a server connection in PgBouncer pool {name}"
                 ),
@@ -369,7 +371,7 @@ pub fn assess_pgbouncer(view: &PgBouncerView, t: &Thresholds) -> Vec<Alert> {
         {
             let limit = number(db, "pool_size") + number(db, "reserve_pool");
             if limit > 0.0 && servers >= limit {
-                alerts.push(Alert { level: Level::Warning, metric: "pgbouncer_pool_full", message: format!("PgBouncer pool {name} has {servers:.0} server connections, its pool_size + reserve_pool ({limit:.0}): further clients wait") });
+                alerts.push(Alert { level: Level::Warning, metric: Cow::Borrowed("pgbouncer_pool_full"), message: format!("PgBouncer pool {name} has {servers:.0} server connections, its pool_size + reserve_pool ({limit:.0}): further clients wait") });
             }
         }
     }

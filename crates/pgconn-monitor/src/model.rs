@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pgconn_pool::{Leak, Pool, PoolMetrics, PoolState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One client backend of the server, as `pg_stat_activity` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Backend {
     /// Server process id.
     pub pid: i32,
@@ -25,7 +25,7 @@ pub struct Backend {
 }
 
 /// Where query statistics came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QuerySource {
     /// `pg_stat_statements`: calls and execution time per statement (errors from `pg_stat_database`).
@@ -35,7 +35,7 @@ pub enum QuerySource {
 }
 
 /// Query statistics of the database, cumulative since the server's statistics were reset.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryStats {
     /// Where they came from.
     pub source: QuerySource,
@@ -48,7 +48,7 @@ pub struct QueryStats {
 }
 
 /// Who holds some of the server's connections: one application name and role, how many, in which states.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplicationCount {
     /// `application_name` (empty when the client set none).
     pub application_name: String,
@@ -138,7 +138,7 @@ pub enum ServerView {
 }
 
 /// A live pool's state, metrics and suspected leaks at one instant.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolSnapshot {
     /// Size, idle, in use, waiting.
     #[serde(flatten)]
@@ -212,7 +212,7 @@ pub(crate) fn by_state(backends: &[Backend]) -> BTreeMap<String, u32> {
 pub type PgBouncerRow = BTreeMap<String, serde_json::Value>;
 
 /// What PgBouncer's admin console says, from one probe (its own admin pseudo-database left out).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PgBouncerSnapshot {
     /// `SHOW POOLS`: clients and server connections per database and user.
     pub pools: Vec<PgBouncerRow>,

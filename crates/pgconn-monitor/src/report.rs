@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use pgconn_config::Settings;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::health::{Alert, Status, assess_pgbouncer, assess_with, combine, utilization};
 use crate::model::{
@@ -37,7 +37,7 @@ impl Context {
 
 /// One health report. Its JSON keys are an interface (docs/monitoring.md); `None` fields are `null`, for
 /// instance when the server could not be asked.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Report {
     /// The worst alert's level (`HEALTHY` when none; `UNKNOWN` when the server could not be asked).
@@ -90,7 +90,7 @@ pub struct Report {
 }
 
 /// The `pgbouncer` section of a report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PgBouncerSection {
     /// `SHOW POOLS`, one object per row with PgBouncer's column names.
     pub pools: Vec<PgBouncerRow>,

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{PoolSnapshot, ServerView};
 
@@ -17,7 +17,7 @@ use crate::model::{PoolSnapshot, ServerView};
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
 /// What happened in a window, in the pool and on the server.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     /// The time the rates cover, in seconds: the window (a little more when reports are further apart).
     pub window_s: f64,
@@ -28,7 +28,7 @@ pub struct Rates {
 }
 
 /// The pool's counters over a window.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct PoolRates {
     /// Successful checkouts.
     pub checkouts: u64,
@@ -43,7 +43,7 @@ pub struct PoolRates {
 }
 
 /// The server's query statistics over a window.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ServerRates {
     /// Statements or transactions (as `query_stats.source` says).
     pub queries: u64,

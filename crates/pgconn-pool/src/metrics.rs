@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::stripes::{Counter, Padded, Registry, STRIPES, Ticket, stripe};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ impl CloseReason {
 }
 
 /// A latency distribution in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quantiles {
     /// How many values.
     pub count: u64,
@@ -51,7 +51,7 @@ pub struct Quantiles {
 }
 
 /// Connections closed, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClosedCounts {
     /// Reached `DB_CONN_MAX_AGE`.
     pub max_age: u64,
@@ -83,7 +83,7 @@ impl ClosedCounts {
 }
 
 /// The statement caches of the pool's connections, together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementCacheCounts {
     /// Calls of the query API that ran a statement prepared earlier on their connection.
     pub hits: u64,
@@ -99,7 +99,7 @@ pub struct StatementCacheCounts {
 }
 
 /// Returned connections reset before going back into the pool, by what was reset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResetCounts {
     /// A transaction was open, failed or unknown: `ROLLBACK`.
     pub transaction: u64,
@@ -108,7 +108,7 @@ pub struct ResetCounts {
 }
 
 /// A latency histogram in Prometheus' shape: cumulative counts at fixed upper bounds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Buckets {
     /// `(upper bound in ms, values at or below it)`, ascending; the implicit `+Inf` bucket is `count`.
     pub cumulative: Vec<(f64, u64)>,
@@ -123,7 +123,7 @@ pub const WAIT_BUCKETS_MS: [f64; 12] =
     [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
 
 /// The pool's metrics since it was built.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PoolMetrics {
     /// Successful checkouts.
@@ -229,10 +229,10 @@ pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
 }
 
 /// A connection held past `DB_POOL_LEAK_THRESHOLD`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leak {
     /// How long it has been held.
-    #[serde(serialize_with = "millis")]
+    #[serde(rename = "held_for", serialize_with = "millis", deserialize_with = "from_millis")]
     pub held_for: Duration,
     /// `file:line:column` of the `Pool::get` call that checked it out.
     pub location: String,
@@ -242,6 +242,10 @@ pub struct Leak {
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u128(d.as_millis())
+}
+
+fn from_millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
 }
 
 /// Everything the pool counts.

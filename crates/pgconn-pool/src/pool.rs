@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pgconn_config::{ConnMaxAge, Host, PoolMode, Settings, Strategy};
 use postgres::types::{ToSql, Type};
 use postgres::{Row, SimpleQueryMessage, Statement};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::cache::Lookup;
@@ -61,7 +61,7 @@ enum Mode {
 }
 
 /// The pool's size now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct PoolState {
     /// `DB_POOL_MAX_SIZE` (for `DB_CONN_MAX_AGE=0`: no limit is applied, this is the configured value).

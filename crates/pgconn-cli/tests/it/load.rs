@@ -1,5 +1,6 @@
 //! `pgconn load` against the test database: its JSON interface, exit codes and typed failures.
 
+use pgconn_cli::load::LoadReport;
 use serde_json::Value;
 
 use crate::pgconn;
@@ -16,6 +17,16 @@ fn load_json(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> Value {
     assert_eq!(run.code, expected_code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
     pgconn_tests::assert_no_duplicate_keys(&run.stdout);
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+}
+
+/// The run's report read as the type the command writes: every key there, none unknown (re-serialized,
+/// it is the same JSON).
+#[track_caller]
+fn load_report(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> LoadReport {
+    let json = load_json(args, env, expected_code);
+    let report: LoadReport = serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(serde_json::to_value(&report).expect("serializable"), json, "the type and the JSON differ");
+    report
 }
 
 #[test]
@@ -54,42 +65,46 @@ fn the_report_has_its_documented_keys() {
     assert_eq!(total, 400);
     assert_eq!(json["pool"]["checkouts"], 400);
     assert!(json["pool"]["size"].as_u64().unwrap() <= 10);
+    let report: LoadReport = serde_json::from_value(json.clone()).expect("the report's type reads it");
+    assert_eq!(serde_json::to_value(&report).expect("serializable"), json, "the type and the JSON differ");
+    assert_eq!((report.requests, report.pool.metrics.checkouts), (400, 400));
 }
 
 #[test]
 fn a_duration_runs_for_that_long() {
     let url = url();
-    let json = load_json(&["--clients", "2", "--duration", "1.5"], &[("DATABASE_URL", &url)], 0);
-    let elapsed = json["elapsed_s"].as_f64().unwrap();
+    let report = load_report(&["--clients", "2", "--duration", "1.5"], &[("DATABASE_URL", &url)], 0);
+    let elapsed = report.elapsed_s;
     assert!((1.5..3.0).contains(&elapsed), "elapsed {elapsed}");
-    assert_eq!(json["timeline"].as_array().unwrap().len(), 2);
+    assert_eq!(report.timeline.len(), 2);
 }
 
 #[test]
 fn connect_per_request_is_the_same_command() {
     let url = url();
-    let json = load_json(
+    let report = load_report(
         &["--clients", "2", "--requests", "20"],
         &[("DATABASE_URL", &url), ("DB_CONN_MAX_AGE", "0")],
         0,
     );
-    assert_eq!(json["persistent"], false);
-    assert!(json["pool"]["connections_opened"].as_u64().unwrap() >= 20);
-    assert!(json["pool"]["connections_closed"]["per_request"].as_u64().unwrap() >= 20);
+    assert!(!report.persistent);
+    assert!(report.pool.metrics.connections_opened >= 20);
+    assert!(report.pool.metrics.connections_closed.per_request >= 20);
 }
 
 #[test]
 fn failed_requests_exit_1_with_their_kind() {
     let url = url();
-    let json = load_json(&["--requests", "10", "--query", "SELECT 1/0"], &[("DATABASE_URL", &url)], 1);
-    assert_eq!((json["ok"].as_u64(), json["errors"].as_u64()), (Some(0), Some(10)));
-    assert_eq!(json["error_kinds"]["other"], 10);
-    let json = load_json(
+    let report = load_report(&["--requests", "10", "--query", "SELECT 1/0"], &[("DATABASE_URL", &url)], 1);
+    assert_eq!((report.ok, report.errors), (0, 10));
+    assert_eq!(report.error_kinds["other"], 10);
+    assert!(report.error_examples["other"].contains("division by zero"), "{:?}", report.error_examples);
+    let report = load_report(
         &["--requests", "2", "--query", "SELECT pg_sleep(1)"],
         &[("DATABASE_URL", &url), ("DB_STATEMENT_TIMEOUT", "50")],
         1,
     );
-    assert_eq!(json["error_kinds"]["statement_timeout"], 2);
+    assert_eq!(report.error_kinds["statement_timeout"], 2);
 }
 
 #[test]
@@ -112,4 +127,37 @@ fn invalid_configuration_exits_2() {
     let run = pgconn(&["load"], &[("DB_NAME", "x"), ("DB_PORT", "none")]);
     assert_eq!(run.code, 2);
     assert_eq!(run.stderr.trim(), "DB_PORT must be a whole number from 1 to 65535, got \"none\"");
+}
+
+#[test]
+fn report_every_prints_json_lines_of_samples_then_the_report() {
+    let url = url();
+    let run = pgconn(
+        &["load", "--json", "--clients", "2", "--duration", "1.2", "--report-every", "0.5"],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(run.code, 0, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let (last, samples) = lines.split_last().expect("at least the report");
+    let report: LoadReport = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    // 0.5 s, 1.0 s, and the last 0.2 s.
+    assert_eq!(samples.len(), 3, "{}", run.stdout);
+    let mut counted = 0;
+    for line in samples {
+        pgconn_tests::assert_no_duplicate_keys(line);
+        let json: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let sample: pgconn_cli::load::SampleLine =
+            serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(
+            serde_json::to_value(&sample).expect("serializable"),
+            json,
+            "the type and the JSON differ"
+        );
+        let sample = sample.sample;
+        assert_eq!(sample.requests, sample.ok + sample.errors);
+        assert!(sample.interval_s > 0.0 && sample.interval_s < 0.9, "{line}");
+        counted += sample.requests;
+    }
+    assert_eq!(counted, report.requests, "the samples add up to the report");
+    assert!(report.requests > 0);
 }

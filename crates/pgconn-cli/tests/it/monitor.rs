@@ -3,8 +3,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use pgconn_monitor::{Report, Status};
 use pgconn_tests::{ClusterOptions, private_cluster};
-use serde_json::Value;
 
 use crate::pgconn;
 
@@ -14,12 +14,22 @@ fn connect(url: &str, app: &str) -> postgres::Client {
     config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("cannot connect as {app}: {e}"))
 }
 
+/// One line or document of `pgconn monitor --json` read as [`Report`]: every key there, none unknown
+/// (re-serialized, it is the same JSON).
 #[track_caller]
-fn monitor_json(url: &str) -> Value {
+fn read_report(text: &str) -> Report {
+    pgconn_tests::assert_no_duplicate_keys(text);
+    let json: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let report: Report = serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(serde_json::to_value(&report).expect("serializable"), json, "the type and the JSON differ");
+    report
+}
+
+#[track_caller]
+fn monitor_report(url: &str) -> Report {
     let run = pgconn(&["monitor", "--json"], &[("DATABASE_URL", url)]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    pgconn_tests::assert_no_duplicate_keys(&run.stdout);
-    serde_json::from_str(&run.stdout).unwrap()
+    read_report(&run.stdout)
 }
 
 #[test]
@@ -33,39 +43,27 @@ fn sessions_are_listed_with_their_states_and_ages() {
         })
         .collect();
     thread::sleep(Duration::from_millis(1200));
-    let json = monitor_json(&url);
-    let mine = |app: &str| -> Vec<Value> {
-        json["connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["application_name"] == app)
-            .cloned()
-            .collect()
-    };
+    let report = monitor_report(&url);
+    let mine =
+        |app: &str| report.connections.iter().filter(|c| c.application_name == app).collect::<Vec<_>>();
     let (idle_rows, busy_rows) = (mine("pgconn_it_mon_idle"), mine("pgconn_it_mon_busy"));
-    assert_eq!((idle_rows.len(), busy_rows.len()), (3, 2), "{json:#}");
+    assert_eq!((idle_rows.len(), busy_rows.len()), (3, 2), "{report:#?}");
     for row in &idle_rows {
-        assert_eq!(row["state"], "idle");
-        assert!(row["age_s"].as_f64().unwrap() >= 1.0, "{row}");
-        assert!(row["idle_s"].as_f64().unwrap() >= 1.0, "{row}");
-        assert_eq!(row["user"], "pgconn_app");
+        assert_eq!(row.state, "idle");
+        assert!(row.age_s >= 1.0, "{row:?}");
+        assert!(row.idle_s.expect("an idle session has an idle time") >= 1.0, "{row:?}");
+        assert_eq!(row.user, "pgconn_app");
     }
     for row in &busy_rows {
-        assert_eq!(row["state"], "active");
-        assert_eq!(row["idle_s"], Value::Null);
+        assert_eq!(row.state, "active");
+        assert_eq!(row.idle_s, None);
     }
-    assert!(json["connections_by_state"]["idle"].as_u64().unwrap() >= 3);
-    assert!(json["server_connections"].as_u64().unwrap() >= 6);
-    assert_eq!(json["query_stats"]["source"], "pg_stat_database");
-    let own = json["backend_pid"].as_i64().unwrap();
-    assert!(
-        json["connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["pid"] == own && c["application_name"] == "pgconn-monitor")
-    );
+    assert!(report.connections_by_state["idle"] >= 3);
+    assert!(report.server_connections.expect("the server was asked") >= 6);
+    let stats = report.query_stats.as_ref().expect("query statistics");
+    assert_eq!(stats.source, pgconn_monitor::QuerySource::PgStatDatabase);
+    let own = report.backend_pid.expect("the monitor's own backend");
+    assert!(report.connections.iter().any(|c| c.pid == own && c.application_name == "pgconn-monitor"));
     for handle in busy {
         handle.join().unwrap().unwrap();
     }
@@ -117,10 +115,10 @@ fn utilization_thresholds_flip_the_status_and_the_exit_code() {
         "{line}"
     );
     let run = pgconn(&["monitor", "--json"], &[("DATABASE_URL", &admin_url)]);
-    let json: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(json["status"], "CRITICAL");
-    assert_eq!(json["alerts"][0]["metric"], "server_connection");
-    assert!(json["alerts"][0]["message"].as_str().unwrap().contains("too many clients"), "{json:#}");
+    let report = read_report(&run.stdout);
+    assert_eq!(report.status, Status::Critical);
+    assert_eq!(report.alerts[0].metric, "server_connection");
+    assert!(report.alerts[0].message.contains("too many clients"), "{report:#?}");
     drop(held);
 }
 
@@ -153,11 +151,12 @@ fn watch_prints_count_reports_at_the_interval() {
     );
     let took = started.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let reports: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let reports: Vec<Report> = run.stdout.lines().map(read_report).collect();
     assert_eq!(reports.len(), 3);
     assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(4), "took {took:?}");
     // The monitor keeps its connection between reports: its age grows.
-    let ages: Vec<f64> = reports.iter().map(|r| r["connection_age_s"].as_f64().unwrap()).collect();
+    let ages: Vec<f64> =
+        reports.iter().map(|r| r.connection_age_s.expect("the monitor's connection age")).collect();
     assert!(ages[2] > ages[0] + 1.5, "{ages:?}");
 }
 

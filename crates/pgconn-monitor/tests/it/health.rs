@@ -14,7 +14,7 @@ use crate::{backend, server};
 #[track_caller]
 fn check(server: Option<&ServerView>, pool: Option<&PoolSnapshot>, status: Status, alerts: &[(Level, &str)]) {
     let (actual_status, actual) = assess(server, pool, &Thresholds::default());
-    let actual: Vec<(Level, &str)> = actual.iter().map(|a| (a.level, a.metric)).collect();
+    let actual: Vec<(Level, &str)> = actual.iter().map(|a| (a.level, a.metric.as_ref())).collect();
     assert_eq!((actual_status, actual.as_slice()), (status, alerts));
 }
 
@@ -162,8 +162,8 @@ pub(crate) fn pgbouncer(pool: &[(&str, f64)], pool_size: f64, reserve: f64) -> P
 
 #[track_caller]
 fn check_pgbouncer(view: &PgBouncerView, alerts: &[(Level, &str)]) {
-    let actual: Vec<(Level, &str)> =
-        assess_pgbouncer(view, &Thresholds::default()).iter().map(|a| (a.level, a.metric)).collect();
+    let assessed = assess_pgbouncer(view, &Thresholds::default());
+    let actual: Vec<(Level, &str)> = assessed.iter().map(|a| (a.level, a.metric.as_ref())).collect();
     assert_eq!(actual, alerts);
 }
 

@@ -239,3 +239,32 @@ fn a_pgbouncer_section_in_every_format() {
     assert_eq!(value("pgconn_pgbouncer_stats_avg_query_time_seconds"), Some(Value::Gauge(0.00025)));
     assert_eq!(value("pgconn_pgbouncer_up"), Some(Value::Gauge(1.0)));
 }
+
+/// The JSON is a contract both ways: a report read back into [`Report`] is the same report, and writes
+/// the same JSON (a key renamed on one side only, or skipped when writing, fails here).
+#[test]
+fn json_reads_back_into_the_same_report() {
+    let mut with_pool = pool_report();
+    if let Some(pool) = &mut with_pool.pool {
+        pool.suspected_leaks = vec![pgconn_pool::Leak {
+            held_for: Duration::from_millis(61_500),
+            location: "src/handler.rs:42:17".into(),
+            thread: Some("request-7".into()),
+        }];
+        pool.metrics.waiting = 0;
+    }
+    let busy = Report::new(&context(), Some(&server(97, 100, vec![])), None, at());
+    assert!(!busy.alerts.is_empty(), "the busy report has alerts to read back");
+    let unreachable =
+        pgconn_monitor::ServerView::Unreachable { kind: "connect_failed", message: "refused".into() };
+    let down = Report::new(&context(), Some(&unreachable), None, at());
+    for (name, report) in [("plain", report()), ("pool", with_pool), ("busy", busy), ("down", down)] {
+        for pretty in [false, true] {
+            let json = render::json(&report, pretty);
+            let read: Report =
+                serde_json::from_str(&json).unwrap_or_else(|err| panic!("{name}: {err}\n{json}"));
+            assert_eq!(read, report, "{name}");
+            assert_eq!(render::json(&read, pretty), json, "{name}");
+        }
+    }
+}
