@@ -1,5 +1,5 @@
-//! The contenders run and their results read: `pgconn load --json` through typed records, `pgbench`'s
-//! summary.
+//! The contenders run and their results read into the types of `results.rs`: `pgconn load --json` through
+//! typed records, `pgbench`'s summary; and the machine and the time of the run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -7,27 +7,13 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result};
 use pgconn_testkit::{PgBouncerInfo, signal};
 
+use super::results::{Cell, Machine, PgbenchCell};
 use crate::process;
-use crate::reports::{self, LoadOutput, ProcessSample};
+use crate::reports::{self, LoadOutput};
 
 /// A contender: its name, extra environment, extra `pgconn load` arguments, and whether it goes through
 /// PgBouncer.
 pub(super) type Contender<'a> = (&'a str, Vec<(&'a str, String)>, Vec<&'a str>, bool);
-
-/// One measured `pgconn load` cell.
-#[derive(Clone, Default)]
-pub(super) struct Cell {
-    pub(super) rps: f64,
-    pub(super) p50: f64,
-    pub(super) p99: f64,
-    pub(super) mean: f64,
-    pub(super) requests: u64,
-    pub(super) errors: u64,
-    pub(super) kinds: String,
-    /// The pool's connections at the end, and the process then (`None` without `/proc`).
-    pub(super) size: u64,
-    pub(super) process: Option<ProcessSample>,
-}
 
 pub(super) struct Bench {
     pub(super) pgconn: PathBuf,
@@ -88,15 +74,14 @@ impl Bench {
         })
     }
 
-    /// Runs `pgbench -n -M simple -f SELECT1 -c C -j J -T S [extra]` against `port`; returns (tps, mean
-    /// latency ms, failed or not).
+    /// Runs `pgbench -n -M simple -f SELECT1 -c C -j J -T S [extra]` against `port`.
     pub(super) fn pgbench(
         &mut self,
         port: u16,
         clients: u32,
         seconds: u32,
         extra: &[&str],
-    ) -> Result<(f64, f64, String)> {
+    ) -> Result<PgbenchCell> {
         let script = self.script.clone();
         self.pgbench_with(port, clients, clients.clamp(1, 2), seconds, "simple", &script, extra)
     }
@@ -112,7 +97,7 @@ impl Bench {
         mode: &str,
         script: &Path,
         extra: &[&str],
-    ) -> Result<(f64, f64, String)> {
+    ) -> Result<PgbenchCell> {
         let jobs = jobs.to_string();
         let (c, t) = (clients.to_string(), seconds.to_string());
         let mut args = vec!["-n", "-M", mode, "-c", &c, "-j", &jobs, "-T", &t];
@@ -140,7 +125,7 @@ impl Bench {
         let tps = value("tps").unwrap_or(0.0);
         let latency = value("latency average").unwrap_or(0.0);
         let failed = if output.status.success() && tps > 0.0 {
-            String::new()
+            None
         } else {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let line = stderr
@@ -149,13 +134,52 @@ impl Bench {
                 .or_else(|| stderr.lines().rfind(|l| !l.trim().is_empty()))
                 .or_else(|| text.lines().rfind(|l| !l.trim().is_empty()))
                 .unwrap_or("no output");
-            format!("{} ({})", line.trim(), output.status)
+            Some(format!("{} ({})", line.trim(), output.status))
         };
-        Ok((tps, latency, failed))
+        Ok(PgbenchCell { tps, latency_ms: latency, failed })
     }
 }
 
 pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     if values.is_empty() { 0.0 } else { values[values.len() / 2] }
+}
+
+/// The CPU, memory, kernel and server versions of this machine.
+pub(super) fn machine() -> Machine {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown", |(_, m)| m.trim());
+    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let mem_kb: u64 = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let version = |program: &Path| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    Machine {
+        cpus,
+        model: model.to_owned(),
+        mem_kb,
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        postgres: version(&pgconn_testkit::find_bindir().map(|d| d.join("postgres")).unwrap_or_default()),
+        pgbouncer: version(&pgconn_testkit::find_pgbouncer().unwrap_or_default()),
+    }
+}
+
+/// Now, `YYYY-MM-DD HH:MM UTC` (empty if `date` cannot run).
+pub(super) fn now_utc() -> String {
+    let out = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
 }

@@ -1,56 +1,274 @@
-//! What `docs/benchmarks.md` shows besides the tables: the machine, the time, the plot.
+//! `docs/benchmarks.md` and `docs/benchmarks.svg` from a run's [`Results`]: pure functions, no measuring.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
 
-use super::measure::Cell;
+use super::results::{
+    Cell, Concurrency, EightThreads, Machine, Measured, PgbenchCell, Results, Scale, SingleThread, Target,
+};
 
-pub(super) fn met(yes: bool) -> &'static str {
-    if yes { "met" } else { "**not met**" }
+/// The whole document.
+pub(super) fn render(r: &Results) -> String {
+    let mut out = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {} in {:.0} s. Every figure below comes from that one run; rerun the command to check them on your machine. Absolute times on a shared machine drift: compare side by side, within one run.\n\n## Machine\n\n{}\n\nEverything on 127.0.0.1: PostgreSQL with `max_connections = 100`, `fsync=off` (a throwaway cluster), SCRAM-SHA-256 authentication; PgBouncer 1.18 in transaction mode; the client on the same two cores. Release build of `pgconn`.\n\n",
+        if r.quick { " --quick" } else { "" },
+        r.written,
+        r.elapsed_s,
+        machine(&r.machine),
+    );
+    single_thread(&mut out, &r.single);
+    checkout(&mut out, r.checkout.ns());
+    connection_cost(&mut out, r);
+    concurrency(&mut out, &r.concurrency);
+    eight_threads(&mut out, &r.eight_threads);
+    targets(&mut out, &r.targets());
+    scale(&mut out, &r.scale);
+    claims(&mut out, r);
+    commands(&mut out, &r.commands);
+    out
 }
 
-pub(super) fn humantime_now() -> String {
-    let out = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+/// "met", "**not met**", or "not run".
+pub(super) fn met(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "not run",
+    }
 }
 
+/// The machine as a Markdown list.
 #[allow(clippy::cast_precision_loss)]
-pub(super) fn machine() -> String {
-    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-    let cpuinfo = read("/proc/cpuinfo");
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown", |(_, m)| m.trim());
-    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
-    let mem_kb: u64 = read("/proc/meminfo")
-        .lines()
-        .find(|l| l.starts_with("MemTotal"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let version = |program: &Path| {
-        Command::new(program)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
-            .unwrap_or_default()
-    };
-    let kernel = read("/proc/sys/kernel/osrelease");
+pub(super) fn machine(m: &Machine) -> String {
     format!(
-        "- CPU: {cpus} × {model}\n- memory: {:.0} GiB\n- Linux {}\n- {}\n- {}",
-        mem_kb as f64 / 1_048_576.0,
-        kernel.trim(),
-        version(&pgconn_testkit::find_bindir().map(|d| d.join("postgres")).unwrap_or_default()),
-        version(&pgconn_testkit::find_pgbouncer().unwrap_or_default()),
+        "- CPU: {} × {}\n- memory: {:.0} GiB\n- Linux {}\n- {}\n- {}",
+        m.cpus,
+        m.model,
+        m.mem_kb as f64 / 1_048_576.0,
+        m.kernel,
+        m.postgres,
+        m.pgbouncer,
     )
+}
+
+fn single_thread(doc: &mut String, s: &SingleThread) {
+    let _ = writeln!(
+        doc,
+        "## Single-thread latency per request\n\n`SELECT 1`, one request thread, {} rounds alternating the contenders (each round: {} requests; {} for connect per request); medians over the rounds.\n\n| contender | p50 ms | p99 ms | mean ms | mean ÷ dedicated |\n|---|---|---|---|---|",
+        s.rounds, s.requests, s.per_request_requests
+    );
+    for row in s.rows() {
+        let _ = writeln!(
+            doc,
+            "| {} | {:.3} | {:.3} | {:.4} | {:.2}{} |",
+            row.name,
+            row.p50,
+            row.p99,
+            row.mean,
+            row.mean / s.dedicated.mean,
+            if row.errors > 0 { format!(" ({} errors)", row.errors) } else { String::new() }
+        );
+    }
+    let _ = writeln!(
+        doc,
+        "\nConnect per request ÷ pooled: **{:.0}×**. Pooled ÷ dedicated: **{:.3}** (target ≤ 1.05: {}). Pooled ÷ bare r2d2: **{:.2}** (target below 1: {}).\n",
+        s.per_request_vs_pooled(),
+        s.pooled_vs_dedicated(),
+        met(Target::pooled_vs_dedicated(s).met),
+        s.pooled_vs_r2d2(),
+        met(Target::pooled_vs_r2d2(s).met),
+    );
+}
+
+fn checkout(doc: &mut String, ns: f64) {
+    let _ = writeln!(
+        doc,
+        "## Checkout overhead\n\n`pgconn load --clients 1 --requests 1000000 --checkout-only`: check out and return, no query: **{ns:.0} ns** per checkout and return, the load loop's own timing and bookkeeping included.\n"
+    );
+}
+
+fn connection_cost(doc: &mut String, r: &Results) {
+    let c = &r.cost;
+    let _ = writeln!(
+        doc,
+        "## What a connection costs the client
+
+The process of `pgconn load` at the end of a run, its pool's connections still open: with 1 connection ({} file descriptors, {} kB resident, {} threads) and with {} ({} fds, {} kB, {} threads). Per connection: **{:.1} file descriptors**, **{:.0} kB** resident, {:.1} threads. Each connection's descriptors, listed in `/proc/PID/fd` of a run with 3 connections: its socket, and for the tokio runtime the `postgres` crate starts per connection two `eventpoll` descriptors and an `eventfd`; the crate's API gives no way to share one runtime between connections (`postgres::Client::new` is private).
+",
+        c.one.fds,
+        c.one.rss_kb,
+        c.one.threads,
+        c.many_size,
+        c.many.fds,
+        c.many.rss_kb,
+        c.many.threads,
+        c.per_connection(|p| p.fds),
+        c.per_connection(|p| p.rss_kb),
+        c.per_connection(|p| p.threads),
+    );
+}
+
+fn concurrency(doc: &mut String, c: &Concurrency) {
+    let _ = writeln!(
+        doc,
+        "## Throughput and p99 by concurrency\n\n`SELECT 1` for {} s per cell after a warm-up; requests/s, p99 ms in parentheses; errors by kind where any. pgbench: `-M simple`, 2 jobs, the same query from a script; tps (mean latency ms).\n",
+        c.seconds
+    );
+    let _ = writeln!(
+        doc,
+        "| contender | {} |\n|---|{}",
+        c.levels.iter().map(|l| format!("{l} clients")).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(c.levels.len())
+    );
+    for row in c.load_rows() {
+        let cells: Vec<String> = row
+            .cells
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:.0} ({:.2}){}",
+                    c.rps,
+                    c.p99,
+                    if c.errors > 0 { format!("; {}", c.kinds) } else { String::new() }
+                )
+            })
+            .collect();
+        let _ = writeln!(doc, "| {} | {} |", row.name, cells.join(" | "));
+    }
+    for row in c.pgbench_rows() {
+        let cells: Vec<String> = row.cells.iter().map(pgbench_cell).collect();
+        let _ = writeln!(doc, "| {} | {} |", row.name, cells.join(" | "));
+    }
+    let vs_pgbench = |ratios: Vec<(u32, Option<f64>)>| -> String {
+        ratios
+            .into_iter()
+            .map(|(level, ratio)| match ratio {
+                Some(ratio) => format!("{level}: {ratio:.2}"),
+                None => format!("{level}: pgbench failed"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        doc,
+        "\npgconn pooled (statement cache on, so `SELECT 1` runs prepared) ÷ dedicated (unnamed each time) at 8 clients: {:.2}; like for like, see \"Eight threads, like for like\" below.\n\nRatio to pgbench at the same client count: pgconn pooled ÷ pgbench direct: {}; pgconn via PgBouncer ÷ pgbench via PgBouncer: {}; connect per request ÷ pgbench -C: {}.\n",
+        c.pooled_vs_dedicated(8).unwrap_or(f64::NAN),
+        vs_pgbench(c.vs_pgbench(&c.pooled, &c.pgbench_direct)),
+        vs_pgbench(c.vs_pgbench(&c.pgbouncer, &c.pgbench_pgbouncer)),
+        vs_pgbench(c.vs_pgbench(&c.per_request, &c.pgbench_per_connection)),
+    );
+    let _ = writeln!(doc, "![throughput and p99 by concurrency](benchmarks.svg)\n");
+}
+
+/// `tps (latency)`, or why pgbench failed.
+fn pgbench_cell(cell: &PgbenchCell) -> String {
+    match &cell.failed {
+        None => format!("{:.0} ({:.2})", cell.tps, cell.latency_ms),
+        Some(failed) => format!("failed: {failed}"),
+    }
+}
+
+fn eight_threads(doc: &mut String, e: &EightThreads) {
+    let _ = writeln!(
+        doc,
+        "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after 1 s of warm-up; medians. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
+        e.rounds, e.seconds, e.point
+    );
+    for row in e.rows() {
+        let _ = writeln!(doc, "| {} | {:.0} | {:.0} |", row.name, row.select1, row.point);
+    }
+    let tps = |cell: &PgbenchCell| match &cell.failed {
+        None => format!("{:.0}", cell.tps),
+        Some(failed) => format!("failed: {failed}"),
+    };
+    for row in &e.pgbench {
+        let _ = writeln!(
+            doc,
+            "| `pgbench -M {} -c 8 -j {}` | {} | {} |",
+            row.mode,
+            row.jobs,
+            tps(&row.select1),
+            tps(&row.point)
+        );
+    }
+    let _ = writeln!(
+        doc,
+        "\nPooled ÷ dedicated, like for like: {}. The statement cache on the point query: **{:.2}×** the throughput without it. pgconn pooled (cache on) ÷ `pgbench -M prepared -j 2` on the point query: **{:.2}**. Bare r2d2 without its checkout test ÷ dedicated unnamed: {:.2} on `SELECT 1`.\n",
+        e.like_for_like().iter().map(|(name, r)| format!("{name} **{r:.2}**")).collect::<Vec<_>>().join("; "),
+        e.cache_gain(),
+        e.vs_pgbench_prepared(),
+        e.r2d2_vs_unnamed(),
+    );
+}
+
+fn targets(doc: &mut String, targets: &[Target]) {
+    doc.push_str("## Targets\n\n| target | measured | |\n|---|---|---|\n");
+    for target in targets {
+        let measured = match target.measured {
+            Measured::Ratio { value, decimals } => format!("{value:.decimals$}×"),
+            Measured::Errors(errors) => format!("{errors} errors"),
+            Measured::NotRun => "not run (--quick)".to_owned(),
+        };
+        let _ = writeln!(doc, "| {} | {measured} | {} |", target.what, met(target.met));
+    }
+    doc.push('\n');
+}
+
+fn scale(doc: &mut String, s: &Scale) {
+    doc.push_str("## Scale on `max_connections = 100`\n\nPgBouncer with `default_pool_size = 40`, each client a pooled connection of its own to PgBouncer; connect-per-request clients whose requests hold the connection 50 ms.\n\n| run | requests | errors | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n");
+    let rows = s.pgbouncer.iter().map(|row| (format!("PgBouncer, {} clients, `SELECT 1`", row.clients), row));
+    let sweep = s
+        .per_request
+        .iter()
+        .map(|row| (format!("connect per request, {} clients, `SELECT pg_sleep(0.05)`", row.clients), row));
+    for (run, row) in rows.chain(sweep) {
+        let cell = &row.cell;
+        let _ = writeln!(
+            doc,
+            "| {run} | {} | {} | {:.0} | {:.2} | {:.2} |",
+            cell.requests,
+            if cell.errors == 0 { "0".into() } else { format!("{} ({})", cell.errors, cell.kinds) },
+            cell.rps,
+            cell.p50,
+            cell.p99
+        );
+    }
+    let _ = writeln!(
+        doc,
+        "\nConnect per request first failed at **{}** concurrent clients.\n",
+        s.first_failure()
+            .map_or_else(|| "none of the tested counts (up to 200)".to_owned(), |c| c.to_string())
+    );
+}
+
+fn claims(doc: &mut String, r: &Results) {
+    let c = &r.concurrency;
+    let at_500 = c.cell(&c.pooled, 500).cloned().unwrap_or_default();
+    let _ = writeln!(
+        doc,
+        "## The guide's claims, against this machine\n\n| claim | measured here |\n|---|---|\n| pooling turns 50–100 ms of connection overhead per request into 1–5 ms | connect + `SELECT 1` + close: {:.2} ms; pooled: {:.3} ms. Loopback and no TLS make connecting far cheaper than across a network (where 50–100 ms includes round trips and TLS); SCRAM-SHA-256's 4096 iterations are most of what is left here |\n| direct pooling holds about 100 concurrent users | pooled (10 connections) at 500 clients: {:.0} req/s, p99 {:.1} ms, {} errors |\n| connect per request falls over at a few hundred users | here from {} clients whose requests hold the connection 50 ms |\n| PgBouncer holds 5000+ | see the scale table (clients through PgBouncer on 40 server connections) |\n",
+        r.single.per_request.mean,
+        r.single.pooled.mean,
+        at_500.rps,
+        at_500.p99,
+        at_500.errors,
+        r.scale.first_failure().map_or_else(|| "more than 200".to_owned(), |c| c.to_string())
+    );
+}
+
+fn commands(doc: &mut String, commands: &[String]) {
+    let _ = writeln!(
+        doc,
+        "## Commands\n\nThe environment of each also holds `DATABASE_URL` of the throwaway cluster (and `PGBOUNCER_URL` with `USE_PGBOUNCER=true`); pgbench gets `PGPASSWORD`.\n\n```\n{}\n```",
+        commands.join("\n")
+    );
 }
 
 /// Two panels, throughput and p99 against concurrency (log scale), a line per strategy: plain SVG.
 #[allow(clippy::cast_precision_loss)]
-pub(super) fn plot(levels: &[u32], names: &[&str], grid: &[Vec<Cell>]) -> String {
+pub(super) fn plot(concurrency: &Concurrency) -> String {
+    let levels = &concurrency.levels;
+    let rows = concurrency.load_rows();
+    let grid: Vec<&[Cell]> = rows.iter().map(|row| row.cells.as_slice()).collect();
     let colors = ["#1f77b4", "#2ca02c", "#ff7f0e", "#d62728"];
     let (w, h, pad) = (420.0_f64, 300.0_f64, 50.0_f64);
     let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (levels.len() - 1) as f64;
@@ -117,7 +335,7 @@ pub(super) fn plot(levels: &[u32], names: &[&str], grid: &[Vec<Cell>]) -> String
             );
         }
     }
-    for (s, name) in names.iter().enumerate() {
+    for (s, name) in rows.iter().map(|row| &row.name).enumerate() {
         let _ = writeln!(
             svg,
             "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"4\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{name}</text>",
@@ -130,4 +348,179 @@ pub(super) fn plot(levels: &[u32], names: &[&str], grid: &[Vec<Cell>]) -> String
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::results::sample;
+    use super::*;
+
+    /// The line of `doc` that starts with `start` (a table row by its first column).
+    fn row<'a>(doc: &'a str, start: &str) -> &'a str {
+        doc.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("no line {start:?} in\n{doc}"))
+    }
+
+    #[test]
+    fn every_section_has_its_heading_and_table_header_in_order() {
+        let doc = render(&sample());
+        let expected = [
+            "# Benchmarks",
+            "## Machine",
+            "## Single-thread latency per request",
+            "| contender | p50 ms | p99 ms | mean ms | mean ÷ dedicated |",
+            "|---|---|---|---|---|",
+            "## Checkout overhead",
+            "## What a connection costs the client",
+            "## Throughput and p99 by concurrency",
+            "| contender | 1 clients | 8 clients | 50 clients | 500 clients |",
+            "|---|---|---|---|---|",
+            "![throughput and p99 by concurrency](benchmarks.svg)",
+            "## Eight threads, like for like",
+            "| contender | `SELECT 1` req/s | point query req/s |",
+            "|---|---|---|",
+            "## Targets",
+            "| target | measured | |",
+            "|---|---|---|",
+            "## Scale on `max_connections = 100`",
+            "| run | requests | errors | requests/s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+            "## The guide's claims, against this machine",
+            "| claim | measured here |",
+            "|---|---|",
+            "## Commands",
+        ];
+        let lines: Vec<&str> = doc.lines().collect();
+        // Headings, the plot, and each table's header: the line above a `|---` line, and that line.
+        let structure: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| {
+                let header = lines.get(i + 1).is_some_and(|next| next.starts_with("|---"));
+                l.starts_with('#') || l.starts_with("|---") || l.starts_with("![") || header
+            })
+            .map(|(_, l)| *l)
+            .collect();
+        assert_eq!(structure, expected);
+        assert!(doc.ends_with("```\n"), "the commands close the document");
+    }
+
+    #[test]
+    fn figures_are_formatted_as_before() {
+        let mut results = sample();
+        results.single.pgbouncer.errors = 3;
+        let doc = render(&results);
+        assert!(doc.contains("Written by `cargo xtask bench` on 2026-12-05 02:51 UTC in 567 s."));
+        assert!(doc.contains("- CPU: 2 × Intel(R) Xeon(R) Processor\n- memory: 24 GiB\n- Linux 6.18.44"));
+        assert_eq!(row(&doc, "| pgconn pooled |"), "| pgconn pooled | 0.079 | 0.124 | 0.0715 | 0.86 |");
+        assert_eq!(
+            row(&doc, "| pgconn through PgBouncer |"),
+            "| pgconn through PgBouncer | 0.096 | 0.161 | 0.0981 | 1.18 (3 errors) |"
+        );
+        assert!(doc.contains(
+            "Connect per request ÷ pooled: **55×**. Pooled ÷ dedicated: **0.862** (target ≤ 1.05: met). Pooled ÷ bare r2d2: **0.44** (target below 1: met)."
+        ));
+        assert!(doc.contains("no query: **521 ns** per checkout"));
+        assert!(doc.contains("Per connection: **4.0 file descriptors**, **91 kB** resident, 0.0 threads."));
+        assert_eq!(
+            row(&doc, "| dedicated |"),
+            "| dedicated | 12044 (0.12) | 97027 (0.19) | 68725 (3.50) | 56858 (6.97); too_many_clients 415 |"
+        );
+        assert!(row(&doc, "| pgbench direct |").ends_with("| failed: pgbench: error: connection to server at \"127.0.0.1\", port 37313 failed: FATAL:  remaining connection slots are reserved for non-replication superuser connections (exit status: 1) |"));
+        assert!(doc.contains("at 8 clients: 1.21;"));
+        assert!(
+            doc.contains("pgconn pooled ÷ pgbench direct: 1: 0.94, 8: 1.10, 50: 0.70, 500: pgbench failed;")
+        );
+        assert_eq!(
+            row(&doc, "| `pgbench -M prepared -c 8 -j 8`"),
+            "| `pgbench -M prepared -c 8 -j 8` | 151997 | 119702 |"
+        );
+        assert!(doc.contains("`SELECT 1`, cache on ÷ dedicated prepared **0.90**; `SELECT 1`, cache off ÷ dedicated unnamed **0.89**;"));
+        assert!(doc.contains("on the point query: **0.81**."));
+        assert_eq!(
+            row(&doc, "| connect per request, 75 clients"),
+            "| connect per request, 75 clients, `SELECT pg_sleep(0.05)` | 2091 | 272 (too_many_clients 272) | 405 | 179.20 | 333.82 |"
+        );
+        assert!(doc.contains("Connect per request first failed at **75** concurrent clients."));
+        assert!(doc.contains("pooled (10 connections) at 500 clients: 46032 req/s, p99 186.4 ms, 0 errors"));
+        assert!(doc.contains("connect + `SELECT 1` + close: 3.92 ms; pooled: 0.072 ms."));
+        assert!(doc.ends_with(
+            "```\npgconn load --clients 1 --requests 20000 --dedicated\nDB_CONN_MAX_AGE=0 pgconn load --clients 1 --requests 500\n```\n"
+        ));
+    }
+
+    #[test]
+    fn a_target_below_its_threshold_is_not_met_and_one_above_is_met() {
+        let mut results = sample();
+        let doc = render(&results);
+        assert_eq!(
+            row(&doc, "| pooled per-request latency"),
+            "| pooled per-request latency ≤ 1.05× the dedicated client | 0.862× | met |"
+        );
+        // The worst like-for-like ratio is 0.89, below 0.95.
+        assert!(row(&doc, "| 8-thread throughput").ends_with("| 0.89× | **not met** |"));
+        assert_eq!(
+            row(&doc, "| PgBouncer at 5000 clients"),
+            "| PgBouncer at 5000 clients with 0 errors | 0 errors | met |"
+        );
+
+        results.single.pooled.mean = 0.09; // ÷ 0.08296 dedicated: 1.085, above 1.05
+        results.eight_threads.cache_off.select1 = results.eight_threads.dedicated_unnamed.select1;
+        results.eight_threads.cache_off.point = results.eight_threads.dedicated_unnamed.point;
+        results.eight_threads.cache_on = results.eight_threads.dedicated_prepared.clone();
+        results.scale.pgbouncer[1].cell.errors = 2;
+        let doc = render(&results);
+        assert_eq!(
+            row(&doc, "| pooled per-request latency"),
+            "| pooled per-request latency ≤ 1.05× the dedicated client | 1.085× | **not met** |"
+        );
+        assert!(doc.contains("Pooled ÷ dedicated: **1.085** (target ≤ 1.05: **not met**)."));
+        assert!(row(&doc, "| 8-thread throughput").ends_with("| 1.00× | met |"));
+        assert_eq!(
+            row(&doc, "| PgBouncer at 5000 clients"),
+            "| PgBouncer at 5000 clients with 0 errors | 2 errors | **not met** |"
+        );
+    }
+
+    #[test]
+    fn a_quick_run_shows_the_5000_clients_target_as_not_run() {
+        let mut results = sample();
+        results.quick = true;
+        results.scale.pgbouncer.truncate(1);
+        let doc = render(&results);
+        assert!(doc.contains("Written by `cargo xtask bench --quick` on"));
+        assert_eq!(
+            row(&doc, "| PgBouncer at 5000 clients"),
+            "| PgBouncer at 5000 clients with 0 errors | not run (--quick) | not run |"
+        );
+        assert!(!doc.contains("| PgBouncer, 5000 clients"));
+        assert!(doc.contains("| PgBouncer, 1000 clients, `SELECT 1` | 339672 | 0 | 22542 | 41.73 | 87.55 |"));
+    }
+
+    #[test]
+    fn without_a_failure_the_scale_and_claims_say_so() {
+        let mut results = sample();
+        for row in &mut results.scale.per_request {
+            row.cell.errors = 0;
+        }
+        let doc = render(&results);
+        assert!(
+            doc.contains("first failed at **none of the tested counts (up to 200)** concurrent clients.")
+        );
+        assert!(doc.contains(
+            "| connect per request falls over at a few hundred users | here from more than 200 clients"
+        ));
+    }
+
+    #[test]
+    fn the_plot_has_a_line_per_contender_in_each_panel_and_a_legend() {
+        let results = sample();
+        let svg = plot(&results.concurrency);
+        assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<polyline").count(), 2 * 4);
+        for name in ["dedicated", "pgconn pooled (10)", "pgconn via PgBouncer", "connect per request"] {
+            assert!(svg.contains(&format!(">{name}</text>")), "{name} in the legend");
+        }
+        // Throughput: the highest requests/s (pooled at 8 clients) labels the axis.
+        assert!(svg.contains(">116924</text>"));
+    }
 }
