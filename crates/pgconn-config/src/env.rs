@@ -10,31 +10,35 @@ use crate::conninfo::{self, ConnInfo, KEYWORDS};
 use crate::error::{Error, Problem};
 use crate::resolve::{self, Home};
 use crate::settings::{ConnMaxAge, PgBouncerSettings, PoolMode, PoolSettings, Settings, Strategy};
-use crate::variables::{VARIABLES, range};
+use crate::variables::{self, Kind, VARIABLES, default_of, default_u16, default_u32};
 
-/// `DB_CONN_MAX_AGE` when unset: ten minutes, Django's usual production value.
+// The defaults of numbers are written once, in the table of variables (`variables.rs`); these constants
+// read them from there when compiling.
+
+/// `DB_CONN_MAX_AGE` when unset: ten minutes, Django's usual production value. (`DB_CONN_MAX_AGE` also
+/// takes `none`, so it is read by its own code; the reference's default is checked against this.)
 pub const DEFAULT_CONN_MAX_AGE: Duration = Duration::from_secs(600);
 /// `DB_CONNECT_TIMEOUT` when unset.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(default_of("DB_CONNECT_TIMEOUT"));
 /// `DB_STATEMENT_TIMEOUT` when unset.
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_millis(default_of("DB_STATEMENT_TIMEOUT"));
 /// How much longer than the statement timeout the client waits for an answer, when `DB_QUERY_TIMEOUT` is
 /// unset: the server cancels first; the client gives up only on a server that cannot answer.
 pub const QUERY_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 /// `DB_POOL_MAX_SIZE` when unset.
-pub const DEFAULT_POOL_MAX_SIZE: u32 = 10;
+pub const DEFAULT_POOL_MAX_SIZE: u32 = default_u32("DB_POOL_MAX_SIZE");
 /// `DB_POOL_MIN_IDLE` when unset (never above the pool's size).
-pub const DEFAULT_POOL_MIN_IDLE: u32 = 2;
+pub const DEFAULT_POOL_MIN_IDLE: u32 = default_u32("DB_POOL_MIN_IDLE");
 /// `DB_POOL_TIMEOUT` when unset.
-pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_millis(default_of("DB_POOL_TIMEOUT"));
 /// `DB_POOL_LEAK_THRESHOLD` when unset: as long as the default statement timeout, so a connection held
 /// that long is held while no statement runs.
-pub const DEFAULT_POOL_LEAK_THRESHOLD: Duration = Duration::from_secs(30);
+pub const DEFAULT_POOL_LEAK_THRESHOLD: Duration = Duration::from_millis(default_of("DB_POOL_LEAK_THRESHOLD"));
 /// `DB_STATEMENT_CACHE` when unset: statements prepared and kept per connection, at most (psycopg's
 /// `prepared_max`).
-pub const DEFAULT_STATEMENT_CACHE: u32 = 100;
+pub const DEFAULT_STATEMENT_CACHE: u32 = default_u32("DB_STATEMENT_CACHE");
 /// `PGBOUNCER_PORT` when unset.
-pub const DEFAULT_PGBOUNCER_PORT: u16 = 6432;
+pub const DEFAULT_PGBOUNCER_PORT: u16 = default_u16("PGBOUNCER_PORT");
 
 impl Settings {
     /// Reads the settings from this process's environment.
@@ -105,18 +109,27 @@ impl Check {
         self.problems.push(Problem { variable, message: format!("{message}") });
     }
 
-    /// A whole number in the range the table of variables gives `var`, or `default` when unset.
-    fn number(&mut self, var: &'static str, value: Option<&str>, default: u64, unit: &str) -> Option<u64> {
-        let (min, max) = range(var);
+    /// The number `var` of the table of variables: in its range, its own default when unset.
+    fn number(&mut self, var: &'static str, value: Option<&str>) -> Option<u64> {
+        let default = variables::number(var).default;
+        debug_assert!(default.is_some(), "{var}'s default is derived: use number_or");
+        self.number_or(var, value, default.unwrap_or(0))
+    }
+
+    /// The number `var` of the table of variables: in its range, `default` when unset (for a default
+    /// derived from other settings).
+    fn number_or(&mut self, var: &'static str, value: Option<&str>, default: u64) -> Option<u64> {
+        let number = variables::number(var);
+        let (min, max) = (number.min, number.max);
         let Some(text) = value else { return Some(default) };
         match text.trim().parse::<u64>() {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                let of_unit = if unit.is_empty() { String::new() } else { format!(" of {unit}") };
                 self.push(
                     var,
                     format!(
-                        "{var} must be a whole number{of_unit} from {min} to {max}, got {}",
+                        "{var} must be a whole number{} from {min} to {max}, got {}",
+                        number.unit_words(),
                         quoted(text)
                     ),
                 );
@@ -125,13 +138,27 @@ impl Check {
         }
     }
 
-    fn count(&mut self, var: &'static str, value: Option<&str>, default: u32) -> Option<u32> {
-        let n = self.number(var, value, u64::from(default), "")?;
-        u32::try_from(n).ok()
+    /// [`Check::number`] for a count (every count's range fits `u32`).
+    fn count(&mut self, var: &'static str, value: Option<&str>) -> Option<u32> {
+        self.number(var, value).and_then(|n| u32::try_from(n).ok())
     }
 
-    /// A true/false variable, false when unset.
+    /// [`Check::number_or`] for a count.
+    fn count_or(&mut self, var: &'static str, value: Option<&str>, default: u32) -> Option<u32> {
+        self.number_or(var, value, u64::from(default)).and_then(|n| u32::try_from(n).ok())
+    }
+
+    /// [`Check::number`] for a port.
+    fn port(&mut self, var: &'static str, value: Option<&str>) -> Option<u16> {
+        self.number(var, value).and_then(|n| u16::try_from(n).ok())
+    }
+
+    /// The flag `var` of the table of variables, false when unset.
     fn flag(&mut self, var: &'static str, value: Option<&str>) -> Option<bool> {
+        debug_assert!(
+            variables::variable(var).is_some_and(|v| v.kind == Kind::Flag),
+            "{var} is not a flag of the table"
+        );
         let Some(text) = value else { return Some(false) };
         let flag = parse_bool(text);
         if flag.is_none() {
@@ -143,9 +170,24 @@ impl Check {
         flag
     }
 
-    fn port(&mut self, var: &'static str, value: Option<&str>, default: u16) -> Option<u16> {
-        let n = self.number(var, value, u64::from(default), "")?;
-        u16::try_from(n).ok()
+    /// The choice `var` of the table of variables, any case: the word as the table spells it, its
+    /// default when unset.
+    fn choice(&mut self, var: &'static str, value: Option<&str>) -> Option<&'static str> {
+        let Some(Kind::Choice { words, default }) = variables::variable(var).map(|v| v.kind) else {
+            debug_assert!(false, "{var} is not a choice of the table");
+            return None;
+        };
+        let Some(text) = value else { return Some(default) };
+        let word = words.iter().copied().find(|word| text.trim().eq_ignore_ascii_case(word));
+        if word.is_none() {
+            let list = match words.split_last() {
+                Some((last, [])) => (*last).to_owned(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            self.push(var, format!("{var} must be {list}, got {}", quoted(text)));
+        }
+        word
     }
 
     /// Parses a connection string variable, reporting each of its problems under its name; what could
@@ -217,33 +259,27 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
             None
         }
         text => check
-            .number(
+            .number_or(
                 "DB_CONNECT_TIMEOUT",
                 text,
                 url_connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).as_secs(),
-                "seconds",
             )
             .map(Duration::from_secs),
     };
 
     let statement_timeout = check
-        .number(
-            "DB_STATEMENT_TIMEOUT",
-            get("DB_STATEMENT_TIMEOUT"),
-            u64::try_from(DEFAULT_STATEMENT_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-            "milliseconds (0 turns it off)",
-        )
+        .number("DB_STATEMENT_TIMEOUT", get("DB_STATEMENT_TIMEOUT"))
         .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
 
     let query_timeout = match get("DB_QUERY_TIMEOUT") {
         None => statement_timeout.map(|statement| statement.map(|t| t + QUERY_TIMEOUT_GRACE)),
-        text => check
-            .number("DB_QUERY_TIMEOUT", text, 0, "milliseconds (0 turns it off)")
-            .map(|ms| (ms > 0).then(|| Duration::from_millis(ms))),
+        text => {
+            check.number_or("DB_QUERY_TIMEOUT", text, 0).map(|ms| (ms > 0).then(|| Duration::from_millis(ms)))
+        }
     };
 
-    let max_size = check.count("DB_POOL_MAX_SIZE", get("DB_POOL_MAX_SIZE"), DEFAULT_POOL_MAX_SIZE);
-    let min_idle = check.count(
+    let max_size = check.count("DB_POOL_MAX_SIZE", get("DB_POOL_MAX_SIZE"));
+    let min_idle = check.count_or(
         "DB_POOL_MIN_IDLE",
         get("DB_POOL_MIN_IDLE"),
         DEFAULT_POOL_MIN_IDLE.min(max_size.unwrap_or(DEFAULT_POOL_MAX_SIZE)),
@@ -256,25 +292,12 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
             format!("DB_POOL_MIN_IDLE ({min}) must not exceed DB_POOL_MAX_SIZE ({max})"),
         );
     }
-    let checkout_timeout = check
-        .number(
-            "DB_POOL_TIMEOUT",
-            get("DB_POOL_TIMEOUT"),
-            u64::try_from(DEFAULT_POOL_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
-            "milliseconds",
-        )
-        .map(Duration::from_millis);
+    let checkout_timeout = check.number("DB_POOL_TIMEOUT", get("DB_POOL_TIMEOUT")).map(Duration::from_millis);
     let leak_threshold = check
-        .number(
-            "DB_POOL_LEAK_THRESHOLD",
-            get("DB_POOL_LEAK_THRESHOLD"),
-            u64::try_from(DEFAULT_POOL_LEAK_THRESHOLD.as_millis()).unwrap_or(u64::MAX),
-            "milliseconds (0 turns it off)",
-        )
+        .number("DB_POOL_LEAK_THRESHOLD", get("DB_POOL_LEAK_THRESHOLD"))
         .map(|ms| (ms > 0).then(|| Duration::from_millis(ms)));
 
-    let statement_cache =
-        check.count("DB_STATEMENT_CACHE", get("DB_STATEMENT_CACHE"), DEFAULT_STATEMENT_CACHE);
+    let statement_cache = check.count("DB_STATEMENT_CACHE", get("DB_STATEMENT_CACHE"));
     let prepared_through_pgbouncer =
         check.flag("PGBOUNCER_PREPARED_STATEMENTS", get("PGBOUNCER_PREPARED_STATEMENTS"));
 
@@ -313,39 +336,25 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
     // warned about: it routes nothing then.
     let listen_host = get("PGBOUNCER_HOST").map_or("localhost", str::trim).to_owned();
     let listen_port = if use_pgbouncer == Some(true) {
-        check.port("PGBOUNCER_PORT", get("PGBOUNCER_PORT"), DEFAULT_PGBOUNCER_PORT)
+        check.port("PGBOUNCER_PORT", get("PGBOUNCER_PORT"))
     } else {
         let mut lenient = Check::default();
-        let port = lenient.port("PGBOUNCER_PORT", get("PGBOUNCER_PORT"), DEFAULT_PGBOUNCER_PORT);
+        let port = lenient.port("PGBOUNCER_PORT", get("PGBOUNCER_PORT"));
         for problem in lenient.problems {
             log::warn!("{problem}; using {DEFAULT_PGBOUNCER_PORT}");
         }
         Some(port.unwrap_or(DEFAULT_PGBOUNCER_PORT))
     };
 
-    let pool_mode = match get("PGBOUNCER_POOL_MODE").map(|t| t.trim().to_ascii_lowercase()) {
-        None => Some(PoolMode::default()),
-        Some(mode) => match mode.as_str() {
-            "session" => Some(PoolMode::Session),
-            "transaction" => Some(PoolMode::Transaction),
-            "statement" => Some(PoolMode::Statement),
-            _ => {
-                check.push(
-                    "PGBOUNCER_POOL_MODE",
-                    format!(
-                        "PGBOUNCER_POOL_MODE must be session, transaction or statement, got {}",
-                        quoted(get("PGBOUNCER_POOL_MODE").unwrap_or_default())
-                    ),
-                );
-                None
-            }
-        },
-    };
-    let max_client_conn = check.count("PGBOUNCER_MAX_CLIENT_CONN", get("PGBOUNCER_MAX_CLIENT_CONN"), 1000);
-    let default_pool_size =
-        check.count("PGBOUNCER_DEFAULT_POOL_SIZE", get("PGBOUNCER_DEFAULT_POOL_SIZE"), 25);
-    let min_pool_size = check.count("PGBOUNCER_MIN_POOL_SIZE", get("PGBOUNCER_MIN_POOL_SIZE"), 10);
-    let reserve_pool_size = check.count("PGBOUNCER_RESERVE_POOL_SIZE", get("PGBOUNCER_RESERVE_POOL_SIZE"), 5);
+    let pool_mode = check.choice("PGBOUNCER_POOL_MODE", get("PGBOUNCER_POOL_MODE")).map(|word| match word {
+        "session" => PoolMode::Session,
+        "statement" => PoolMode::Statement,
+        _ => PoolMode::Transaction,
+    });
+    let max_client_conn = check.count("PGBOUNCER_MAX_CLIENT_CONN", get("PGBOUNCER_MAX_CLIENT_CONN"));
+    let default_pool_size = check.count("PGBOUNCER_DEFAULT_POOL_SIZE", get("PGBOUNCER_DEFAULT_POOL_SIZE"));
+    let min_pool_size = check.count("PGBOUNCER_MIN_POOL_SIZE", get("PGBOUNCER_MIN_POOL_SIZE"));
+    let reserve_pool_size = check.count("PGBOUNCER_RESERVE_POOL_SIZE", get("PGBOUNCER_RESERVE_POOL_SIZE"));
     if let (Some(default), Some(min)) = (default_pool_size, min_pool_size)
         && min > default
     {
