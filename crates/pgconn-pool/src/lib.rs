@@ -60,7 +60,7 @@ pub use connect::{
 };
 pub use deadline::WATCHDOG_PERIOD;
 pub use error::{Error, ErrorKind, describe as describe_postgres_error};
-pub use manager::{MAX_AGE_JITTER, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
+pub use manager::{MAX_AGE_JITTER, PEEK_BYPASS, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
 pub use metrics::{
     Buckets, ClosedCounts, Leak, PoolMetrics, Quantiles, ResetCounts, StatementCacheCounts, WAIT_BUCKETS_MS,
     quantiles,

@@ -15,7 +15,8 @@
 //!   server closed it (end of file) is closed; one with bytes waiting (a FATAL message before the close,
 //!   a notification, a TLS record) is validated with a round trip, which reads them; a quiet one returned
 //!   less than [`crate::VALIDATION_BYPASS`] ago is handed out with no round trip; an older one is
-//!   validated. The look at the socket is one non-blocking `recv(MSG_PEEK)`, about a microsecond.
+//!   validated. The look at the socket is one non-blocking `recv(MSG_PEEK)`, about a microsecond, skipped
+//!   for a connection returned less than [`crate::PEEK_BYPASS`] (1 ms) ago.
 //! - **return** ([`at_return`]): a connection that broke in use, or whose borrower is panicking, is
 //!   closed; one with a transaction open, failed or unknown is rolled back; one whose session state may
 //!   have changed (direct tier, or PgBouncer in session mode) gets `DISCARD ALL`, which keeps the startup
@@ -40,6 +41,8 @@ pub(crate) enum Peek {
     Closed,
     /// The pool does not know this connection's socket.
     Unknown,
+    /// Not looked at: it came back less than [`crate::PEEK_BYPASS`] ago.
+    Skipped,
 }
 
 /// What the pool knows of an idle connection at checkout.
@@ -73,7 +76,7 @@ pub(crate) fn at_checkout(idle: Idle) -> Checkout {
     if idle.closed || idle.peek == Peek::Closed {
         return Checkout::Close(CloseReason::ClosedByServer);
     }
-    let quiet = matches!(idle.peek, Peek::Quiet | Peek::Unknown);
+    let quiet = matches!(idle.peek, Peek::Quiet | Peek::Unknown | Peek::Skipped);
     if quiet && idle.quiet_for < VALIDATION_BYPASS { Checkout::Hand } else { Checkout::Validate }
 }
 
@@ -161,6 +164,7 @@ mod tests {
     fn checkout_costs_a_round_trip_only_when_the_socket_or_the_clock_asks_for_one() {
         checkout(Peek::Quiet, 10, Checkout::Hand);
         checkout(Peek::Unknown, 10, Checkout::Hand);
+        checkout(Peek::Skipped, 0, Checkout::Hand);
         checkout(Peek::Quiet, 600, Checkout::Validate);
         checkout(Peek::Readable, 10, Checkout::Validate);
         checkout(Peek::Closed, 10, Checkout::Close(CloseReason::ClosedByServer));

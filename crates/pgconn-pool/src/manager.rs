@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use std::collections::HashMap;
 
-use crate::cache::StatementCache;
+use crate::cache::{StatementCache, TextMap};
 use crate::connect::Connector;
 use crate::lifecycle::{Checkout, Idle, Peek, at_checkout};
 use crate::metrics::{CloseReason, Metrics};
@@ -27,6 +26,15 @@ use crate::sql::strip;
 /// non-blocking `recv(MSG_PEEK)` at checkout sees. Only a connection whose socket the pool could not
 /// identify ([`crate::PooledConn::has_deadline`] is false for it) relies on the window alone.
 pub const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
+
+/// A connection returned less than this ago is handed out without even the look at its socket (one
+/// `recv(MSG_PEEK)` system call; on a busy pool, a second system call per request beside the query's own):
+/// a server's close that arrived within this window is met by the next statement instead, which fails
+/// with `connection_lost` as it would had the close come a millisecond later, during that statement. A
+/// connection idle longer is looked at, so one the server closed while it sat idle (a terminated backend,
+/// a restart, `idle_session_timeout`) is still never handed out. pgx's pool skips every check for a
+/// connection idle less than a second, HikariCP for half a second; this window is a thousandth of that.
+pub const PEEK_BYPASS: Duration = Duration::from_millis(1);
 
 /// The longest a validation round trip may take; a connection that does not answer within it (or within
 /// `DB_CONNECT_TIMEOUT`, if shorter) is discarded.
@@ -97,7 +105,7 @@ pub(crate) struct Conn {
     /// Its prepared statements ([`crate::cache`]).
     pub(crate) statements: StatementCache,
     /// What the statement texts it ran do ([`Analysis`]), by text; emptied when it reaches [`ANALYSES`].
-    analyses: HashMap<Box<str>, Arc<Analysis>>,
+    analyses: TextMap<Arc<Analysis>>,
     metrics: Arc<Metrics>,
 }
 
@@ -314,7 +322,7 @@ impl Manager {
                     tx: TxStatus::Idle,
                     dirty: false,
                     statements: StatementCache::new(self.statement_cache),
-                    analyses: HashMap::new(),
+                    analyses: TextMap::default(),
                     metrics: Arc::clone(&self.metrics),
                 })
             }
@@ -413,13 +421,10 @@ pub(crate) fn check_out(
         }
     }
     let now = Instant::now();
-    let peek = conn.socket.map_or(Peek::Unknown, Socket::peek);
-    let idle = Idle {
-        expired: conn.expired(now),
-        closed: conn.client().is_closed(),
-        peek,
-        quiet_for: now.saturating_duration_since(conn.returned.unwrap_or(conn.opened)),
-    };
+    let quiet_for = now.saturating_duration_since(conn.returned.unwrap_or(conn.opened));
+    let peek =
+        if quiet_for < PEEK_BYPASS { Peek::Skipped } else { conn.socket.map_or(Peek::Unknown, Socket::peek) };
+    let idle = Idle { expired: conn.expired(now), closed: conn.client().is_closed(), peek, quiet_for };
     match at_checkout(idle) {
         Checkout::Hand => {
             metrics.validations_skipped.incr();

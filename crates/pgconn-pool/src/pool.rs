@@ -235,8 +235,10 @@ impl Pool {
         started: Instant,
         timeout: Duration,
     ) -> Result<(r2d2::PooledConnection<Manager>, Instant), r2d2::Error> {
+        // The first attempt may wait the whole timeout: it starts a few instructions after `started`, and a
+        // clock read fewer per checkout is worth that much slack.
+        let mut left = timeout;
         loop {
-            let left = (started + timeout).saturating_duration_since(Instant::now());
             let mut conn = self.affine_get(pool, left.max(Duration::from_millis(1)))?;
             let now = Instant::now();
             if !conn.expired(now) {
@@ -244,6 +246,7 @@ impl Pool {
             }
             // Dropped marked: r2d2 discards it and the close is counted as max_age.
             conn.close_as(CloseReason::MaxAge);
+            left = (started + timeout).saturating_duration_since(now);
         }
     }
 
@@ -608,20 +611,22 @@ impl PooledConn {
 
 impl Drop for PooledConn {
     fn drop(&mut self) {
-        self.shared.metrics.held.record(self.checked_out.elapsed());
+        // One clock read for the held time and the parking, taken before the reset (which a reset's
+        // round trip would only make later: the held time is the borrower's).
+        let now = Instant::now();
+        self.shared.metrics.held.record(now.saturating_duration_since(self.checked_out));
         if let Some(id) = self.checkout_id {
             self.shared.checkouts.remove(id);
         }
         if let (Some(Slot::Owned(_)), Mode::PerRequest { open, .. }) = (&self.slot, &self.shared.mode) {
             open.fetch_sub(1, Ordering::Relaxed);
         }
-        if self.slot.is_some() {
-            self.clean();
-        }
+        let reset = self.slot.is_some() && self.clean();
         // A pooled connection in good order is parked for this thread ([`crate::parking`]); dropping the
         // slot returns any other to r2d2 or closes an owned one.
         if let (Some(Slot::Pooled(_)), Some(parking)) = (&self.slot, &self.shared.parking) {
-            let now = Instant::now();
+            // After a reset's round trip, read the clock again: parking and max-age judge the return.
+            let now = if reset { Instant::now() } else { now };
             let keep = !std::thread::panicking() && !self.conn_ref().closing_or_expired(now);
             if keep && let Some(Slot::Pooled(mut conn)) = self.slot.take() {
                 conn.mark_returned(now);
@@ -635,8 +640,8 @@ impl Drop for PooledConn {
 
 impl PooledConn {
     /// Brings a returned connection back to the state of a new one, or marks it to be closed
-    /// ([`crate::lifecycle::at_return`]).
-    fn clean(&mut self) {
+    /// ([`crate::lifecycle::at_return`]). Whether it ran a reset (round trips: time has passed).
+    fn clean(&mut self) -> bool {
         let shared = Arc::clone(&self.shared);
         let conn = self.conn();
         let mut returned = Returned {
@@ -652,8 +657,11 @@ impl PooledConn {
             returned.bounded = conn.find_socket();
         }
         match at_return(returned) {
-            Return::Keep => {}
-            Return::Close(reason) => conn.close_as(reason),
+            Return::Keep => false,
+            Return::Close(reason) => {
+                conn.close_as(reason);
+                false
+            }
             Return::Reset { rollback, discard } => {
                 let deadline = Some(Instant::now() + shared.reset_timeout);
                 let mut reset = |sql: &str| {
@@ -664,7 +672,7 @@ impl PooledConn {
                 if (rollback && !reset("ROLLBACK")) || (discard && !reset("DISCARD ALL")) {
                     log::info!("closing a returned connection that could not be reset in time");
                     conn.close_as(CloseReason::Unclean);
-                    return;
+                    return true;
                 }
                 if rollback {
                     shared.metrics.reset_transaction.incr();
@@ -678,6 +686,7 @@ impl PooledConn {
                 }
                 conn.tx = TxStatus::Idle;
                 conn.dirty = false;
+                true
             }
         }
     }
