@@ -140,6 +140,97 @@ impl Bench {
     }
 }
 
+/// How `Bench::counted` counts a run's work.
+#[derive(Clone, Copy)]
+pub(super) enum Counter {
+    /// User-space instructions: `valgrind --tool=callgrind`.
+    Instructions,
+    /// System calls of every thread: `strace -f -c`.
+    Syscalls,
+}
+
+impl Bench {
+    /// Runs `pgconn load --clients CLIENTS --requests N ARGS --json` under valgrind or strace and returns
+    /// what it counted for the whole process (start-up included). Fails when a request failed.
+    pub(super) fn counted(
+        &mut self,
+        counter: Counter,
+        env: &[(&str, String)],
+        args: &[&str],
+        clients: u32,
+        requests: u64,
+    ) -> Result<u64> {
+        if process::interrupted() {
+            return Err(pgconn_testkit::Interrupted.into());
+        }
+        let out = std::env::temp_dir().join(format!("pgconn-bench-count-{}", std::process::id()));
+        let (tool, tool_args): (&str, Vec<String>) = match counter {
+            Counter::Instructions => {
+                ("valgrind", vec!["--tool=callgrind".into(), "--callgrind-out-file=/dev/null".into()])
+            }
+            Counter::Syscalls => {
+                ("strace", vec!["-f".into(), "-c".into(), "-o".into(), out.display().to_string()])
+            }
+        };
+        let (clients, requests) = (clients.to_string(), requests.to_string());
+        let mut load = vec!["load", "--clients", &clients, "--requests", &requests];
+        load.extend_from_slice(args);
+        let mut cmd = Command::new(tool);
+        cmd.args(&tool_args)
+            .arg(&self.pgconn)
+            .args(&load)
+            .arg("--json")
+            .env_clear()
+            .env("DATABASE_URL", &self.database_url)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let command = format!("{} {tool} {} pgconn {}", shown.join(" "), tool_args.join(" "), load.join(" "))
+            .replace(&out.display().to_string(), "FILE")
+            .trim()
+            .to_owned();
+        eprintln!("xtask: bench: {command}");
+        self.commands.push(command.clone());
+        let output = cmd.output().with_context(|| format!("cannot run {tool}"))?;
+        let report = match reports::parse::<LoadOutput>(&String::from_utf8_lossy(&output.stdout), &command)? {
+            LoadOutput::Report(report) => report,
+            LoadOutput::Failed { error } => anyhow::bail!("`{command}`: {} ({})", error.kind, error.message),
+        };
+        anyhow::ensure!(
+            report.errors == 0,
+            "`{command}`: {} requests failed ({})",
+            report.errors,
+            report.kinds_seen()
+        );
+        let text = match counter {
+            // `==PID== Collected : 123456` on stderr.
+            Counter::Instructions => String::from_utf8_lossy(&output.stderr).into_owned(),
+            Counter::Syscalls => {
+                let text =
+                    std::fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()));
+                let _ = std::fs::remove_file(&out);
+                text?
+            }
+        };
+        parse_count(counter, &text).with_context(|| format!("`{command}` printed no count:\n{text}"))
+    }
+}
+
+/// The count in valgrind's summary (`Collected : N`) or in strace's table (the `total` line's calls).
+fn parse_count(counter: Counter, text: &str) -> Option<u64> {
+    match counter {
+        Counter::Instructions => {
+            let line = text.lines().find(|l| l.contains("Collected :"))?;
+            line.rsplit(':').next()?.trim().parse().ok()
+        }
+        Counter::Syscalls => {
+            let line = text.lines().rfind(|l| l.trim_end().ends_with(" total"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        }
+    }
+}
+
 pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     if values.is_empty() { 0.0 } else { values[values.len() / 2] }
@@ -182,4 +273,20 @@ pub(super) fn machine() -> Machine {
 pub(super) fn now_utc() -> String {
     let out = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Counter, parse_count};
+
+    #[test]
+    fn counts_are_read_from_valgrind_and_strace() {
+        let valgrind = "==5616== Events    : Ir\n==5616== Collected : 431770528\n==5616==\n==5616== I   refs:      431,770,528\n";
+        assert_eq!(parse_count(Counter::Instructions, valgrind), Some(431_770_528));
+        let strace = "% time     seconds  usecs/call     calls    errors syscall\n------ ----------- ----------- --------- --------- ----------------\n 60.00    0.300000           7     40020           epoll_wait\n 40.00    0.200000          10     20115        12 recvfrom\n------ ----------- ----------- --------- --------- ----------------\n100.00    0.500000           8     80747        12 total\n";
+        assert_eq!(parse_count(Counter::Syscalls, strace), Some(80747));
+        let no_errors = "100.00    0.500000           8     80747           total\n";
+        assert_eq!(parse_count(Counter::Syscalls, no_errors), Some(80747));
+        assert_eq!(parse_count(Counter::Instructions, "nothing"), None);
+    }
 }

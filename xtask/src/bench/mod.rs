@@ -25,10 +25,10 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
-use measure::{Bench, Contender, median};
+use measure::{Bench, Contender, Counter, median};
 use results::{
     Cell, Checkout, Concurrency, ConnectionCost, EightThreads, Latency, LoadRow, PgbenchModes, PgbenchRow,
-    Results, Scale, ScaleRow, SingleThread, Throughput,
+    Results, Scale, ScaleRow, SingleThread, Throughput, Work, WorkRow,
 };
 
 /// The point query of the eight-thread section, on `pgbench -i -s 5`'s accounts.
@@ -56,6 +56,7 @@ pub(crate) fn run(quick: bool) -> Result<u8> {
     let concurrency = concurrency(&mut b, quick)?;
     // Run here, after the grid; the document shows it after the grid too, before the targets and scale.
     let eight_threads = eight_threads(&mut b, &cluster, POINT, quick)?;
+    let work = work(&mut b, quick)?;
     let scale = scale(&mut b, quick)?;
     drop(bouncer);
     cluster.stop()?;
@@ -69,6 +70,7 @@ pub(crate) fn run(quick: bool) -> Result<u8> {
         cost,
         concurrency,
         eight_threads,
+        work,
         scale,
         commands: b.commands,
     };
@@ -86,6 +88,48 @@ pub(crate) fn run(quick: bool) -> Result<u8> {
         started.elapsed().as_secs_f64()
     );
     Ok(0)
+}
+
+/// Section: the client's work per request, counted (instructions with valgrind, system calls with
+/// strace), pooled against dedicated doing the same, on `SELECT 1`. Not run when either tool is missing.
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+fn work(b: &mut Bench, quick: bool) -> Result<Work> {
+    let (clients, requests) = (2, if quick { (2000, 6000) } else { (5000, 15000) });
+    let missing: Vec<&str> = ["valgrind", "strace"]
+        .into_iter()
+        .filter(|tool| !pgconn_testkit::system_tool_installed(tool))
+        .collect();
+    if !missing.is_empty() {
+        let why =
+            format!("not run: {} not installed (`apt-get install valgrind strace`)", missing.join(" and "));
+        eprintln!("xtask: bench: client work per request {why}");
+        return Ok(Work { clients, requests, rows: Err(why) });
+    }
+    let env = |cache: bool| {
+        let mut env = pool_env(8);
+        if !cache {
+            env.push(("DB_STATEMENT_CACHE", "0".into()));
+        }
+        env
+    };
+    let contenders: [Contender<'_>; 4] = [
+        ("pgconn pooled, statement cache on", env(true), vec![], false),
+        ("dedicated, prepared once", vec![], vec!["--dedicated", "--prepared"], false),
+        ("pgconn pooled, `DB_STATEMENT_CACHE=0`", env(false), vec![], false),
+        ("dedicated, unnamed each time", vec![], vec!["--dedicated"], false),
+    ];
+    let mut rows = Vec::new();
+    for (name, env, args, _) in &contenders {
+        let mut per_request = |counter| -> Result<f64> {
+            let short = b.counted(counter, env, args, clients, requests.0)?;
+            let long = b.counted(counter, env, args, clients, requests.1)?;
+            Ok(long.saturating_sub(short) as f64 / (requests.1 - requests.0) as f64)
+        };
+        let instructions = per_request(Counter::Instructions)?;
+        let syscalls = per_request(Counter::Syscalls)?;
+        rows.push(WorkRow { name: (*name).to_owned(), instructions, syscalls });
+    }
+    Ok(Work { clients, requests, rows: Ok(rows) })
 }
 
 /// The environment that sizes `pgconn`'s pool in front of PgBouncer for `size` clients.

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::results::{
     Cell, Concurrency, EightThreads, Machine, Measured, PgbenchCell, Results, Scale, SingleThread, Target,
+    Work,
 };
 
 /// The whole document.
@@ -20,6 +21,7 @@ pub(super) fn render(r: &Results) -> String {
     connection_cost(&mut out, r);
     concurrency(&mut out, &r.concurrency);
     eight_threads(&mut out, &r.eight_threads);
+    work(&mut out, &r.work);
     targets(&mut out, &r.targets());
     scale(&mut out, &r.scale);
     claims(&mut out, r);
@@ -240,6 +242,36 @@ fn scale(doc: &mut String, s: &Scale) {
     );
 }
 
+fn work(doc: &mut String, w: &Work) {
+    let _ = writeln!(
+        doc,
+        "## Client work per request, counted\n\n`SELECT 1`, {} request threads: the instructions the client process ran in user space (valgrind's callgrind) and the system calls of all its threads (`strace -f -c`), each the difference between a run of {} and one of {} requests divided by the {} requests between them, so that starting up (the pool, SCRAM's 4096 rounds of SHA-256) cancels out. Counts barely move between runs where throughput on a shared machine does; the kernel's time in each system call is not in the instructions.\n",
+        w.clients,
+        w.requests.0,
+        w.requests.1,
+        w.requests.1 - w.requests.0
+    );
+    let rows = match &w.rows {
+        Ok(rows) => rows,
+        Err(why) => {
+            let _ = writeln!(doc, "{why}.\n");
+            return;
+        }
+    };
+    doc.push_str("| contender | instructions per request | system calls per request |\n|---|---|---|\n");
+    for row in rows {
+        let _ = writeln!(doc, "| {} | {:.0} | {:.2} |", row.name, row.instructions, row.syscalls);
+    }
+    let ratios: Vec<String> = w
+        .like_for_like()
+        .iter()
+        .map(|(name, instructions, syscalls)| {
+            format!("{name}: instructions **{instructions:.2}**, system calls **{syscalls:.2}**")
+        })
+        .collect();
+    let _ = writeln!(doc, "\nPooled ÷ dedicated, like for like: {}.\n", ratios.join("; "));
+}
+
 fn claims(doc: &mut String, r: &Results) {
     let c = &r.concurrency;
     let at_500 = c.cell(&c.pooled, 500).cloned().unwrap_or_default();
@@ -378,6 +410,9 @@ mod tests {
             "## Eight threads, like for like",
             "| contender | `SELECT 1` req/s | point query req/s |",
             "|---|---|---|",
+            "## Client work per request, counted",
+            "| contender | instructions per request | system calls per request |",
+            "|---|---|---|",
             "## Targets",
             "| target | measured | |",
             "|---|---|---|",
@@ -402,6 +437,24 @@ mod tests {
             .collect();
         assert_eq!(structure, expected);
         assert!(doc.ends_with("```\n"), "the commands close the document");
+    }
+
+    #[test]
+    fn the_counted_work_shows_each_row_and_the_ratios_or_why_it_did_not_run() {
+        let mut results = sample();
+        let doc = render(&results);
+        assert!(doc.contains("| pgconn pooled, statement cache on | 15691 | 4.00 |"), "{doc}");
+        assert!(
+            doc.contains("cache on ÷ dedicated prepared: instructions **1.22**, system calls **1.00**"),
+            "{doc}"
+        );
+        results.work.rows = Err("not run: valgrind not installed (`apt-get install valgrind strace`)".into());
+        let doc = render(&results);
+        assert!(
+            doc.contains("\nnot run: valgrind not installed (`apt-get install valgrind strace`).\n"),
+            "{doc}"
+        );
+        assert!(!doc.contains("| instructions per request |"), "no table without figures");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(super) struct Results {
     pub(super) cost: ConnectionCost,
     pub(super) concurrency: Concurrency,
     pub(super) eight_threads: EightThreads,
+    pub(super) work: Work,
     pub(super) scale: Scale,
     /// Every command behind a figure, in the order run.
     pub(super) commands: Vec<String>,
@@ -277,6 +278,45 @@ impl EightThreads {
     }
 }
 
+/// Client work per request, counted rather than timed: user-space instructions (valgrind's callgrind) and
+/// system calls (strace -f), each the difference between a short and a long run divided by the difference
+/// in requests, so that starting up (the pool, SCRAM's 4096 rounds of SHA-256) cancels out. Unlike
+/// throughput on a shared two-core machine, these barely move between runs.
+pub(super) struct Work {
+    pub(super) clients: u32,
+    /// Requests of the short and the long run.
+    pub(super) requests: (u64, u64),
+    /// The rows: pooled cache on, dedicated prepared, pooled cache off, dedicated unnamed; or why the
+    /// section did not run (a tool missing).
+    pub(super) rows: Result<Vec<WorkRow>, String>,
+}
+
+/// One contender's work per request.
+#[derive(Clone, Default)]
+pub(super) struct WorkRow {
+    pub(super) name: String,
+    pub(super) instructions: f64,
+    pub(super) syscalls: f64,
+}
+
+impl Work {
+    /// Pooled ÷ dedicated doing the same, in instructions and in system calls: cache on against prepared,
+    /// cache off against unnamed. Empty when the section did not run.
+    pub(super) fn like_for_like(&self) -> Vec<(&'static str, f64, f64)> {
+        let Ok(rows) = &self.rows else { return Vec::new() };
+        let pair = |name, a: &WorkRow, b: &WorkRow| {
+            (name, ratio(a.instructions, b.instructions), ratio(a.syscalls, b.syscalls))
+        };
+        match rows.as_slice() {
+            [on, prepared, off, unnamed] => vec![
+                pair("cache on ÷ dedicated prepared", on, prepared),
+                pair("cache off ÷ dedicated unnamed", off, unnamed),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Scale on `max_connections = 100`: clients through PgBouncer, and connect per request on a sweep of
 /// client counts.
 pub(super) struct Scale {
@@ -407,6 +447,8 @@ pub(super) fn sample() -> Results {
     let load_row = |name: &str, cells: Vec<Cell>| LoadRow { name: name.to_owned(), cells };
     let pgbench_row = |name: &str, cells: Vec<PgbenchCell>| PgbenchRow { name: name.to_owned(), cells };
     let throughput = |name: &str, select1, point| Throughput { name: name.to_owned(), select1, point };
+    let work_row =
+        |name: &str, instructions, syscalls| WorkRow { name: name.to_owned(), instructions, syscalls };
     let modes = |mode: &str, jobs, select1, point| PgbenchModes {
         mode: mode.to_owned(),
         jobs,
@@ -539,6 +581,16 @@ pub(super) fn sample() -> Results {
                 modes("extended", 2, 129_110.0, 70469.0),
                 modes("simple", 2, 134_689.0, 75965.0),
             ],
+        },
+        work: Work {
+            clients: 2,
+            requests: (5000, 15000),
+            rows: Ok(vec![
+                work_row("pgconn pooled, statement cache on", 15691.0, 4.0),
+                work_row("dedicated, prepared once", 12868.0, 4.0),
+                work_row("pgconn pooled, `DB_STATEMENT_CACHE=0`", 17200.0, 4.0),
+                work_row("dedicated, unnamed each time", 14300.0, 4.0),
+            ]),
         },
         scale: Scale {
             pgbouncer: vec![
