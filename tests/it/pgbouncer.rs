@@ -79,8 +79,8 @@ fn sixteen_threads_and_a_second_process_without_an_error() {
     assert_eq!(pool.metrics().queries, 32_000);
     let second = second.wait_with_output().unwrap();
     assert_eq!(second.status.code(), Some(0), "{}", String::from_utf8_lossy(&second.stderr));
-    let report: pgconn_cli::load::LoadReport = serde_json::from_slice(&second.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&second.stdout)));
+    let report: pgconn_cli::load::LoadReport =
+        pgconn_tests::read_as(&String::from_utf8_lossy(&second.stdout));
     assert_eq!(report.strategy, "pgbouncer");
     assert_eq!(report.errors, 0, "{report:#?}");
     assert!(report.ok > 1000, "{report:#?}");

@@ -209,6 +209,21 @@ pub fn assert_no_duplicate_keys(json: &str) {
     }
 }
 
+/// `json` read as `T`, the type its writer serializes: no key repeated, every key of `T` there, and
+/// written back it is the same JSON (a key renamed, added or skipped on one side fails).
+///
+/// # Panics
+/// When any of that does not hold, with the text.
+#[track_caller]
+pub fn read_as<T: serde::de::DeserializeOwned + serde::Serialize>(json: &str) -> T {
+    assert_no_duplicate_keys(json);
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let typed: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let written = serde_json::to_value(&typed).unwrap_or_else(|e| panic!("cannot write it back: {e}"));
+    assert_eq!(written, value, "the type and the JSON differ: {json}");
+    typed
+}
+
 /// Any JSON value, read only to check that no object in it repeats a key.
 struct NoDuplicates;
 

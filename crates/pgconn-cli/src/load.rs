@@ -60,8 +60,10 @@ pub struct TimelineEntry {
     pub errors: u64,
 }
 
-/// The pool's state and metrics, flattened into one JSON object.
+/// The pool's state and metrics, flattened into one JSON object. Read back, the metrics' `waiting` (not
+/// written: it is the state's) is the state's again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PoolReportJson")]
 pub struct PoolReport {
     /// Connections open, in use, idle, waited for.
     #[serde(flatten)]
@@ -69,6 +71,23 @@ pub struct PoolReport {
     /// Counters and histograms since the pool was built.
     #[serde(flatten)]
     pub metrics: PoolMetrics,
+}
+
+/// [`PoolReport`] as its JSON has it.
+#[derive(Deserialize)]
+struct PoolReportJson {
+    #[serde(flatten)]
+    state: PoolState,
+    #[serde(flatten)]
+    metrics: PoolMetrics,
+}
+
+impl From<PoolReportJson> for PoolReport {
+    fn from(json: PoolReportJson) -> Self {
+        let PoolReportJson { state, mut metrics } = json;
+        metrics.waiting = state.waiting;
+        PoolReport { state, metrics }
+    }
 }
 
 /// One interval of `--report-every`.

@@ -348,7 +348,7 @@ pub fn variable(name: &str) -> Option<&'static Variable> {
 }
 
 /// The number `name` of [`TABLE`], for validation. A name that is not a number of the table is a bug:
-/// it fails to compile where used in a constant, and panics in a debug build.
+/// it fails to compile where used in a constant, and panics where called at run time.
 pub(crate) const fn number(name: &str) -> Number {
     let mut i = 0;
     while i < TABLE.len() {

@@ -138,7 +138,10 @@ pub enum ServerView {
 }
 
 /// A live pool's state, metrics and suspected leaks at one instant.
+///
+/// Read back from JSON, the metrics' `waiting` (not written: it is the state's) is the state's again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PoolSnapshotJson")]
 pub struct PoolSnapshot {
     /// Size, idle, in use, waiting.
     #[serde(flatten)]
@@ -148,6 +151,24 @@ pub struct PoolSnapshot {
     pub metrics: PoolMetrics,
     /// Connections held past the leak threshold now.
     pub suspected_leaks: Vec<Leak>,
+}
+
+/// [`PoolSnapshot`] as its JSON has it.
+#[derive(Deserialize)]
+struct PoolSnapshotJson {
+    #[serde(flatten)]
+    state: PoolState,
+    #[serde(flatten)]
+    metrics: PoolMetrics,
+    suspected_leaks: Vec<Leak>,
+}
+
+impl From<PoolSnapshotJson> for PoolSnapshot {
+    fn from(json: PoolSnapshotJson) -> Self {
+        let PoolSnapshotJson { state, mut metrics, suspected_leaks } = json;
+        metrics.waiting = state.waiting;
+        PoolSnapshot { state, metrics, suspected_leaks }
+    }
 }
 
 impl PoolSnapshot {

@@ -206,6 +206,29 @@ pub(crate) fn is_stale(error: &postgres::Error) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn texts_that_differ_anywhere_hash_apart_and_equal_ones_alike() {
+        use std::hash::BuildHasher as _;
+        let hash = |text: &str| BuildHasherDefault::<TextHasher>::default().hash_one(text);
+        assert_eq!(hash("SELECT 1"), hash(&String::from("SELECT 1")));
+        // A difference in the first word, in the last partial word, and in the length alone.
+        let texts = [
+            "SELECT 1",
+            "SELECT 2",
+            "SELECT 12",
+            "SELECT 13",
+            "SELECT 1 ",
+            "",
+            "select 1",
+            "SELECT 123456789",
+        ];
+        for (i, a) in texts.iter().enumerate() {
+            for b in &texts[i + 1..] {
+                assert_ne!(hash(a), hash(b), "{a:?} and {b:?}");
+            }
+        }
+    }
+
     fn kind(lookup: &Lookup) -> &'static str {
         match lookup {
             Lookup::Unnamed => "unnamed",

@@ -24,7 +24,8 @@ use crate::sql::strip;
 /// A connection the server closed meanwhile (a `pg_terminate_backend`, a restart, `idle_session_timeout`)
 /// is not handed out: its socket shows the server's last message or the end of the stream, which a
 /// non-blocking `recv(MSG_PEEK)` at checkout sees. Only a connection whose socket the pool could not
-/// identify ([`crate::PooledConn::has_deadline`] is false for it) relies on the window alone.
+/// identify ([`crate::PooledConn::has_deadline`] is false for it), and one returned less than
+/// [`PEEK_BYPASS`] ago, rely on the window alone.
 pub const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
 
 /// A connection returned less than this ago is handed out without even the look at its socket (one

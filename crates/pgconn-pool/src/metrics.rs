@@ -231,7 +231,7 @@ pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
 /// A connection held past `DB_POOL_LEAK_THRESHOLD`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Leak {
-    /// How long it has been held.
+    /// How long it has been held; in JSON, `held_for` in whole milliseconds.
     #[serde(rename = "held_for", serialize_with = "millis", deserialize_with = "from_millis")]
     pub held_for: Duration,
     /// `file:line:column` of the `Pool::get` call that checked it out.

@@ -540,7 +540,11 @@ impl PgBouncer {
             |pid| write_pid_file(dir, pid, &info.ini),
             probe,
         );
-        if !matches!(spawned, Ok(Spawned::Ready { .. })) {
+        // The record goes with the process: kept while the pgbouncer it names still runs (one that could not
+        // be stopped, or one that was running already), so that `stop_pgbouncers_in` can find it.
+        if !matches!(spawned, Ok(Spawned::Ready { .. }))
+            && read_pid_file(&self.dir).is_none_or(|(pid, ini)| !is_pgbouncer_for(pid, &ini))
+        {
             remove_pid_file(&self.dir);
         }
         match spawned? {

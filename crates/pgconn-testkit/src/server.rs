@@ -219,9 +219,9 @@ impl GuardedServer {
             };
             if Instant::now() >= deadline {
                 bail!(
-                    "{} did not serve within {}s ({why}); the end of {}:\n{}",
+                    "{} did not serve within {:?} ({why}); the end of {}:\n{}",
                     self.name,
-                    self.ready_timeout.as_secs(),
+                    self.ready_timeout,
                     self.log.display(),
                     log_tail(&self.log, log_start)
                 );
@@ -351,7 +351,7 @@ mod tests {
             .err()
             .expect("it times out");
         let message = format!("{err:#}");
-        assert!(message.contains("silent did not serve within 0s (port 1 closed)"), "{message}");
+        assert!(message.contains("silent did not serve within 300ms (port 1 closed)"), "{message}");
         assert!(message.contains("started"), "the log's end is quoted: {message}");
         assert!(pid != 0 && !alive(pid), "the process is stopped");
         assert_eq!(server.pid(), None);

@@ -192,7 +192,18 @@ impl Bench {
             .to_owned();
         eprintln!("xtask: bench: {command}");
         self.commands.push(command.clone());
-        let output = cmd.output().with_context(|| format!("cannot run {tool}"))?;
+        let output = cmd.output().with_context(|| format!("cannot run {tool}"));
+        // strace's table, read and removed whatever happened.
+        let table = match counter {
+            Counter::Instructions => None,
+            Counter::Syscalls => {
+                let table =
+                    std::fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()));
+                let _ = std::fs::remove_file(&out);
+                Some(table)
+            }
+        };
+        let output = output?;
         let report = match reports::parse::<LoadOutput>(&String::from_utf8_lossy(&output.stdout), &command)? {
             LoadOutput::Report(report) => report,
             LoadOutput::Failed { error } => anyhow::bail!("`{command}`: {} ({})", error.kind, error.message),
@@ -203,15 +214,10 @@ impl Bench {
             report.errors,
             report.kinds_seen()
         );
-        let text = match counter {
+        let text = match table {
+            Some(table) => table?,
             // `==PID== Collected : 123456` on stderr.
-            Counter::Instructions => String::from_utf8_lossy(&output.stderr).into_owned(),
-            Counter::Syscalls => {
-                let text =
-                    std::fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()));
-                let _ = std::fs::remove_file(&out);
-                text?
-            }
+            None => String::from_utf8_lossy(&output.stderr).into_owned(),
         };
         parse_count(counter, &text).with_context(|| format!("`{command}` printed no count:\n{text}"))
     }

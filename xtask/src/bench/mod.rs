@@ -118,18 +118,31 @@ fn work(b: &mut Bench, quick: bool) -> Result<Work> {
         ("pgconn pooled, `DB_STATEMENT_CACHE=0`", env(false), vec![], false),
         ("dedicated, unnamed each time", vec![], vec!["--dedicated"], false),
     ];
-    let mut rows = Vec::new();
-    for (name, env, args, _) in &contenders {
-        let mut per_request = |counter| -> Result<f64> {
-            let short = b.counted(counter, env, args, clients, requests.0)?;
-            let long = b.counted(counter, env, args, clients, requests.1)?;
-            Ok(long.saturating_sub(short) as f64 / (requests.1 - requests.0) as f64)
-        };
-        let instructions = per_request(Counter::Instructions)?;
-        let syscalls = per_request(Counter::Syscalls)?;
-        rows.push(WorkRow { name: (*name).to_owned(), instructions, syscalls });
-    }
-    Ok(Work { clients, requests, rows: Ok(rows) })
+    let mut count_all = || -> Result<Vec<WorkRow>> {
+        let mut rows = Vec::new();
+        for (name, env, args, _) in &contenders {
+            let mut per_request = |counter| -> Result<f64> {
+                let short = b.counted(counter, env, args, clients, requests.0)?;
+                let long = b.counted(counter, env, args, clients, requests.1)?;
+                Ok(long.saturating_sub(short) as f64 / (requests.1 - requests.0) as f64)
+            };
+            let instructions = per_request(Counter::Instructions)?;
+            let syscalls = per_request(Counter::Syscalls)?;
+            rows.push(WorkRow { name: (*name).to_owned(), instructions, syscalls });
+        }
+        Ok(rows)
+    };
+    // A tool that fails here (strace without ptrace in a container, say) costs this section, not the run.
+    let rows = match count_all() {
+        Ok(rows) => Ok(rows),
+        Err(err) if err.is::<pgconn_testkit::Interrupted>() => return Err(err),
+        Err(err) => {
+            let why = format!("not run: {err:#}");
+            eprintln!("xtask: bench: client work per request {why}");
+            Err(why)
+        }
+    };
+    Ok(Work { clients, requests, rows })
 }
 
 /// The environment that sizes `pgconn`'s pool in front of PgBouncer for `size` clients.

@@ -19,14 +19,14 @@ fn load_json(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
-/// The run's report read as the type the command writes: every key there, none unknown (re-serialized,
-/// it is the same JSON).
+/// The run's report read as the type the command writes ([`pgconn_tests::read_as`]).
 #[track_caller]
 fn load_report(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> LoadReport {
-    let json = load_json(args, env, expected_code);
-    let report: LoadReport = serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{e}: {json}"));
-    assert_eq!(serde_json::to_value(&report).expect("serializable"), json, "the type and the JSON differ");
-    report
+    let mut all = vec!["load", "--json"];
+    all.extend_from_slice(args);
+    let run = pgconn(&all, env);
+    assert_eq!(run.code, expected_code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    pgconn_tests::read_as(&run.stdout)
 }
 
 #[test]
@@ -65,8 +65,7 @@ fn the_report_has_its_documented_keys() {
     assert_eq!(total, 400);
     assert_eq!(json["pool"]["checkouts"], 400);
     assert!(json["pool"]["size"].as_u64().unwrap() <= 10);
-    let report: LoadReport = serde_json::from_value(json.clone()).expect("the report's type reads it");
-    assert_eq!(serde_json::to_value(&report).expect("serializable"), json, "the type and the JSON differ");
+    let report: LoadReport = pgconn_tests::read_as(&json.to_string());
     assert_eq!((report.requests, report.pool.metrics.checkouts), (400, 400));
 }
 
@@ -139,7 +138,7 @@ fn report_every_prints_json_lines_of_samples_then_the_report() {
     assert_eq!(run.code, 0, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     let (last, samples) = lines.split_last().expect("at least the report");
-    let report: LoadReport = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    let report: LoadReport = pgconn_tests::read_as(last);
     // 0.5 s, 1.0 s, and the last 0.2 s.
     assert_eq!(samples.len(), 3, "{}", run.stdout);
     let mut counted = 0;

@@ -14,15 +14,10 @@ fn connect(url: &str, app: &str) -> postgres::Client {
     config.connect(postgres::NoTls).unwrap_or_else(|e| panic!("cannot connect as {app}: {e}"))
 }
 
-/// One line or document of `pgconn monitor --json` read as [`Report`]: every key there, none unknown
-/// (re-serialized, it is the same JSON).
+/// One line or document of `pgconn monitor --json` read as [`Report`] ([`pgconn_tests::read_as`]).
 #[track_caller]
 fn read_report(text: &str) -> Report {
-    pgconn_tests::assert_no_duplicate_keys(text);
-    let json: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
-    let report: Report = serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{e}: {text}"));
-    assert_eq!(serde_json::to_value(&report).expect("serializable"), json, "the type and the JSON differ");
-    report
+    pgconn_tests::read_as(text)
 }
 
 #[track_caller]

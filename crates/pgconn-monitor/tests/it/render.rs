@@ -246,12 +246,15 @@ fn a_pgbouncer_section_in_every_format() {
 fn json_reads_back_into_the_same_report() {
     let mut with_pool = pool_report();
     if let Some(pool) = &mut with_pool.pool {
+        // JSON carries whole milliseconds.
         pool.suspected_leaks = vec![pgconn_pool::Leak {
             held_for: Duration::from_millis(61_500),
             location: "src/handler.rs:42:17".into(),
             thread: Some("request-7".into()),
         }];
-        pool.metrics.waiting = 0;
+        // Written once (the state's key), read back into both.
+        pool.state.waiting = 3;
+        pool.metrics.waiting = 3;
     }
     let busy = Report::new(&context(), Some(&server(97, 100, vec![])), None, at());
     assert!(!busy.alerts.is_empty(), "the busy report has alerts to read back");
