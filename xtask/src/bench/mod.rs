@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
-use measure::{Bench, Contender, Counter, median};
+use measure::{Bench, Contender, Counter, Counts, median};
 use results::{
     Cell, Checkout, Concurrency, ConnectionCost, EightThreads, Latency, LoadRow, PgbenchModes, PgbenchRow,
     Results, Scale, ScaleRow, SingleThread, Throughput, Work, WorkRow,
@@ -121,14 +121,21 @@ fn work(b: &mut Bench, quick: bool) -> Result<Work> {
     let mut count_all = || -> Result<Vec<WorkRow>> {
         let mut rows = Vec::new();
         for (name, env, args, _) in &contenders {
-            let mut per_request = |counter| -> Result<f64> {
-                let short = b.counted(counter, env, args, clients, requests.0)?;
-                let long = b.counted(counter, env, args, clients, requests.1)?;
-                Ok(long.saturating_sub(short) as f64 / (requests.1 - requests.0) as f64)
+            let per_request =
+                |short: u64, long: u64| long.saturating_sub(short) as f64 / (requests.1 - requests.0) as f64;
+            let mut counts = |counter| -> Result<(Counts, Counts)> {
+                Ok((
+                    b.counted(counter, env, args, clients, requests.0)?,
+                    b.counted(counter, env, args, clients, requests.1)?,
+                ))
             };
-            let instructions = per_request(Counter::Instructions)?;
-            let syscalls = per_request(Counter::Syscalls)?;
-            rows.push(WorkRow { name: (*name).to_owned(), instructions, syscalls });
+            let (cache, calls) = (counts(Counter::Cache)?, counts(Counter::Syscalls)?);
+            rows.push(WorkRow {
+                name: (*name).to_owned(),
+                instructions: per_request(cache.0.instructions, cache.1.instructions),
+                i1_misses: per_request(cache.0.i1_misses, cache.1.i1_misses),
+                syscalls: per_request(calls.0.syscalls, calls.1.syscalls),
+            });
         }
         Ok(rows)
     };

@@ -245,7 +245,7 @@ fn scale(doc: &mut String, s: &Scale) {
 fn work(doc: &mut String, w: &Work) {
     let _ = writeln!(
         doc,
-        "## Client work per request, counted\n\n`SELECT 1`, {} request threads: the instructions the client process ran in user space (valgrind's callgrind) and the system calls of all its threads (`strace -f -c`), each the difference between a run of {} and one of {} requests divided by the {} requests between them, so that starting up (the pool, SCRAM's 4096 rounds of SHA-256) cancels out. Counts barely move between runs where throughput on a shared machine does; the kernel's time in each system call is not in the instructions.\n",
+        "## Client work per request, counted\n\n`SELECT 1`, {} request threads: the instructions the client process ran in user space and the misses of the first-level instruction cache they caused (valgrind's callgrind with `--cache-sim=yes`, simulating this machine's L1i: a miss costs a fetch from the next level), and the system calls of all its threads (`strace -f -c`), each the difference between a run of {} and one of {} requests divided by the {} requests between them, so that starting up (the pool, SCRAM's 4096 rounds of SHA-256) cancels out. Counts barely move between runs where throughput on a shared machine does; the kernel's time in each system call is not in the instructions.\n",
         w.clients,
         w.requests.0,
         w.requests.1,
@@ -258,9 +258,15 @@ fn work(doc: &mut String, w: &Work) {
             return;
         }
     };
-    doc.push_str("| contender | instructions per request | system calls per request |\n|---|---|---|\n");
+    doc.push_str(
+        "| contender | instructions per request | L1 instruction-cache misses per request | system calls per request |\n|---|---|---|---|\n",
+    );
     for row in rows {
-        let _ = writeln!(doc, "| {} | {:.0} | {:.2} |", row.name, row.instructions, row.syscalls);
+        let _ = writeln!(
+            doc,
+            "| {} | {:.0} | {:.1} | {:.2} |",
+            row.name, row.instructions, row.i1_misses, row.syscalls
+        );
     }
     let ratios: Vec<String> = w
         .like_for_like()
@@ -411,8 +417,8 @@ mod tests {
             "| contender | `SELECT 1` req/s | point query req/s |",
             "|---|---|---|",
             "## Client work per request, counted",
-            "| contender | instructions per request | system calls per request |",
-            "|---|---|---|",
+            "| contender | instructions per request | L1 instruction-cache misses per request | system calls per request |",
+            "|---|---|---|---|",
             "## Targets",
             "| target | measured | |",
             "|---|---|---|",
@@ -443,7 +449,7 @@ mod tests {
     fn the_counted_work_shows_each_row_and_the_ratios_or_why_it_did_not_run() {
         let mut results = sample();
         let doc = render(&results);
-        assert!(doc.contains("| pgconn pooled, statement cache on | 15691 | 4.00 |"), "{doc}");
+        assert!(doc.contains("| pgconn pooled, statement cache on | 15691 | 215.3 | 4.00 |"), "{doc}");
         assert!(
             doc.contains("cache on ÷ dedicated prepared: instructions **1.22**, system calls **1.00**"),
             "{doc}"
