@@ -9,24 +9,28 @@ fn url() -> String {
     pgconn_tests::database_url()
 }
 
+/// What `pgconn load --json ARGS` printed, once it exited with `expected_code`.
 #[track_caller]
-fn load_json(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> Value {
+fn load_stdout(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> String {
     let mut all = vec!["load", "--json"];
     all.extend_from_slice(args);
     let run = pgconn(&all, env);
     assert_eq!(run.code, expected_code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
-    pgconn_tests::assert_no_duplicate_keys(&run.stdout);
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    run.stdout
+}
+
+/// The run's JSON by key, no key repeated.
+#[track_caller]
+fn load_json(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> Value {
+    let stdout = load_stdout(args, env, expected_code);
+    pgconn_tests::assert_no_duplicate_keys(&stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 /// The run's report read as the type the command writes ([`pgconn_tests::read_as`]).
 #[track_caller]
 fn load_report(args: &[&str], env: &[(&str, &str)], expected_code: i32) -> LoadReport {
-    let mut all = vec!["load", "--json"];
-    all.extend_from_slice(args);
-    let run = pgconn(&all, env);
-    assert_eq!(run.code, expected_code, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
-    pgconn_tests::read_as(&run.stdout)
+    pgconn_tests::read_as(&load_stdout(args, env, expected_code))
 }
 
 #[test]
