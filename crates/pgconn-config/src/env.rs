@@ -346,10 +346,11 @@ fn validate(vars: &BTreeMap<String, String>) -> Result<Settings, Error> {
         Some(port.unwrap_or(DEFAULT_PGBOUNCER_PORT))
     };
 
-    let pool_mode = check.choice("PGBOUNCER_POOL_MODE", get("PGBOUNCER_POOL_MODE")).map(|word| match word {
-        "session" => PoolMode::Session,
-        "statement" => PoolMode::Statement,
-        _ => PoolMode::Transaction,
+    // The table's word, read back by PgBouncer's own spelling of each mode (no word maps to a mode by default).
+    let pool_mode = check.choice("PGBOUNCER_POOL_MODE", get("PGBOUNCER_POOL_MODE")).and_then(|word| {
+        [PoolMode::Session, PoolMode::Transaction, PoolMode::Statement]
+            .into_iter()
+            .find(|mode| mode.as_str() == word)
     });
     let max_client_conn = check.count("PGBOUNCER_MAX_CLIENT_CONN", get("PGBOUNCER_MAX_CLIENT_CONN"));
     let default_pool_size = check.count("PGBOUNCER_DEFAULT_POOL_SIZE", get("PGBOUNCER_DEFAULT_POOL_SIZE"));
