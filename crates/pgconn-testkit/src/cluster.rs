@@ -9,7 +9,7 @@
 //! Layout of a cluster directory (mode 0755): `data/` (0700), `socket/` (0755), `postgres.log`.
 
 use std::fmt::{self, Write as _};
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read as _};
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
@@ -636,13 +636,7 @@ impl Cluster {
 
     /// Two append handles on `postgres.log`, for a child's stdout and stderr.
     pub(crate) fn log_handles(&self) -> Result<(File, File)> {
-        let path = self.log_file();
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let copy = file.try_clone().with_context(|| format!("cannot open {}", path.display()))?;
-        Ok((file, copy))
+        server::append_to_log(&self.log_file(), self.user).map(|(stdout, stderr, _)| (stdout, stderr))
     }
 
     /// The last lines of `postgres.log` from byte `from` on, for error messages.

@@ -148,6 +148,15 @@ impl fmt::Display for ServerUser {
     }
 }
 
+/// The entries of `dir` that can be read; none when `dir` does not exist.
+pub(crate) fn dir_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(err).with_context(|| format!("cannot list {}", dir.display())),
+    }
+}
+
 /// Whether the system tool `tool` (`nft`, `unshare`, `ip`, ...) is installed in one of the usual system
 /// directories (root's `PATH` may differ from the caller's, so `PATH` is not used).
 pub fn system_tool_installed(tool: &str) -> bool {

@@ -608,13 +608,8 @@ pub fn is_pgbouncer_for(pid: u32, ini: &Path) -> bool {
 /// SIGKILL): [`remove_abandoned_clusters`](crate::remove_abandoned_clusters) calls it before removing a
 /// cluster.
 pub fn stop_pgbouncers_in(dir: &Path) -> Result<Vec<u32>> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("cannot list {}", dir.display())),
-    };
     let mut stopped = Vec::new();
-    for entry in entries.flatten() {
+    for entry in crate::host::dir_entries(dir)? {
         if !entry.file_name().to_string_lossy().starts_with(DIR_NAME) {
             continue;
         }

@@ -164,7 +164,7 @@ impl GuardedServer {
         if self.is_running()? {
             bail!("{} is running already (pid {})", self.name, self.pid().unwrap_or(0));
         }
-        let (stdout, stderr, log_start) = self.log_handles(user)?;
+        let (stdout, stderr, log_start) = append_to_log(&self.log, user)?;
         cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let started = Instant::now();
         let child = cmd.spawn().with_context(|| format!("cannot start {}", self.name))?;
@@ -229,24 +229,21 @@ impl GuardedServer {
             thread::sleep(again_in);
         }
     }
+}
 
-    /// Two append handles on the log (created mode 0644 and given to `user` when missing) and its length
-    /// before this start.
-    fn log_handles(&self, user: ServerUser) -> Result<(File, File, u64)> {
-        let open = || {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o644)
-                .open(&self.log)
-                .with_context(|| format!("cannot open {}", self.log.display()))
-        };
-        let file = open()?;
-        user.chown(&self.log)?;
-        let start = file.metadata().map_or(0, |meta| meta.len());
-        let copy = file.try_clone().with_context(|| format!("cannot open {}", self.log.display()))?;
-        Ok((file, copy, start))
-    }
+/// Two append handles on the log `path` (created mode 0644 and given to `user` when missing), for a child's
+/// stdout and stderr, and its length before they write.
+pub(crate) fn append_to_log(path: &Path, user: ServerUser) -> Result<(File, File, u64)> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    user.chown(path)?;
+    let start = file.metadata().map_or(0, |meta| meta.len());
+    let copy = file.try_clone().with_context(|| format!("cannot open {}", path.display()))?;
+    Ok((file, copy, start))
 }
 
 #[cfg(test)]

@@ -21,14 +21,9 @@ use crate::cluster::{POSTGRES_STOP, TEMP_PREFIX, is_postgres_for};
 /// `cargo xtask test` calls it for the temporary directory and `/tmp` before and after the tests, so that
 /// an interrupted run leaves no cluster behind.
 pub fn remove_abandoned_clusters(parent: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(parent) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("cannot list {}", parent.display())),
-    };
     let mut removed = Vec::new();
     let mut failures = Vec::new();
-    for entry in entries.flatten() {
+    for entry in crate::host::dir_entries(parent)? {
         let name = entry.file_name();
         let Some(creator) = name
             .to_str()
