@@ -1,7 +1,8 @@
 //! Counters and latency distributions cheap enough to leave on, and the leak detector.
 
 use std::panic::Location;
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -168,26 +169,66 @@ pub struct PoolMetrics {
 
 /// One latency distribution in microseconds, from 1 µs to an hour, 2 significant digits (1% precision),
 /// striped by thread.
-pub(crate) struct Latency([Padded<Mutex<Histogram<u64>>>; STRIPES]);
+///
+/// Recording is one relaxed increment of a counter in this thread's stripe: the counters are laid out as
+/// `hdrhistogram`'s are for these bounds (so each holds what one of its buckets would), and readers build
+/// the `Histogram` from them. `hdrhistogram`'s own recording behind a lock cost about 130 instructions and
+/// its code's place in the instruction cache on every record, three records a request
+/// (docs/benchmarks.md, "Client work per request, counted").
+pub(crate) struct Latency([Padded<Box<[AtomicU64]>>; STRIPES]);
+
+/// The highest value kept apart (an hour in microseconds); longer ones count as this.
+const HIGHEST: u64 = 3_600_000_000;
+/// Values below this are counted one by one (`hdrhistogram`'s sub-bucket count for 2 significant digits).
+const SUB_BUCKETS: u64 = 256;
+/// Counters per stripe: the index of [`HIGHEST`], and one.
+const COUNTS: usize = counter_index(HIGHEST) + 1;
+
+/// The counter of `value` (at most [`HIGHEST`]): `hdrhistogram`'s index for a histogram with a lowest
+/// discernible value of 1 and 2 significant digits, where each power-of-two range above [`SUB_BUCKETS`]
+/// is split in 128 equal steps.
+const fn counter_index(value: u64) -> usize {
+    // The power-of-two range of `value`, 0 for everything below SUB_BUCKETS.
+    let bucket = (u64::BITS - SUB_BUCKETS.trailing_zeros()) - (value | (SUB_BUCKETS - 1)).leading_zeros();
+    let sub_bucket = value >> bucket;
+    // Ranges above the first share their lower half with the one below, so each adds 128 counters.
+    #[allow(clippy::cast_possible_truncation)] // below COUNTS, a few thousand
+    let index = (((bucket as u64) + 1) << 7) + sub_bucket - SUB_BUCKETS / 2;
+    index as usize
+}
+
+/// The lowest value counted by the counter at `index`.
+fn counter_value(index: usize) -> u64 {
+    let index = index as u64;
+    if index < SUB_BUCKETS {
+        return index;
+    }
+    let bucket = (index >> 7) - 1;
+    let sub_bucket = (index & (SUB_BUCKETS / 2 - 1)) + SUB_BUCKETS / 2;
+    sub_bucket << bucket
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST, 2).expect("valid histogram bounds")
+}
 
 impl Latency {
     fn new() -> Latency {
-        Latency(std::array::from_fn(|_| {
-            Padded(Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds"),
-            ))
-        }))
+        Latency(std::array::from_fn(|_| Padded((0..COUNTS).map(|_| AtomicU64::new(0)).collect())))
     }
 
     pub(crate) fn record(&self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.0[stripe()].0.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(micros);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX).min(HIGHEST);
+        self.0[stripe()].0[counter_index(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn merged(&self) -> Histogram<u64> {
-        let mut all = Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid histogram bounds");
-        for stripe in &self.0 {
-            let _ = all.add(&*stripe.0.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut all = new_histogram();
+        for index in 0..COUNTS {
+            let count = self.0.iter().map(|stripe| stripe.0[index].load(Ordering::Relaxed)).sum::<u64>();
+            if count > 0 {
+                all.saturating_record_n(counter_value(index), count);
+            }
         }
         all
     }
@@ -432,4 +473,66 @@ pub(crate) fn spawn_leak_detector(checkouts: Weak<Checkouts>, metrics: Weak<Metr
             true
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value from 0 to an hour, in steps that visit each power-of-two range many times.
+    fn values() -> impl Iterator<Item = u64> {
+        (0..=5000)
+            .chain((0..64).flat_map(|shift| {
+                let base = 1_u64 << shift;
+                [base - 1, base, base + 1, base + base / 3, base + base / 2 + 7].into_iter()
+            }))
+            .chain([HIGHEST - 1, HIGHEST])
+            .filter(|&v| v <= HIGHEST)
+    }
+
+    #[test]
+    fn a_counter_holds_what_one_bucket_of_hdrhistogram_holds() {
+        let reference = new_histogram();
+        let mut seen = 0;
+        for value in values() {
+            let index = counter_index(value);
+            assert!(index < COUNTS, "{value} has counter {index}, past {COUNTS}");
+            assert_eq!(
+                counter_value(index),
+                reference.lowest_equivalent(value),
+                "the lowest value of {value}'s counter"
+            );
+            assert_eq!(counter_index(counter_value(index)), index, "{value}");
+            seen += 1;
+        }
+        assert!(seen > 5000);
+        assert_eq!(counter_index(HIGHEST), COUNTS - 1);
+    }
+
+    #[test]
+    fn recorded_latencies_read_back_as_hdrhistogram_would_have_them() {
+        let latency = Latency::new();
+        let mut reference = new_histogram();
+        let mut micros = 1_u64;
+        for i in 0..2000_u64 {
+            // Spread over microseconds to minutes, some beyond the hour (counted as the hour).
+            micros = (micros * 7 + i) % 5_000_000_000;
+            latency.record(Duration::from_micros(micros));
+            reference.saturating_record(micros.min(HIGHEST));
+        }
+        // From another thread (another stripe): merged with the rest.
+        std::thread::scope(|s| {
+            s.spawn(|| latency.record(Duration::from_nanos(999)));
+        });
+        reference.saturating_record(0);
+        assert_eq!(latency.quantiles(), quantiles(&reference));
+        assert_eq!(latency.merged().len(), 2001);
+        let bounds = [0.5, 5.0, 1000.0, 60_000.0];
+        let buckets = latency.buckets(&bounds);
+        for (bound, count) in &buckets.cumulative {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let expected = reference.count_between(0, (bound * 1000.0) as u64);
+            assert_eq!(*count, expected, "at {bound} ms");
+        }
+    }
 }

@@ -355,10 +355,16 @@ pub struct PooledConn {
 
 impl PooledConn {
     fn conn(&mut self) -> &mut Conn {
-        match self.slot.as_mut().expect("a PooledConn holds its connection until dropped") {
-            Slot::Pooled(conn) => conn,
-            Slot::Owned(conn) => conn,
-        }
+        self.parts().0
+    }
+
+    /// The connection and the pool's shared state, borrowed together (no reference count taken per call).
+    fn parts(&mut self) -> (&mut Conn, &Shared) {
+        let conn = match self.slot.as_mut().expect("a PooledConn holds its connection until dropped") {
+            Slot::Pooled(conn) => &mut **conn,
+            Slot::Owned(conn) => &mut **conn,
+        };
+        (conn, &self.shared)
     }
 
     fn conn_ref(&self) -> &Conn {
@@ -376,7 +382,7 @@ impl PooledConn {
         sql: &str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
-        self.run_on(sql, |conn| f(conn.client()))
+        self.run_on(sql, |conn, _| f(conn.client()))
     }
 
     /// A statement with typed parameters, through the connection's statement cache ([`crate::cache`]):
@@ -395,10 +401,9 @@ impl PooledConn {
     ) -> Result<T, Error> {
         let typed = typed(params);
         if !self.conn_ref().statements.enabled() {
-            return self.run_on(sql, |conn| unnamed(conn.client(), &typed));
+            return self.run_on(sql, |conn, _| unnamed(conn.client(), &typed));
         }
-        let metrics = Arc::clone(&self.shared.metrics);
-        self.run_on(sql, |conn| {
+        self.run_on(sql, |conn, metrics| {
             let param_types: Vec<Type> = typed.iter().map(|(_, ty)| ty.clone()).collect();
             let (lookup, evicted) = conn.statements.lookup(sql, &param_types);
             metrics.statement_evictions.add(evicted.prepared);
@@ -440,7 +445,7 @@ impl PooledConn {
     fn run_on<T>(
         &mut self,
         sql: &str,
-        f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Conn, &Metrics) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
         let pool_mode = self.shared.settings.pgbouncer.pool_mode;
         let transaction_mode =
@@ -453,11 +458,11 @@ impl PooledConn {
             return Err(Error::TransactionMode { what, pool_mode: pool_mode.as_str(), instead });
         }
         let effect = &analysis.effect;
-        let shared = Arc::clone(&self.shared);
+        let (conn, shared) = self.parts();
         let timeout = shared.settings.query_timeout;
         let started = Instant::now();
-        let conn = self.conn();
-        let (result, expired) = bounded(conn, &shared.deadlines, timeout.map(|t| started + t), f);
+        let (result, expired) =
+            bounded(conn, &shared.deadlines, timeout.map(|t| started + t), |conn| f(conn, &shared.metrics));
         shared.metrics.queries.incr();
         shared.metrics.query_time.record(started.elapsed());
         conn.dirty |= effect.changes_session;
@@ -642,8 +647,7 @@ impl PooledConn {
     /// Brings a returned connection back to the state of a new one, or marks it to be closed
     /// ([`crate::lifecycle::at_return`]). Whether it ran a reset (round trips: time has passed).
     fn clean(&mut self) -> bool {
-        let shared = Arc::clone(&self.shared);
-        let conn = self.conn();
+        let (conn, shared) = self.parts();
         let mut returned = Returned {
             panicking: std::thread::panicking(),
             closing: conn.closing(),
