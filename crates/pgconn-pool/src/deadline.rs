@@ -1,61 +1,25 @@
-//! Client-side deadlines of calls through the pool's query API (`DB_QUERY_TIMEOUT`): one watchdog thread
-//! per pool closes the socket of a call that has run past its deadline.
+//! Client-side deadlines of calls through the pool's query API (`DB_QUERY_TIMEOUT`) and of the resets of
+//! returned connections: one watchdog thread per pool shuts the socket of a call that has run past its
+//! deadline (the deadlines themselves are kept per connection, [`crate::watch`]).
 
 use std::sync::Weak;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::socket::Socket;
-use crate::stripes::{Registry, Ticket};
+use crate::watch::Watches;
 
 /// How often the watchdog looks; a call fails at most this much after its deadline.
 pub const WATCHDOG_PERIOD: Duration = Duration::from_millis(50);
 
-/// The calls in progress that have a deadline.
-pub(crate) struct Deadlines(Registry<(Instant, Socket)>);
-
-/// A registered call; [`Deadlines::finish`] says whether its deadline passed.
-pub(crate) struct Call(Ticket);
-
-impl Deadlines {
-    pub(crate) fn new() -> Deadlines {
-        Deadlines(Registry::new())
-    }
-
-    /// Registers a call on `socket` that must be done by `deadline`.
-    pub(crate) fn start(&self, socket: Socket, deadline: Instant) -> Call {
-        Call(self.0.insert((deadline, socket)))
-    }
-
-    /// Unregisters a call; `true` when the watchdog closed its socket (its deadline passed).
-    #[allow(clippy::needless_pass_by_value)] // by value: a call is finished once
-    pub(crate) fn finish(&self, call: Call) -> bool {
-        self.0.remove(call.0).is_none()
-    }
-
-    /// Closes the sockets of the calls past their deadline, under the lock that `finish` takes, so a
-    /// socket is never touched after its call returned.
-    fn expire(&self, now: Instant) {
-        self.0.retain(|(deadline, socket)| {
-            if now >= *deadline {
-                socket.shutdown();
-                false
-            } else {
-                true
-            }
-        });
-    }
-}
-
 /// Starts the watchdog thread; it ends by itself once the pool is gone.
-pub(crate) fn spawn_watchdog(deadlines: Weak<Deadlines>) {
+pub(crate) fn spawn_watchdog(watches: Weak<Watches>) {
     spawn_periodic(
         "pgconn-query-deadline",
         WATCHDOG_PERIOD,
         "the query deadline thread, DB_QUERY_TIMEOUT will not be enforced",
         move || {
-            let Some(deadlines) = deadlines.upgrade() else { return false };
-            deadlines.expire(Instant::now());
+            let Some(watches) = watches.upgrade() else { return false };
+            watches.expire(Instant::now());
             true
         },
     );

@@ -52,6 +52,7 @@ mod sql;
 mod stripes;
 mod tls;
 mod txmode;
+mod watch;
 
 pub use cache::PREPARE_THRESHOLD;
 pub use connect::{

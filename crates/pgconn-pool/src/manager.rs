@@ -16,6 +16,7 @@ use crate::session::Effect;
 use crate::session::TxStatus;
 use crate::socket::{Before, Peer, Socket};
 use crate::sql::strip;
+use crate::watch::{Watch, Watches};
 
 /// A connection returned this recently, whose socket shows nothing from the server, is handed out again
 /// without a validation round trip (HikariCP's window too): in steady state a checkout then costs no
@@ -108,6 +109,8 @@ pub(crate) struct Conn {
     /// What the statement texts it ran do ([`Analysis`]), by text; emptied when it reaches [`ANALYSES`].
     analyses: TextMap<Arc<Analysis>>,
     metrics: Arc<Metrics>,
+    /// Its deadline and checkout, for the pool's watchdog and leak detector.
+    pub(crate) watch: Arc<Watch>,
 }
 
 impl Conn {
@@ -264,6 +267,8 @@ pub(crate) struct Manager {
     pub(crate) ask_client_port: bool,
     /// Each connection's statement cache size (`Settings::statement_cache`); 0: off.
     pub(crate) statement_cache: u32,
+    /// Where each new connection's [`Watch`] is listed.
+    pub(crate) watches: Arc<Watches>,
     random: RandomState,
 }
 
@@ -283,6 +288,7 @@ impl Manager {
             peers: Arc::new([]),
             ask_client_port: false,
             statement_cache: 0,
+            watches: Arc::new(Watches::new()),
             random: RandomState::new(),
         }
     }
@@ -325,6 +331,7 @@ impl Manager {
                     statements: StatementCache::new(self.statement_cache),
                     analyses: TextMap::default(),
                     metrics: Arc::clone(&self.metrics),
+                    watch: self.watches.add(),
                 })
             }
             Err(e) => {

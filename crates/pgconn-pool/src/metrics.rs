@@ -1,14 +1,13 @@
 //! Counters and latency distributions cheap enough to leave on, and the leak detector.
 
-use std::panic::Location;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::stripes::{Counter, Padded, Registry, STRIPES, Ticket, stripe};
+use crate::stripes::{Counter, Padded, STRIPES, stripe};
+use crate::watch::Watches;
 use serde::{Deserialize, Serialize};
 
 /// Why a connection was closed.
@@ -187,12 +186,12 @@ const COUNTS: usize = counter_index(HIGHEST) + 1;
 /// The counter of `value` (at most [`HIGHEST`]): `hdrhistogram`'s index for a histogram with a lowest
 /// discernible value of 1 and 2 significant digits, where each power-of-two range above [`SUB_BUCKETS`]
 /// is split in 128 equal steps.
+#[allow(clippy::cast_possible_truncation)] // below COUNTS, a few thousand
 const fn counter_index(value: u64) -> usize {
     // The power-of-two range of `value`, 0 for everything below SUB_BUCKETS.
     let bucket = (u64::BITS - SUB_BUCKETS.trailing_zeros()) - (value | (SUB_BUCKETS - 1)).leading_zeros();
     let sub_bucket = value >> bucket;
     // Ranges above the first share their lower half with the one below, so each adds 128 counters.
-    #[allow(clippy::cast_possible_truncation)] // below COUNTS, a few thousand
     let index = (((bucket as u64) + 1) << 7) + sub_bucket - SUB_BUCKETS / 2;
     index as usize
 }
@@ -390,85 +389,18 @@ impl Metrics {
     }
 }
 
-/// Where and when a connection still held was checked out.
-struct Checkout {
-    at: Instant,
-    location: &'static Location<'static>,
-    thread: thread::Thread,
-    warned: bool,
-}
-
-/// The connections checked out now, for the leak detector.
-pub(crate) struct Checkouts(Registry<Checkout>);
-
-impl Checkouts {
-    pub(crate) fn new() -> Checkouts {
-        Checkouts(Registry::new())
-    }
-
-    pub(crate) fn insert(&self, at: Instant, location: &'static Location<'static>) -> Ticket {
-        self.0.insert(Checkout { at, location, thread: thread::current(), warned: false })
-    }
-
-    pub(crate) fn remove(&self, ticket: Ticket) {
-        self.0.remove(ticket);
-    }
-
-    /// The connections held longer than `threshold` now, longest first.
-    pub(crate) fn older_than(&self, threshold: Duration) -> Vec<Leak> {
-        let now = Instant::now();
-        let mut leaks = Vec::new();
-        self.0.retain(|c| {
-            let held_for = now.saturating_duration_since(c.at);
-            if held_for >= threshold {
-                leaks.push(Leak {
-                    held_for,
-                    location: c.location.to_string(),
-                    thread: c.thread.name().map(str::to_owned),
-                });
-            }
-            true
-        });
-        leaks.sort_by_key(|leak| std::cmp::Reverse(leak.held_for));
-        leaks
-    }
-
-    /// Logs, once each, the connections held longer than `threshold`; returns how many it logged.
-    fn warn_older_than(&self, threshold: Duration) -> u64 {
-        let now = Instant::now();
-        let mut warned = 0;
-        self.0.retain(|checkout| {
-            let held = now.saturating_duration_since(checkout.at);
-            if !checkout.warned && held >= threshold {
-                checkout.warned = true;
-                warned += 1;
-                log::warn!(
-                    "possible connection leak: a connection checked out at {} (thread {}) has been held \
-                     for {}ms, longer than DB_POOL_LEAK_THRESHOLD ({}ms); return it by dropping the handle",
-                    checkout.location,
-                    checkout.thread.name().unwrap_or("unnamed"),
-                    held.as_millis(),
-                    threshold.as_millis()
-                );
-            }
-            true
-        });
-        warned
-    }
-}
-
 /// Starts the thread that reports leaks; it ends by itself once the pool is gone.
-pub(crate) fn spawn_leak_detector(checkouts: Weak<Checkouts>, metrics: Weak<Metrics>, threshold: Duration) {
+pub(crate) fn spawn_leak_detector(watches: Weak<Watches>, metrics: Weak<Metrics>, threshold: Duration) {
     let period = (threshold / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     crate::deadline::spawn_periodic(
         "pgconn-leak-detector",
         period,
         "the leak detector thread, leaks will not be reported",
         move || {
-            let (Some(checkouts), Some(metrics)) = (checkouts.upgrade(), metrics.upgrade()) else {
+            let (Some(watches), Some(metrics)) = (watches.upgrade(), metrics.upgrade()) else {
                 return false;
             };
-            let warned = checkouts.warn_older_than(threshold);
+            let warned = watches.warn_older_than(threshold);
             metrics.leak_warnings.add(warned);
             true
         },

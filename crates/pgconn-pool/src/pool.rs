@@ -13,15 +13,16 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::cache::Lookup;
 use crate::connect::Connector;
-use crate::deadline::{Deadlines, spawn_watchdog};
+use crate::deadline::spawn_watchdog;
 use crate::lifecycle::{Return, Returned, at_return};
 use crate::manager::{
     Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT, check_out, with_checkout_deadline,
 };
-use crate::metrics::{Checkouts, CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
+use crate::metrics::{CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
 use crate::parking::{Parking, spawn_sweeper};
 use crate::session::{Effect, TxStatus};
 use crate::socket::Peer;
+use crate::watch::Watches;
 
 /// Pooled connections idle this long beyond `DB_POOL_MIN_IDLE` are closed (checked every 30 s by r2d2),
 /// so a quiet process gives its server slots back; kept under the monitor's 5-minute idle alert.
@@ -37,11 +38,10 @@ struct Shared {
     mode: Mode,
     settings: Settings,
     metrics: Arc<Metrics>,
-    checkouts: Arc<Checkouts>,
     last_error: Arc<LastConnectError>,
-    /// Calls in progress with a client-side deadline: queries when `DB_QUERY_TIMEOUT` is on, and the
-    /// resets of returned connections always.
-    deadlines: Arc<Deadlines>,
+    /// The open connections' deadlines (queries when `DB_QUERY_TIMEOUT` is on, and the resets of returned
+    /// connections always) and checkouts (when `DB_POOL_LEAK_THRESHOLD` is on).
+    watches: Arc<Watches>,
     /// The deadline of a reset on return (`ROLLBACK`, `DISCARD ALL`).
     reset_timeout: Duration,
     /// Whether changed session state is reset on return (direct, or PgBouncer in session mode); through
@@ -102,8 +102,8 @@ impl Pool {
             .into();
         manager.ask_client_port = settings.strategy == Strategy::Direct;
         manager.statement_cache = settings.statement_cache();
-        let deadlines = Arc::new(Deadlines::new());
-        spawn_watchdog(Arc::downgrade(&deadlines));
+        let watches = Arc::clone(&manager.watches);
+        spawn_watchdog(Arc::downgrade(&watches));
         let mut probe = manager.open()?;
         let last_error = Arc::clone(&manager.last_error);
         let mode = if settings.conn_max_age == ConnMaxAge::PerRequest {
@@ -133,18 +133,16 @@ impl Pool {
             }
             Mode::PerRequest { .. } => None,
         };
-        let checkouts = Arc::new(Checkouts::new());
         if let Some(threshold) = settings.pool.leak_threshold {
-            spawn_leak_detector(Arc::downgrade(&checkouts), Arc::downgrade(&metrics), threshold);
+            spawn_leak_detector(Arc::downgrade(&watches), Arc::downgrade(&metrics), threshold);
         }
         Ok(Pool {
             shared: Arc::new(Shared {
                 mode,
                 settings: settings.clone(),
                 metrics,
-                checkouts,
                 last_error,
-                deadlines,
+                watches,
                 reset_timeout: VALIDATION_TIMEOUT.min(settings.connect_timeout),
                 resets_session: settings.strategy == Strategy::Direct
                     || settings.pgbouncer.pool_mode == PoolMode::Session,
@@ -208,16 +206,14 @@ impl Pool {
         };
         shared.metrics.waiting.decr();
         match result {
-            Ok((slot, now)) => {
+            Ok((mut slot, now)) => {
                 shared.metrics.checkouts.incr();
                 shared.metrics.checkout_wait.record(now - started);
-                let id = shared.settings.pool.leak_threshold.map(|_| shared.checkouts.insert(now, location));
-                Ok(PooledConn {
-                    slot: Some(slot),
-                    shared: Arc::clone(shared),
-                    checkout_id: id,
-                    checked_out: now,
-                })
+                let watched = shared.settings.pool.leak_threshold.is_some();
+                if watched {
+                    slot.conn().watch.checked_out(now, location);
+                }
+                Ok(PooledConn { slot: Some(slot), shared: Arc::clone(shared), watched, checked_out: now })
             }
             Err(e) => {
                 shared.metrics.checkout_timeouts.incr();
@@ -323,7 +319,7 @@ impl Pool {
             .settings
             .pool
             .leak_threshold
-            .map(|t| self.shared.checkouts.older_than(t))
+            .map(|t| self.shared.watches.older_than(t))
             .unwrap_or_default()
     }
 
@@ -338,6 +334,15 @@ enum Slot {
     Owned(Box<Conn>),
 }
 
+impl Slot {
+    fn conn(&mut self) -> &mut Conn {
+        match self {
+            Slot::Pooled(conn) => conn,
+            Slot::Owned(conn) => conn,
+        }
+    }
+}
+
 /// A checked-out connection. Dropping it returns the connection to the pool (or, when
 /// `DB_CONN_MAX_AGE=0`, closes it).
 ///
@@ -348,8 +353,8 @@ enum Slot {
 pub struct PooledConn {
     slot: Option<Slot>,
     shared: Arc<Shared>,
-    /// Its entry for the leak detector, when leak detection is on.
-    checkout_id: Option<crate::stripes::Ticket>,
+    /// Whether its checkout is watched for leaks (`DB_POOL_LEAK_THRESHOLD`).
+    watched: bool,
     checked_out: Instant,
 }
 
@@ -360,10 +365,7 @@ impl PooledConn {
 
     /// The connection and the pool's shared state, borrowed together (no reference count taken per call).
     fn parts(&mut self) -> (&mut Conn, &Shared) {
-        let conn = match self.slot.as_mut().expect("a PooledConn holds its connection until dropped") {
-            Slot::Pooled(conn) => &mut **conn,
-            Slot::Owned(conn) => &mut **conn,
-        };
+        let conn = self.slot.as_mut().expect("a PooledConn holds its connection until dropped").conn();
         (conn, &self.shared)
     }
 
@@ -461,8 +463,7 @@ impl PooledConn {
         let (conn, shared) = self.parts();
         let timeout = shared.settings.query_timeout;
         let started = Instant::now();
-        let (result, expired) =
-            bounded(conn, &shared.deadlines, timeout.map(|t| started + t), |conn| f(conn, &shared.metrics));
+        let (result, expired) = bounded(conn, timeout.map(|t| started + t), |conn| f(conn, &shared.metrics));
         shared.metrics.queries.incr();
         shared.metrics.query_time.record(started.elapsed());
         conn.dirty |= effect.changes_session;
@@ -620,8 +621,8 @@ impl Drop for PooledConn {
         // round trip would only make later: the held time is the borrower's).
         let now = Instant::now();
         self.shared.metrics.held.record(now.saturating_duration_since(self.checked_out));
-        if let Some(id) = self.checkout_id {
-            self.shared.checkouts.remove(id);
+        if self.watched {
+            self.conn_ref().watch.returned();
         }
         if let (Some(Slot::Owned(_)), Mode::PerRequest { open, .. }) = (&self.slot, &self.shared.mode) {
             open.fetch_sub(1, Ordering::Relaxed);
@@ -669,8 +670,7 @@ impl PooledConn {
             Return::Reset { rollback, discard } => {
                 let deadline = Some(Instant::now() + shared.reset_timeout);
                 let mut reset = |sql: &str| {
-                    let (result, expired) =
-                        bounded(conn, &shared.deadlines, deadline, |conn| conn.client().batch_execute(sql));
+                    let (result, expired) = bounded(conn, deadline, |conn| conn.client().batch_execute(sql));
                     result.is_ok() && !expired
                 };
                 if (rollback && !reset("ROLLBACK")) || (discard && !reset("DISCARD ALL")) {
@@ -700,16 +700,15 @@ impl PooledConn {
 /// if the deadline passes first. Returns the result and whether the deadline passed.
 fn bounded<T>(
     conn: &mut Conn,
-    deadlines: &Deadlines,
     deadline: Option<Instant>,
     f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
 ) -> (Result<T, postgres::Error>, bool) {
     let call = match (conn.socket, deadline) {
-        (Some(socket), Some(deadline)) => Some(deadlines.start(socket, deadline)),
+        (Some(socket), Some(deadline)) => Some(conn.watch.start(socket, deadline)),
         _ => None,
     };
     let result = f(conn);
-    let expired = call.is_some_and(|call| deadlines.finish(call));
+    let expired = call.is_some_and(|call| conn.watch.finish(call));
     (result, expired)
 }
 

@@ -139,6 +139,16 @@ impl Socket {
         }
     }
 
+    /// Its descriptor, to be kept in an atomic ([`crate::watch`]).
+    pub(crate) fn raw(self) -> RawFd {
+        self.0
+    }
+
+    /// The socket whose descriptor [`Socket::raw`] gave.
+    pub(crate) fn from_raw(fd: RawFd) -> Socket {
+        Socket(fd)
+    }
+
     /// Shuts the socket down both ways: a read blocked on it returns at once.
     pub(crate) fn shutdown(self) {
         // SAFETY: see the module documentation; `shutdown` on any descriptor number is memory-safe.
