@@ -172,8 +172,8 @@ fn pgbench_cell(cell: &PgbenchCell) -> String {
 fn eight_threads(doc: &mut String, e: &EightThreads) {
     let _ = writeln!(
         doc,
-        "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after 1 s of warm-up; medians. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
-        e.rounds, e.seconds, e.point
+        "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up (steady state: a pooled client reaches its rate up to 1.5 s after it starts on this machine, a dedicated one within 0.5 s); medians. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
+        e.rounds, e.seconds, e.warmup, e.point
     );
     for row in e.rows() {
         let _ = writeln!(doc, "| {} | {:.0} | {:.0} |", row.name, row.select1, row.point);

@@ -201,8 +201,9 @@ impl Concurrency {
 /// pgbench in each protocol mode.
 pub(super) struct EightThreads {
     pub(super) rounds: u32,
-    /// Seconds per run, after 1 s of warm-up.
+    /// Seconds per run, after `warmup` seconds of warm-up.
     pub(super) seconds: u32,
+    pub(super) warmup: u32,
     pub(super) point: String,
     pub(super) cache_on: Throughput,
     pub(super) cache_off: Throughput,
@@ -565,8 +566,9 @@ pub(super) fn sample() -> Results {
             ),
         },
         eight_threads: EightThreads {
-            rounds: 3,
+            rounds: 5,
             seconds: 4,
+            warmup: 3,
             point: "SELECT abalance FROM pgbench_accounts WHERE aid = 4711".to_owned(),
             cache_on: throughput("pgconn pooled, statement cache on (the default)", 113_193.0, 94960.0),
             cache_off: throughput("pgconn pooled, `DB_STATEMENT_CACHE=0`", 81854.0, 57470.0),
