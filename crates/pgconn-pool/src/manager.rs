@@ -362,7 +362,7 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut Box<Conn>) -> Result<(), ManagerError> {
-        check_out(conn, &self.metrics, self.validation_timeout)
+        check_out(conn, &self.metrics, self.validation_timeout, Instant::now()).map(|_| ())
     }
 
     fn has_broken(&self, conn: &mut Box<Conn>) -> bool {
@@ -409,26 +409,32 @@ impl r2d2::HandleError<ManagerError> for ErrorLog {
 /// The checks of a connection about to be handed out, from r2d2's idle list or a parking slot
 /// ([`crate::parking`]): the socket found if it can be, then [`at_checkout`]: hand it over, close it, or
 /// validate it with a round trip within the checkout's deadline.
+///
+/// `now` is the checkout's own reading of the clock (a busy pool's checkout reads it once). Says whether it
+/// made a round trip to the server (so that time has passed since `now`).
 pub(crate) fn check_out(
     conn: &mut Conn,
     metrics: &Metrics,
     validation_timeout: Duration,
-) -> Result<(), ManagerError> {
+    mut now: Instant,
+) -> Result<bool, ManagerError> {
+    let mut round_trip = false;
     if conn.socket.is_none() && conn.find_tries > 0 {
         conn.find_tries -= 1;
         if !conn.find_socket() {
             // Ambiguous: connections opened at the same time cannot tell their sockets apart by when they
             // appeared. One round trip, watched on the candidates' byte counters, tells (while the others
             // are quiet).
-            let timeout = round_trip_timeout(validation_timeout, Instant::now());
+            let timeout = round_trip_timeout(validation_timeout, now);
             let (peers, before) = (Arc::clone(&conn.peers), std::mem::take(&mut conn.before));
             conn.socket = Socket::by_round_trip(&peers, &before, conn.client(), timeout);
             if conn.socket.is_none() {
                 conn.before = before;
             }
+            round_trip = true;
+            now = Instant::now();
         }
     }
-    let now = Instant::now();
     let quiet_for = now.saturating_duration_since(conn.returned.unwrap_or(conn.opened));
     let peek =
         if quiet_for < PEEK_BYPASS { Peek::Skipped } else { conn.socket.map_or(Peek::Unknown, Socket::peek) };
@@ -436,7 +442,7 @@ pub(crate) fn check_out(
     match at_checkout(idle) {
         Checkout::Hand => {
             metrics.validations_skipped.incr();
-            Ok(())
+            Ok(round_trip)
         }
         Checkout::Close(reason) => {
             conn.close_as(reason);
@@ -448,7 +454,7 @@ pub(crate) fn check_out(
         }
         Checkout::Validate => {
             metrics.validations.incr();
-            conn.client().is_valid(round_trip_timeout(validation_timeout, now)).map_err(|e| {
+            conn.client().is_valid(round_trip_timeout(validation_timeout, now)).map(|()| true).map_err(|e| {
                 // Bytes waiting and then a failure: the server said goodbye (a FATAL) before closing.
                 let reason =
                     if peek == Peek::Readable { CloseReason::ClosedByServer } else { CloseReason::Broken };

@@ -180,7 +180,6 @@ impl Pool {
     fn checkout(&self, location: &'static Location<'static>, timeout: Duration) -> Result<PooledConn, Error> {
         let shared = &self.shared;
         let started = Instant::now();
-        shared.metrics.waiting.incr();
         let result = match &shared.mode {
             Mode::Pooled(pool) => {
                 with_checkout_deadline(started + timeout, || self.fresh_get(pool, started, timeout))
@@ -198,17 +197,26 @@ impl Pool {
                             .unwrap_or(Error::PoolTimeout { max_size, waited })
                     })
             }
-            Mode::PerRequest { manager, open } => manager.open().map(|mut conn| {
-                conn.close_as(CloseReason::PerRequest);
-                open.fetch_add(1, Ordering::Relaxed);
-                (Slot::Owned(Box::new(conn)), Instant::now())
-            }),
+            Mode::PerRequest { manager, open } => {
+                shared.metrics.waiting.incr();
+                let opened = manager.open();
+                shared.metrics.waiting.decr();
+                opened.map(|mut conn| {
+                    conn.close_as(CloseReason::PerRequest);
+                    open.fetch_add(1, Ordering::Relaxed);
+                    (Slot::Owned(Box::new(conn)), Instant::now())
+                })
+            }
         };
-        shared.metrics.waiting.decr();
         match result {
             Ok((mut slot, now)) => {
                 shared.metrics.checkouts.incr();
-                shared.metrics.checkout_wait.record(now - started);
+                // A connection handed over at once is stamped with the checkout's start: it waited 0.
+                shared.metrics.checkout_wait.record(if now == started {
+                    Duration::ZERO
+                } else {
+                    now - started
+                });
                 let watched = shared.settings.pool.leak_threshold.is_some();
                 if watched {
                     slot.conn().watch.checked_out(now, location);
@@ -233,53 +241,65 @@ impl Pool {
     ) -> Result<(r2d2::PooledConnection<Manager>, Instant), r2d2::Error> {
         // The first attempt may wait the whole timeout: it starts a few instructions after `started`, and a
         // clock read fewer per checkout is worth that much slack.
-        let mut left = timeout;
+        let (mut left, mut now) = (timeout, started);
         loop {
-            let mut conn = self.affine_get(pool, left.max(Duration::from_millis(1)))?;
-            let now = Instant::now();
+            let (mut conn, at_once) = self.affine_get(pool, now, left.max(Duration::from_millis(1)))?;
+            // Handed over at once (this thread's own connection or a parked one, no wait, no round trip):
+            // `now` is still the checkout's instant, within the few hundred nanoseconds this took.
+            if !at_once {
+                now = Instant::now();
+            }
             if !conn.expired(now) {
                 return Ok((conn, now));
             }
             // Dropped marked: r2d2 discards it and the close is counted as max_age.
             conn.close_as(CloseReason::MaxAge);
+            now = Instant::now();
             left = (started + timeout).saturating_duration_since(now);
         }
     }
 
     /// A connection for this thread: the one it returned last if it is still parked and passes the
-    /// checkout checks, else r2d2's, stealing a parked one before blocking ([`crate::parking`]).
+    /// checkout checks (judged at `now`), else r2d2's, stealing a parked one before blocking
+    /// ([`crate::parking`]). Says whether it was handed over at once: parked, no wait, no round trip.
     fn affine_get(
         &self,
         pool: &r2d2::Pool<Manager>,
+        now: Instant,
         timeout: Duration,
-    ) -> Result<r2d2::PooledConnection<Manager>, r2d2::Error> {
+    ) -> Result<(r2d2::PooledConnection<Manager>, bool), r2d2::Error> {
         let shared = &self.shared;
-        let Some(parking) = &shared.parking else { return pool.get_timeout(timeout) };
-        let usable = |mut conn: r2d2::PooledConnection<Manager>| match check_out(
-            &mut conn,
-            &shared.metrics,
-            shared.validation_timeout,
-        ) {
-            Ok(()) => Some(conn),
-            // Marked to be closed: dropping it makes r2d2 discard it.
-            Err(_) => None,
+        let metrics = &shared.metrics;
+        let usable = |mut conn: r2d2::PooledConnection<Manager>, now: Instant| {
+            match check_out(&mut conn, metrics, shared.validation_timeout, now) {
+                Ok(round_trip) => Some((conn, !round_trip)),
+                // Marked to be closed: dropping it makes r2d2 discard it.
+                Err(_) => None,
+            }
         };
-        if let Some(conn) = parking.take_own().and_then(usable) {
-            return Ok(conn);
+        let Some(parking) = &shared.parking else {
+            return pool.get_timeout(timeout).map(|conn| (conn, false));
+        };
+        if let Some(handed) = parking.take_own().and_then(|conn| usable(conn, now)) {
+            return Ok(handed);
         }
-        if let Some(conn) = parking.steal().and_then(usable) {
-            return Ok(conn);
+        if let Some(handed) = parking.steal().and_then(|conn| usable(conn, now)) {
+            return Ok(handed);
         }
+        // r2d2 checks its own with the clock of its own.
         if let Some(conn) = pool.try_get() {
-            return Ok(conn);
+            return Ok((conn, false));
         }
-        let stolen = parking.block_or_steal().and_then(usable);
+        // Waiting from here: counted as such.
+        metrics.waiting.incr();
+        let stolen = parking.block_or_steal().and_then(|conn| usable(conn, Instant::now()));
         let result = match stolen {
-            Some(conn) => Ok(conn),
+            Some((conn, _)) => Ok(conn),
             None => pool.get_timeout(timeout),
         };
         parking.unblock();
-        result
+        metrics.waiting.decr();
+        result.map(|conn| (conn, false))
     }
 
     /// Open, idle and busy connections, and threads waiting, now.
