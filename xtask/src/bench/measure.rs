@@ -150,7 +150,17 @@ pub(super) enum Counter {
     Cache,
     /// System calls of every thread: `strace -f -c`.
     Syscalls,
+    /// The code every request runs, as distinct 64-byte lines (the unit of the instruction cache):
+    /// callgrind's count of each instruction, inside the load's request loop only
+    /// (`--toggle-collect=`[`REQUEST_LOOP`]), of the instructions run at least once per two requests.
+    /// Unlike the cache simulation's misses, which move with where the linker put each function (a change
+    /// that removed 113 instructions a request raised them from 177 to 216), this is the size of what
+    /// has to fit.
+    Footprint,
 }
+
+/// The function of `pgconn load` that runs the requests: [`Counter::Footprint`] counts inside it.
+const REQUEST_LOOP: &str = "pgconn::load_cmd::request_loop*";
 
 /// What a counted run found for the whole process, start-up included: the counter's fields, the others 0.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -158,6 +168,7 @@ pub(super) struct Counts {
     pub(super) instructions: u64,
     pub(super) i1_misses: u64,
     pub(super) syscalls: u64,
+    pub(super) hot_lines: u64,
 }
 
 impl Bench {
@@ -187,6 +198,17 @@ impl Bench {
             Counter::Syscalls => {
                 ("strace", vec!["-f".into(), "-c".into(), "-o".into(), out.display().to_string()])
             }
+            Counter::Footprint => (
+                "valgrind",
+                vec![
+                    "--tool=callgrind".into(),
+                    "--dump-instr=yes".into(),
+                    "--compress-pos=no".into(),
+                    "--compress-strings=no".into(),
+                    format!("--toggle-collect={REQUEST_LOOP}"),
+                    format!("--callgrind-out-file={}", out.display()),
+                ],
+            ),
         };
         let (clients, requests) = (clients.to_string(), requests.to_string());
         let mut load = vec!["load", "--clients", &clients, "--requests", &requests];
@@ -209,10 +231,10 @@ impl Bench {
         eprintln!("xtask: bench: {command}");
         self.commands.push(command.clone());
         let output = cmd.output().with_context(|| format!("cannot run {tool}"));
-        // strace's table, read and removed whatever happened.
+        // strace's table or callgrind's profile, read and removed whatever happened.
         let table = match counter {
             Counter::Cache => None,
-            Counter::Syscalls => {
+            Counter::Syscalls | Counter::Footprint => {
                 let table =
                     std::fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()));
                 let _ = std::fs::remove_file(&out);
@@ -235,6 +257,14 @@ impl Bench {
             // valgrind's summary on stderr.
             None => String::from_utf8_lossy(&output.stderr).into_owned(),
         };
+        if let Counter::Footprint = counter {
+            let hot_lines = hot_lines(&text, requests.parse().unwrap_or(u64::MAX));
+            anyhow::ensure!(
+                hot_lines > 0,
+                "`{command}` counted nothing inside {REQUEST_LOOP}: was the function renamed or inlined?"
+            );
+            return Ok(Counts { hot_lines, ..Counts::default() });
+        }
         parse_count(counter, &text).with_context(|| format!("`{command}` printed no count:\n{text}"))
     }
 }
@@ -256,13 +286,53 @@ fn parse_count(counter: Counter, text: &str) -> Option<Counts> {
                     value.split_whitespace().next()?.replace(',', "").parse().ok()
                 })
             };
-            Some(Counts { instructions: field("I refs")?, i1_misses: field("I1 misses")?, syscalls: 0 })
+            Some(Counts {
+                instructions: field("I refs")?,
+                i1_misses: field("I1 misses")?,
+                ..Counts::default()
+            })
         }
+        // Needs the number of requests: `hot_lines`.
+        Counter::Footprint => None,
         Counter::Syscalls => {
             let line = text.lines().rfind(|l| l.trim_end().ends_with(" total"))?;
             Some(Counts { syscalls: line.split_whitespace().nth(3)?.parse().ok()?, ..Counts::default() })
         }
     }
+}
+
+/// In a callgrind profile written with `--dump-instr=yes --compress-pos=no` (each cost line `ADDRESS LINE
+/// COUNT`), the distinct 64-byte lines holding instructions run at least `requests / 2` times. The line
+/// after a `calls=` line is the call's inclusive cost, not the call instruction's own count: skipped.
+fn hot_lines(profile: &str, requests: u64) -> u64 {
+    let mut counts: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut after_call = false;
+    for line in profile.lines() {
+        if line.starts_with("calls=") {
+            after_call = true;
+            continue;
+        }
+        if std::mem::take(&mut after_call) {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(address), Some(_line), Some(count)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let (Some(address), Ok(count)) =
+            (address.strip_prefix("0x").and_then(|a| u64::from_str_radix(a, 16).ok()), count.parse::<u64>())
+        else {
+            continue;
+        };
+        *counts.entry(address).or_default() += count;
+    }
+    let threshold = requests.div_ceil(2).max(1);
+    let lines: std::collections::HashSet<u64> = counts
+        .into_iter()
+        .filter(|&(_, count)| count >= threshold)
+        .map(|(address, _)| address / 64)
+        .collect();
+    lines.len() as u64
 }
 
 pub(super) fn median(mut values: Vec<f64>) -> f64 {
@@ -311,7 +381,18 @@ pub(super) fn now_utc() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Counter, parse_count};
+    use super::{Counter, hot_lines, parse_count};
+
+    #[test]
+    fn hot_lines_count_each_cache_line_of_code_run_every_request_once() {
+        // 10 requests: 0x1000 and 0x1010 share a line (run 10 and 5 times), 0x1040 is another line run
+        // 20 times (two cost lines), 0x2000 ran 4 times (not hot), and the line after `calls=` is the call's
+        // inclusive cost (10000), which does not make 0x3000 hot.
+        let profile = "events: Ir\nfn=(1) f\n0x1000 12 10\n0x1010 13 5\n0x1040 14 10\n0x2000 15 4\ncalls=10 0x4000 3\n0x3000 16 10000\n0x3000 16 1\nfn=(2) g\n0x1040 14 10\n";
+        assert_eq!(hot_lines(profile, 10), 2);
+        assert_eq!(hot_lines(profile, 40), 1, "only 0x1040 ran 20 times");
+        assert_eq!(hot_lines("events: Ir\n", 10), 0);
+    }
 
     #[test]
     fn counts_are_read_from_valgrind_and_strace() {

@@ -130,11 +130,14 @@ fn work(b: &mut Bench, quick: bool) -> Result<Work> {
                 ))
             };
             let (cache, calls) = (counts(Counter::Cache)?, counts(Counter::Syscalls)?);
+            // One run suffices: start-up is outside the request loop it counts in.
+            let footprint = b.counted(Counter::Footprint, env, args, clients, requests.0)?;
             rows.push(WorkRow {
                 name: (*name).to_owned(),
                 instructions: per_request(cache.0.instructions, cache.1.instructions),
                 i1_misses: per_request(cache.0.i1_misses, cache.1.i1_misses),
                 syscalls: per_request(calls.0.syscalls, calls.1.syscalls),
+                hot_lines: footprint.hot_lines,
             });
         }
         Ok(rows)

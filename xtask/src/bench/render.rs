@@ -242,10 +242,16 @@ fn scale(doc: &mut String, s: &Scale) {
     );
 }
 
+/// 64-byte lines in KiB.
+#[allow(clippy::cast_precision_loss)] // a few thousand lines
+fn kib(lines: u64) -> f64 {
+    lines as f64 * 64.0 / 1024.0
+}
+
 fn work(doc: &mut String, w: &Work) {
     let _ = writeln!(
         doc,
-        "## Client work per request, counted\n\n`SELECT 1`, {} request threads: the instructions the client process ran in user space and the misses of the first-level instruction cache they caused (valgrind's callgrind with `--cache-sim=yes`, simulating this machine's L1i: a miss costs a fetch from the next level), and the system calls of all its threads (`strace -f -c`), each the difference between a run of {} and one of {} requests divided by the {} requests between them, so that starting up (the pool, SCRAM's 4096 rounds of SHA-256) cancels out. Counts barely move between runs where throughput on a shared machine does; the kernel's time in each system call is not in the instructions.\n",
+        "## Client work per request, counted\n\n`SELECT 1`, {} request threads: the instructions the client process ran in user space and the misses of the first-level instruction cache they caused (valgrind's callgrind with `--cache-sim=yes`, simulating this machine's L1i: a miss costs a fetch from the next level; the count moves with where the linker placed each function, so compare it within one build), the code every request runs (the distinct 64-byte lines holding instructions run at least once per two requests inside the load's request loop, callgrind `--dump-instr=yes --toggle-collect`, one run of the shorter length: what has to fit in the instruction cache, whatever the layout), and the system calls of all its threads (`strace -f -c`), each the difference between a run of {} and one of {} requests divided by the {} requests between them, so that starting up (the pool, SCRAM's 4096 rounds of SHA-256) cancels out. Counts barely move between runs where throughput on a shared machine does; the kernel's time in each system call is not in the instructions.\n",
         w.clients,
         w.requests.0,
         w.requests.1,
@@ -259,13 +265,18 @@ fn work(doc: &mut String, w: &Work) {
         }
     };
     doc.push_str(
-        "| contender | instructions per request | L1 instruction-cache misses per request | system calls per request |\n|---|---|---|---|\n",
+        "| contender | instructions per request | L1 instruction-cache misses per request | code run every request | system calls per request |\n|---|---|---|---|---|\n",
     );
     for row in rows {
         let _ = writeln!(
             doc,
-            "| {} | {:.0} | {:.1} | {:.2} |",
-            row.name, row.instructions, row.i1_misses, row.syscalls
+            "| {} | {:.0} | {:.1} | {} lines, {:.1} KiB | {:.2} |",
+            row.name,
+            row.instructions,
+            row.i1_misses,
+            row.hot_lines,
+            kib(row.hot_lines),
+            row.syscalls
         );
     }
     let ratios: Vec<String> = w
@@ -417,8 +428,8 @@ mod tests {
             "| contender | `SELECT 1` req/s | point query req/s |",
             "|---|---|---|",
             "## Client work per request, counted",
-            "| contender | instructions per request | L1 instruction-cache misses per request | system calls per request |",
-            "|---|---|---|---|",
+            "| contender | instructions per request | L1 instruction-cache misses per request | code run every request | system calls per request |",
+            "|---|---|---|---|---|",
             "## Targets",
             "| target | measured | |",
             "|---|---|---|",
@@ -449,7 +460,12 @@ mod tests {
     fn the_counted_work_shows_each_row_and_the_ratios_or_why_it_did_not_run() {
         let mut results = sample();
         let doc = render(&results);
-        assert!(doc.contains("| pgconn pooled, statement cache on | 15691 | 215.3 | 4.00 |"), "{doc}");
+        assert!(
+            doc.contains(
+                "| pgconn pooled, statement cache on | 15691 | 215.3 | 886 lines, 55.4 KiB | 4.00 |"
+            ),
+            "{doc}"
+        );
         assert!(
             doc.contains("cache on ÷ dedicated prepared: instructions **1.22**, system calls **1.00**"),
             "{doc}"

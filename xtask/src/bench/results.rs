@@ -300,6 +300,8 @@ pub(super) struct WorkRow {
     pub(super) instructions: f64,
     pub(super) i1_misses: f64,
     pub(super) syscalls: f64,
+    /// Distinct 64-byte lines of code run on every request ([`super::measure::Counter::Footprint`]).
+    pub(super) hot_lines: u64,
 }
 
 impl Work {
@@ -455,6 +457,7 @@ pub(super) fn sample() -> Results {
         instructions,
         i1_misses,
         syscalls,
+        hot_lines: 886,
     };
     let modes = |mode: &str, jobs, select1, point| PgbenchModes {
         mode: mode.to_owned(),
