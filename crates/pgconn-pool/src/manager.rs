@@ -182,6 +182,9 @@ impl Drop for Conn {
             CloseReason::Idle
         });
         self.metrics.closed(reason);
+        // No deadline left for the watchdog to enforce on a descriptor about to be closed (a call whose
+        // thread panicked never finished).
+        self.watch.disarm();
         // Released before the descriptor is closed, so that its number, once reused, is never taken for
         // a claimed one ([`crate::socket`]).
         if let Some(socket) = self.socket {

@@ -37,6 +37,27 @@ pub struct Pool {
     handles: Arc<[Arc<Handle>; STRIPES]>,
 }
 
+/// A checkout that may block: counted in `waiting` and announced to the parking
+/// ([`Parking::block_or_steal`]) from [`Blocked::new`] until dropped.
+struct Blocked<'a> {
+    parking: &'a Parking,
+    waiting: &'a crate::stripes::Counter,
+}
+
+impl<'a> Blocked<'a> {
+    fn new(parking: &'a Parking, waiting: &'a crate::stripes::Counter) -> Blocked<'a> {
+        waiting.incr();
+        Blocked { parking, waiting }
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.parking.unblock();
+        self.waiting.decr();
+    }
+}
+
 /// The pool's shared state as a checked-out connection holds it. A checkout takes a reference and the
 /// return drops it, twice a request: on one reference count that every request thread wrote, a 2-core
 /// machine moved that cache line between its cores on nearly every checkout. One handle per stripe
@@ -300,26 +321,27 @@ impl Pool {
         let Some(parking) = &shared.parking else {
             return pool.get_timeout(timeout).map(|conn| (conn, false));
         };
-        if let Some(handed) = parking.take_own().and_then(|conn| usable(conn, now)) {
-            return Ok(handed);
-        }
-        if let Some(handed) = parking.steal().and_then(|conn| usable(conn, now)) {
-            return Ok(handed);
+        // A connection turned down may have cost a failed round trip: the next is judged by the clock.
+        let mut judged_at = now;
+        for parked in [parking.take_own(), parking.steal()] {
+            let Some(conn) = parked else { continue };
+            match usable(conn, judged_at) {
+                Some((conn, at_once)) => return Ok((conn, at_once && judged_at == now)),
+                None => judged_at = Instant::now(),
+            }
         }
         // r2d2 checks its own with the clock of its own.
         if let Some(conn) = pool.try_get() {
             return Ok((conn, false));
         }
-        // Waiting from here: counted as such.
-        metrics.waiting.incr();
+        // Waiting from here: counted as such, and announced to the parking, until this ends whichever way
+        // (a panic in r2d2 or in a check included).
+        let _blocked = Blocked::new(parking, &metrics.waiting);
         let stolen = parking.block_or_steal().and_then(|conn| usable(conn, Instant::now()));
-        let result = match stolen {
-            Some((conn, _)) => Ok(conn),
-            None => pool.get_timeout(timeout),
-        };
-        parking.unblock();
-        metrics.waiting.decr();
-        result.map(|conn| (conn, false))
+        match stolen {
+            Some((conn, _)) => Ok((conn, false)),
+            None => pool.get_timeout(timeout).map(|conn| (conn, false)),
+        }
     }
 
     /// Open, idle and busy connections, and threads waiting, now.

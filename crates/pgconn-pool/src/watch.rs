@@ -121,13 +121,15 @@ impl Watches {
     /// Logs, once each, the connections checked out longer than `threshold`; returns how many it logged.
     pub(crate) fn warn_older_than(&self, threshold: Duration) -> u64 {
         let now = Instant::now();
-        let mut warned = 0;
+        let mut new = Vec::new();
         self.each(|watch| {
             let Some((leak, since)) = watch.held_past(threshold, now) else { return };
-            if watch.warned.swap(since, Ordering::Relaxed) == since {
-                return;
+            if watch.warned.swap(since, Ordering::Relaxed) != since {
+                new.push(leak);
             }
-            warned += 1;
+        });
+        // Logged after the list's lock is released: a slow logger must not hold up the watchdog or opens.
+        for leak in &new {
             log::warn!(
                 "possible connection leak: a connection checked out at {} (thread {}) has been held for {}ms, \
                  longer than DB_POOL_LEAK_THRESHOLD ({}ms); return it by dropping the handle",
@@ -136,8 +138,8 @@ impl Watches {
                 leak.held_for.as_millis(),
                 threshold.as_millis()
             );
-        });
-        warned
+        }
+        new.len() as u64
     }
 }
 
@@ -145,9 +147,35 @@ impl Watch {
     /// Registers a call on `socket` that must be done by `deadline`.
     pub(crate) fn start(&self, socket: Socket, deadline: Instant) -> Call {
         let deadline = nanos(self.epoch, deadline).clamp(1, SHUTTING - 1);
+        // A call that never finished (its thread panicked, and the handle was kept) left its deadline:
+        // settled first, so that the watchdog's work on it is never taken for this call's.
+        if self.call.load(Ordering::Acquire) != NO_CALL {
+            self.disarm();
+        }
+        // The watchdog changes only a deadline, never NO_CALL: a plain store suffices.
         self.socket.store(socket.raw(), Ordering::Relaxed);
         self.call.store(deadline, Ordering::Release);
         Call(deadline)
+    }
+
+    /// Leaves no call registered, waiting for a shutdown in progress: before the connection's socket is
+    /// closed (its number may then be reused), and before a call starts after one that never finished.
+    pub(crate) fn disarm(&self) {
+        let mut current = self.call.load(Ordering::Acquire);
+        loop {
+            if current == NO_CALL {
+                return;
+            }
+            if current == SHUTTING {
+                thread::yield_now();
+                current = self.call.load(Ordering::Acquire);
+                continue;
+            }
+            match self.call.compare_exchange(current, NO_CALL, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(now) => current = now,
+            }
+        }
     }
 
     /// Ends a call; `true` when the watchdog shut its socket (its deadline passed). Waits for a shutdown
@@ -354,6 +382,31 @@ mod tests {
         let leaks = watches.older_than(Duration::from_secs(1));
         assert_eq!(leaks[0].thread.as_deref(), thread::current().name());
         assert_eq!(watches.warn_older_than(Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn a_call_left_armed_by_a_panic_is_settled_before_the_next_and_by_a_disarm() {
+        let watches = Watches::new();
+        let watch = watches.add();
+        let (mut ours, _theirs) = pair();
+        let socket = Socket::from_raw(ours.as_raw_fd());
+        // Never finished (its thread unwound): its deadline stays registered.
+        let _lost = watch.start(socket, Instant::now() + Duration::from_secs(3600));
+        let call = watch.start(socket, Instant::now() + Duration::from_secs(60));
+        watches.expire(Instant::now());
+        assert!(!watch.finish(call), "the new call is its own");
+        // Already shut by the watchdog when the next call starts: that call is not reported as expired.
+        let _lost = watch.start(socket, Instant::now());
+        watches.expire(Instant::now() + Duration::from_millis(1));
+        assert!(shut(&mut ours));
+        let (mut other, _theirs) = pair();
+        let call = watch.start(Socket::from_raw(other.as_raw_fd()), Instant::now() + Duration::from_secs(60));
+        assert!(!watch.finish(call));
+        // A connection closed with a call left armed: disarmed, the watchdog never touches its socket.
+        let _lost = watch.start(Socket::from_raw(other.as_raw_fd()), Instant::now());
+        watch.disarm();
+        watches.expire(Instant::now() + Duration::from_secs(1));
+        assert!(!shut(&mut other));
     }
 
     #[test]
