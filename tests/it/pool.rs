@@ -317,6 +317,43 @@ fn a_leak_is_reported_with_where_it_was_taken() {
 }
 
 #[test]
+fn a_thread_whose_own_connection_is_parked_never_takes_another_threads() {
+    let settings = pgconn_tests::settings(&[
+        ("DB_POOL_MAX_SIZE", "2"),
+        ("DB_POOL_MIN_IDLE", "0"),
+        ("DB_POOL_TIMEOUT", "2000"),
+    ]);
+    let pool = Pool::new(&settings).unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    // B holds a connection while this thread holds the other, parks it, and waits while this thread
+    // checks out twenty times; then its own must still be parked for it.
+    let other = {
+        let (pool, barrier) = (pool.clone(), Arc::clone(&barrier));
+        std::thread::spawn(move || {
+            let mut conn = pool.get().unwrap();
+            let before = conn.backend_pid().unwrap();
+            barrier.wait();
+            drop(conn);
+            barrier.wait();
+            barrier.wait();
+            let after = pool.get().unwrap().backend_pid().unwrap();
+            (before, after)
+        })
+    };
+    let mut conn = pool.get().unwrap();
+    let own = conn.backend_pid().unwrap();
+    barrier.wait();
+    drop(conn);
+    barrier.wait();
+    for _ in 0..20 {
+        assert_eq!(pool.get().unwrap().backend_pid().unwrap(), own, "this thread kept its own");
+    }
+    barrier.wait();
+    let (before, after) = other.join().unwrap();
+    assert_eq!(after, before, "the other thread's parked connection was left to it");
+}
+
+#[test]
 fn a_thread_gets_back_the_connection_it_returned_and_parked_ones_are_never_withheld() {
     let settings = pgconn_tests::settings(&[
         ("DB_POOL_MAX_SIZE", "2"),

@@ -306,7 +306,7 @@ impl Pool {
     fn affine_get(
         &self,
         pool: &r2d2::Pool<Manager>,
-        now: Instant,
+        mut now: Instant,
         timeout: Duration,
     ) -> Result<(r2d2::PooledConnection<Manager>, bool), r2d2::Error> {
         let shared = &self.shared;
@@ -321,14 +321,16 @@ impl Pool {
         let Some(parking) = &shared.parking else {
             return pool.get_timeout(timeout).map(|conn| (conn, false));
         };
-        // A connection turned down may have cost a failed round trip: the next is judged by the clock.
-        let mut judged_at = now;
-        for parked in [parking.take_own(), parking.steal()] {
-            let Some(conn) = parked else { continue };
-            match usable(conn, judged_at) {
-                Some((conn, at_once)) => return Ok((conn, at_once && judged_at == now)),
-                None => judged_at = Instant::now(),
+        if let Some(conn) = parking.take_own() {
+            match usable(conn, now) {
+                Some(handed) => return Ok(handed),
+                // Turned down, perhaps after a failed round trip: the next is judged by the clock.
+                None => now = Instant::now(),
             }
+        }
+        // Only when this thread's own is not there: a steal takes another thread's parked connection.
+        if let Some((conn, _)) = parking.steal().and_then(|conn| usable(conn, now)) {
+            return Ok((conn, false));
         }
         // r2d2 checks its own with the clock of its own.
         if let Some(conn) = pool.try_get() {
