@@ -377,8 +377,8 @@ fn eight_threads(
     // connection; the cause is not found), and a median of five outvotes two of those.
     let rounds: u32 = if quick { 1 } else { 5 };
     let seconds: u32 = if quick { 2 } else { 4 };
-    // Steady state: a pooled client reaches its rate 0.5 to 1.5 s after it starts here, a dedicated one
-    // within 0.5 s (`pgconn load --report-every 0.25`).
+    // Steady state: a pooled client reaches its rate 1 to 3 s after it starts here, a dedicated one within
+    // 0.5 s (`pgconn load --report-every 0.5`, docs/pool.md).
     let warmup: u32 = if quick { 1 } else { 3 };
     let (secs, warm) = (seconds.to_string(), warmup.to_string());
     let queries = ["SELECT 1", point];
