@@ -56,6 +56,15 @@ pub(crate) struct Parking {
     blocked: AtomicUsize,
 }
 
+/// A thread announced as about to block ([`Parking::block_or_steal`]); dropping it ends the announcement.
+pub(crate) struct Blocked<'a>(&'a Parking);
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.blocked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Numbers the pools, for the threads' slot assignments.
 static NEXT_POOL: AtomicUsize = AtomicUsize::new(0);
 
@@ -118,16 +127,12 @@ impl Parking {
         Some(parked.conn)
     }
 
-    /// Announces a thread about to block in r2d2; returns a parked connection to steal, if there is one.
-    /// The caller must call [`Parking::unblock`] once it stops waiting, whatever happened.
-    pub(crate) fn block_or_steal(&self) -> Option<Pooled> {
+    /// Announces a thread about to block in r2d2, until the returned guard is dropped (whichever way the
+    /// wait ends, a panic included); and a parked connection to steal, if there is one.
+    pub(crate) fn block_or_steal(&self) -> (Blocked<'_>, Option<Pooled>) {
         self.blocked.fetch_add(1, Ordering::SeqCst);
-        self.search()
-    }
-
-    /// See [`Parking::block_or_steal`].
-    pub(crate) fn unblock(&self) {
-        self.blocked.fetch_sub(1, Ordering::SeqCst);
+        let blocked = Blocked(self);
+        (blocked, self.search())
     }
 
     /// A parked connection of another slot, if any: a thread with nothing in its own slot (a new thread,

@@ -37,24 +37,20 @@ pub struct Pool {
     handles: Arc<[Arc<Handle>; STRIPES]>,
 }
 
-/// A checkout that may block: counted in `waiting` and announced to the parking
-/// ([`Parking::block_or_steal`]) from [`Blocked::new`] until dropped.
-struct Blocked<'a> {
-    parking: &'a Parking,
-    waiting: &'a crate::stripes::Counter,
-}
+/// A checkout that may wait for its connection, counted in the `waiting` gauge from [`Waiting::new`]
+/// until dropped (whichever way the wait ends, a panic included).
+struct Waiting<'a>(&'a crate::stripes::Counter);
 
-impl<'a> Blocked<'a> {
-    fn new(parking: &'a Parking, waiting: &'a crate::stripes::Counter) -> Blocked<'a> {
+impl<'a> Waiting<'a> {
+    fn new(waiting: &'a crate::stripes::Counter) -> Waiting<'a> {
         waiting.incr();
-        Blocked { parking, waiting }
+        Waiting(waiting)
     }
 }
 
-impl Drop for Blocked<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.parking.unblock();
-        self.waiting.decr();
+        self.0.decr();
     }
 }
 
@@ -238,9 +234,10 @@ impl Pool {
                     })
             }
             Mode::PerRequest { manager, open } => {
-                shared.metrics.waiting.incr();
-                let opened = manager.open();
-                shared.metrics.waiting.decr();
+                let opened = {
+                    let _waiting = Waiting::new(&shared.metrics.waiting);
+                    manager.open()
+                };
                 opened.map(|mut conn| {
                     conn.close_as(CloseReason::PerRequest);
                     open.fetch_add(1, Ordering::Relaxed);
@@ -336,10 +333,10 @@ impl Pool {
         if let Some(conn) = pool.try_get() {
             return Ok((conn, false));
         }
-        // Waiting from here: counted as such, and announced to the parking, until this ends whichever way
-        // (a panic in r2d2 or in a check included).
-        let _blocked = Blocked::new(parking, &metrics.waiting);
-        let stolen = parking.block_or_steal().and_then(|conn| usable(conn, Instant::now()));
+        // Waiting from here: counted as such, and announced to the parking, until this returns.
+        let _waiting = Waiting::new(&metrics.waiting);
+        let (_blocked, stolen) = parking.block_or_steal();
+        let stolen = stolen.and_then(|conn| usable(conn, Instant::now()));
         match stolen {
             Some((conn, _)) => Ok((conn, false)),
             None => pool.get_timeout(timeout).map(|conn| (conn, false)),

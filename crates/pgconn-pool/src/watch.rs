@@ -185,10 +185,8 @@ impl Watch {
         if self.call.compare_exchange(call.0, NO_CALL, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return false;
         }
-        while self.call.load(Ordering::Acquire) == SHUTTING {
-            thread::yield_now();
-        }
-        self.call.store(NO_CALL, Ordering::Relaxed);
+        // Claimed by the watchdog: shut (EXPIRED) or being shut (SHUTTING).
+        self.disarm();
         true
     }
 
