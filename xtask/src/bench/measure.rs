@@ -261,24 +261,25 @@ impl Bench {
             // valgrind's summary on stderr.
             None => String::from_utf8_lossy(&output.stderr).into_owned(),
         };
-        if let Counter::Cache = counter {
-            let counts = parse_count(counter, &text)
-                .with_context(|| format!("`{command}` printed no count:\n{text}"))?;
-            anyhow::ensure!(
-                counts.instructions > 0,
-                "`{command}` counted nothing inside {REQUEST_LOOP}: was the function renamed or inlined?"
-            );
-            return Ok(counts);
-        }
-        if let Counter::Footprint = counter {
-            let hot_lines = hot_lines(&text, requests.parse().unwrap_or(u64::MAX));
-            anyhow::ensure!(
-                hot_lines > 0,
-                "`{command}` counted nothing inside {REQUEST_LOOP}: was the function renamed or inlined?"
-            );
-            return Ok(Counts { hot_lines, ..Counts::default() });
-        }
-        parse_count(counter, &text).with_context(|| format!("`{command}` printed no count:\n{text}"))
+        let counts = match counter {
+            Counter::Footprint => Counts {
+                hot_lines: hot_lines(&text, requests.parse().unwrap_or(u64::MAX)),
+                ..Counts::default()
+            },
+            _ => parse_count(counter, &text)
+                .with_context(|| format!("`{command}` printed no count:\n{text}"))?,
+        };
+        // Both valgrind counters count inside the request loop only: nothing counted means it was not entered.
+        let in_loop = match counter {
+            Counter::Cache => Some(counts.instructions),
+            Counter::Footprint => Some(counts.hot_lines),
+            Counter::Syscalls => None,
+        };
+        anyhow::ensure!(
+            in_loop != Some(0),
+            "`{command}` counted nothing inside {REQUEST_LOOP}: was the function renamed or inlined?"
+        );
+        Ok(counts)
     }
 }
 
