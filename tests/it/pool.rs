@@ -316,14 +316,19 @@ fn a_leak_is_reported_with_where_it_was_taken() {
     assert_eq!(pool.suspected_leaks().len(), 1);
 }
 
-#[test]
-fn a_thread_whose_own_connection_is_parked_never_takes_another_threads() {
+/// A pool of at most two connections, opened on demand, that waits up to 2 s for one.
+fn two_connection_pool() -> Pool {
     let settings = pgconn_tests::settings(&[
         ("DB_POOL_MAX_SIZE", "2"),
         ("DB_POOL_MIN_IDLE", "0"),
         ("DB_POOL_TIMEOUT", "2000"),
     ]);
-    let pool = Pool::new(&settings).unwrap();
+    Pool::new(&settings).unwrap()
+}
+
+#[test]
+fn a_thread_whose_own_connection_is_parked_never_takes_another_threads() {
+    let pool = two_connection_pool();
     let barrier = Arc::new(std::sync::Barrier::new(2));
     // B holds a connection while this thread holds the other, parks it, and waits while this thread
     // checks out twenty times; then its own must still be parked for it.
@@ -355,12 +360,7 @@ fn a_thread_whose_own_connection_is_parked_never_takes_another_threads() {
 
 #[test]
 fn a_thread_gets_back_the_connection_it_returned_and_parked_ones_are_never_withheld() {
-    let settings = pgconn_tests::settings(&[
-        ("DB_POOL_MAX_SIZE", "2"),
-        ("DB_POOL_MIN_IDLE", "0"),
-        ("DB_POOL_TIMEOUT", "2000"),
-    ]);
-    let pool = Pool::new(&settings).unwrap();
+    let pool = two_connection_pool();
     // Affinity: two threads hold a connection each at the same time (so that both exist), then check out
     // 50 times each: each keeps its own server process.
     let barrier = Arc::new(std::sync::Barrier::new(2));
