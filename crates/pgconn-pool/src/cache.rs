@@ -1,12 +1,18 @@
-//! The statement cache of one connection: a statement text used [`PREPARE_THRESHOLD`] times is prepared
-//! server-side and reused from then on, so PostgreSQL stops parsing and planning it on every call.
+//! What one connection knows of each statement text it ran, in one map by text, looked up once a call:
+//! what the text does ([`Analysis`], read from the text at its first use), and the statement cache's
+//! entries for it.
 //!
-//! Bounded and least-recently-used: `DB_STATEMENT_CACHE` entries at most, counting the texts still on
-//! their way to the threshold; evicting a prepared statement closes it on the server. A cached statement
-//! belongs to its connection and never leaves it: it is forgotten when the session is reset (`DISCARD
-//! ALL`, `DEALLOCATE`) and when the server says its plan changed (`0A000`, "cached plan must not change
-//! result type", after DDL) or that it is gone (`26000`). Off through PgBouncer in transaction mode
+//! The statement cache: a statement text used [`PREPARE_THRESHOLD`] times is prepared server-side and
+//! reused from then on, so PostgreSQL stops parsing and planning it on every call. Bounded and
+//! least-recently-used: `DB_STATEMENT_CACHE` entries at most, counting the texts still on their way to the
+//! threshold; evicting a prepared statement closes it on the server. A cached statement belongs to its
+//! connection and never leaves it: it is forgotten when the session is reset (`DISCARD ALL`,
+//! `DEALLOCATE`) and when the server says its plan changed (`0A000`, "cached plan must not change result
+//! type", after DDL) or that it is gone (`26000`). Off through PgBouncer in transaction mode
 //! (`Settings::statement_cache`), where a named statement would land on another server connection.
+//!
+//! The analyses are bounded too: past [`TEXTS`] texts, those without a cache entry are forgotten (and read
+//! again if they come back).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -14,11 +20,37 @@ use std::hash::{BuildHasherDefault, Hasher};
 use postgres::Statement;
 use postgres::types::Type;
 
+use crate::session::Effect;
+use crate::sql::strip;
+
 /// Uses of a statement text (with its parameter types) on one connection before it is prepared: the
 /// first ones run unnamed, as they would without a cache, so a statement run once or twice costs no
 /// extra round trip; the rest skip parsing and planning. psycopg's `prepare_threshold` and pgjdbc's
 /// `prepareThreshold` are 5 as well.
 pub const PREPARE_THRESHOLD: u32 = 5;
+
+/// Statement texts a connection remembers without a cache entry, at most.
+const TEXTS: usize = 256;
+
+/// What one statement text does, read from its text once ([`crate::session`], [`crate::txmode`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Analysis {
+    /// Its effect on the transaction status and the session.
+    pub(crate) effect: Effect,
+    /// Through PgBouncer in transaction mode: what it does that breaks there, and what to do instead.
+    pub(crate) mistake: Option<(&'static str, &'static str)>,
+}
+
+impl Analysis {
+    /// Reads `sql`; `transaction_mode`: through PgBouncer in transaction mode, where some statements break.
+    fn of(sql: &str, transaction_mode: bool) -> Analysis {
+        let code = strip(sql);
+        Analysis {
+            effect: Effect::of(&code),
+            mistake: if transaction_mode { crate::txmode::mistake(&code) } else { None },
+        }
+    }
+}
 
 /// What to do with a statement.
 pub(crate) enum Lookup {
@@ -32,29 +64,38 @@ pub(crate) enum Lookup {
 
 struct Entry {
     /// Its parameter types: the same text with other types is another statement.
-    types: Vec<Type>,
+    types: Box<[Type]>,
     uses: u32,
     statement: Option<Statement>,
     /// When it was last used, in lookups since the cache was made: the least recent goes first.
     last_used: u64,
 }
 
-/// One connection's prepared statements, and the texts on their way there.
-pub(crate) struct StatementCache {
+/// One text: what it does, and its cache entries (one per parameter types).
+struct Text {
+    analysis: Analysis,
+    entries: Vec<Entry>,
+}
+
+/// One connection's statement texts: their analyses, prepared statements, and the texts on their way there.
+pub(crate) struct Texts {
+    /// Cache entries at most; 0: the cache is off.
     capacity: usize,
-    /// By text (looked up without copying it, on every call of the query API), then by parameter types.
-    entries: TextMap<Vec<Entry>>,
+    /// Looked up without copying the text, on every call of the query API.
+    map: TextMap<Text>,
+    /// Cache entries, over all texts.
     len: usize,
     clock: u64,
+    /// Through PgBouncer in transaction mode ([`Analysis::mistake`]).
+    transaction_mode: bool,
 }
 
 /// A map by statement text, hashed with [`TextHasher`].
 pub(crate) type TextMap<V> = HashMap<Box<str>, V, BuildHasherDefault<TextHasher>>;
 
-/// The hash of the maps by statement text (this cache's, and each connection's remembered analyses):
-/// rustc's `FxHash`, a rotate, xor and multiply per 8 bytes. Every call of the query API looks its text up
-/// in both; with the standard library's `SipHash` that cost about 190 instructions per map and call for
-/// `SELECT 1` (callgrind). `SipHash` defends a map against keys chosen to collide; these keys are the
+/// The hash of the map by statement text: rustc's `FxHash`, a rotate, xor and multiply per 8 bytes.
+/// Every call of the query API looks its text up; with the standard library's `SipHash` that cost about
+/// 190 instructions a call for `SELECT 1` (callgrind). `SipHash` defends a map against keys chosen to collide; these keys are the
 /// application's statement texts, and each map is bounded, so a collision costs at most a scan of a
 /// bounded number of entries.
 #[derive(Default, Clone, Copy)]
@@ -104,43 +145,69 @@ pub(crate) struct Evicted {
     pub(crate) prepared: u64,
 }
 
-impl StatementCache {
-    /// A cache of `capacity` entries; 0 turns it off.
-    pub(crate) fn new(capacity: u32) -> StatementCache {
-        StatementCache { capacity: capacity as usize, entries: HashMap::default(), len: 0, clock: 0 }
+impl Texts {
+    /// `capacity` cache entries (0 turns the cache off); `transaction_mode`: through PgBouncer in
+    /// transaction mode.
+    pub(crate) fn new(capacity: u32, transaction_mode: bool) -> Texts {
+        Texts { capacity: capacity as usize, map: HashMap::default(), len: 0, clock: 0, transaction_mode }
     }
 
-    /// Whether the cache is on.
-    pub(crate) fn enabled(&self) -> bool {
+    /// Whether the statement cache is on.
+    pub(crate) fn caching(&self) -> bool {
         self.capacity > 0
     }
 
-    fn entry(&mut self, sql: &str, types: &[Type]) -> Option<&mut Entry> {
-        self.entries.get_mut(sql)?.iter_mut().find(|entry| entry.types == types)
-    }
-
-    /// Counts a use of `sql` with `types` and says how to run it; may evict the least recently used entry.
-    pub(crate) fn lookup(&mut self, sql: &str, types: &[Type]) -> (Lookup, Evicted) {
-        if !self.enabled() {
-            return (Lookup::Unnamed, Evicted::default());
-        }
+    /// What `sql` does, and how to run it: with parameter `types` and the cache on, counts a use of the
+    /// statement (which may evict the least recently used entry); without (`None`: the simple query
+    /// protocol, or the cache off), [`Lookup::Unnamed`]. One probe of the map when the text is known, and
+    /// nothing allocated when the statement is.
+    pub(crate) fn lookup<I>(&mut self, sql: &str, types: Option<I>) -> (Analysis, Lookup, Evicted)
+    where
+        I: ExactSizeIterator<Item = Type> + Clone,
+    {
+        let types = types.filter(|_| self.caching());
         self.clock += 1;
         let clock = self.clock;
-        if let Some(entry) = self.entry(sql, types) {
-            entry.last_used = clock;
-            entry.uses = entry.uses.saturating_add(1);
-            return match &entry.statement {
-                Some(statement) => (Lookup::Prepared(statement.clone()), Evicted::default()),
-                None if entry.uses >= PREPARE_THRESHOLD => (Lookup::Prepare, Evicted::default()),
-                None => (Lookup::Unnamed, Evicted::default()),
+        let analysis = if let Some(text) = self.map.get_mut(sql) {
+            let Some(types) = &types else { return (text.analysis, Lookup::Unnamed, Evicted::default()) };
+            let same = |entry: &&mut Entry| {
+                entry.types.len() == types.len() && entry.types.iter().cloned().eq(types.clone())
             };
-        }
+            if let Some(entry) = text.entries.iter_mut().find(same) {
+                entry.last_used = clock;
+                entry.uses = entry.uses.saturating_add(1);
+                let lookup = match &entry.statement {
+                    Some(statement) => Lookup::Prepared(statement.clone()),
+                    None if entry.uses >= PREPARE_THRESHOLD => Lookup::Prepare,
+                    None => Lookup::Unnamed,
+                };
+                return (text.analysis, lookup, Evicted::default());
+            }
+            text.analysis
+        } else {
+            if self.map.len() >= TEXTS {
+                self.map.retain(|_, text| !text.entries.is_empty());
+            }
+            let analysis = Analysis::of(sql, self.transaction_mode);
+            self.map.insert(sql.into(), Text { analysis, entries: Vec::new() });
+            analysis
+        };
+        let Some(types) = types else { return (analysis, Lookup::Unnamed, Evicted::default()) };
+        // A first use of this text with these types.
         let evicted = self.make_room();
-        let entry = Entry { types: types.to_vec(), uses: 1, statement: None, last_used: clock };
-        self.entries.entry(sql.into()).or_default().push(entry);
+        let entry = Entry { types: types.collect(), uses: 1, statement: None, last_used: clock };
+        match self.map.get_mut(sql) {
+            Some(text) => text.entries.push(entry),
+            // Not reached: eviction takes entries, not texts.
+            None => drop(self.map.insert(sql.into(), Text { analysis, entries: vec![entry] })),
+        }
         self.len += 1;
         let lookup = if PREPARE_THRESHOLD <= 1 { Lookup::Prepare } else { Lookup::Unnamed };
-        (lookup, evicted)
+        (analysis, lookup, evicted)
+    }
+
+    fn entry(&mut self, sql: &str, types: &[Type]) -> Option<&mut Entry> {
+        self.map.get_mut(sql)?.entries.iter_mut().find(|entry| *entry.types == *types)
     }
 
     /// Keeps `statement`, prepared for `sql` with `types`.
@@ -152,20 +219,20 @@ impl StatementCache {
 
     /// Forgets `sql` with `types` (its plan changed, or the server lost it): it starts counting again.
     pub(crate) fn forget(&mut self, sql: &str, types: &[Type]) {
-        if let Some(list) = self.entries.get_mut(sql) {
-            let before = list.len();
-            list.retain(|entry| entry.types != types);
-            self.len -= before - list.len();
-            if list.is_empty() {
-                self.entries.remove(sql);
-            }
+        if let Some(text) = self.map.get_mut(sql) {
+            let before = text.entries.len();
+            text.entries.retain(|entry| *entry.types != *types);
+            self.len -= before - text.entries.len();
         }
     }
 
-    /// Forgets everything: the session was reset, and its prepared statements with it. Dropping them
-    /// sends a `Close` the server answers harmlessly for a statement it no longer has.
+    /// Forgets every prepared statement: the session was reset, and its prepared statements with it.
+    /// Dropping them sends a `Close` the server answers harmlessly for a statement it no longer has. The
+    /// analyses stay: a text does what it did.
     pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+        for text in self.map.values_mut() {
+            text.entries.clear();
+        }
         self.len = 0;
     }
 
@@ -175,17 +242,16 @@ impl StatementCache {
             return Evicted::default();
         }
         let oldest = self
-            .entries
+            .map
             .iter()
-            .flat_map(|(sql, list)| list.iter().enumerate().map(move |(i, entry)| (entry.last_used, sql, i)))
+            .flat_map(|(sql, text)| {
+                text.entries.iter().enumerate().map(move |(i, entry)| (entry.last_used, sql, i))
+            })
             .min_by_key(|(last_used, ..)| *last_used)
             .map(|(_, sql, i)| (sql.clone(), i));
         let Some((sql, i)) = oldest else { return Evicted::default() };
-        let Some(list) = self.entries.get_mut(&sql) else { return Evicted::default() };
-        let entry = list.swap_remove(i);
-        if list.is_empty() {
-            self.entries.remove(&sql);
-        }
+        let Some(text) = self.map.get_mut(&sql) else { return Evicted::default() };
+        let entry = text.entries.swap_remove(i);
         self.len -= 1;
         Evicted { prepared: u64::from(entry.statement.is_some()) }
     }
@@ -205,6 +271,7 @@ pub(crate) fn is_stale(error: &postgres::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::TxStatus;
 
     #[test]
     fn texts_that_differ_anywhere_hash_apart_and_equal_ones_alike() {
@@ -237,38 +304,81 @@ mod tests {
         }
     }
 
+    #[allow(clippy::unnecessary_wraps)] // what the lookup takes
+    fn types(types: &[Type]) -> Option<std::iter::Cloned<std::slice::Iter<'_, Type>>> {
+        Some(types.iter().cloned())
+    }
+
+    /// The cache's entries for `sql`.
+    fn cached(texts: &Texts, sql: &str) -> usize {
+        texts.map.get(sql).map_or(0, |text| text.entries.len())
+    }
+
     #[test]
     fn a_text_is_prepared_at_the_threshold_and_counted_per_parameter_types() {
-        let mut cache = StatementCache::new(10);
+        let mut texts = Texts::new(10, false);
         for _ in 1..PREPARE_THRESHOLD {
-            assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::INT4]).0), "unnamed");
+            assert_eq!(kind(&texts.lookup("SELECT $1", types(&[Type::INT4])).1), "unnamed");
         }
-        assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::INT4]).0), "prepare");
+        assert_eq!(kind(&texts.lookup("SELECT $1", types(&[Type::INT4])).1), "prepare");
         // Not stored (no server here): it asks again.
-        assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::INT4]).0), "prepare");
+        assert_eq!(kind(&texts.lookup("SELECT $1", types(&[Type::INT4])).1), "prepare");
         // The same text with other types is another statement.
-        assert_eq!(kind(&cache.lookup("SELECT $1", &[Type::TEXT]).0), "unnamed");
+        assert_eq!(kind(&texts.lookup("SELECT $1", types(&[Type::TEXT])).1), "unnamed");
+        assert_eq!(cached(&texts, "SELECT $1"), 2);
+        // Without types (the simple query protocol), it is not counted.
+        assert_eq!(kind(&texts.lookup("SELECT $1", types(&[]).filter(|_| false)).1), "unnamed");
+        assert_eq!(texts.len, 2);
     }
 
     #[test]
     fn the_least_recently_used_entry_makes_room() {
-        let mut cache = StatementCache::new(2);
-        cache.lookup("a", &[]);
-        cache.lookup("b", &[]);
-        cache.lookup("a", &[]);
-        let (_, evicted) = cache.lookup("c", &[]);
+        let mut texts = Texts::new(2, false);
+        texts.lookup("a", types(&[]));
+        texts.lookup("b", types(&[]));
+        texts.lookup("a", types(&[]));
+        let (_, _, evicted) = texts.lookup("c", types(&[]));
         assert_eq!(evicted, Evicted::default(), "b was not prepared");
-        assert_eq!(cache.len, 2);
-        assert!(cache.entries.contains_key("a"), "a was used last");
-        assert!(!cache.entries.contains_key("b"), "b was the least recently used");
+        assert_eq!(texts.len, 2);
+        assert_eq!(cached(&texts, "a"), 1, "a was used last");
+        assert_eq!(cached(&texts, "b"), 0, "b was the least recently used");
+        assert_eq!(cached(&texts, "c"), 1);
     }
 
     #[test]
-    fn off_at_zero() {
-        let mut cache = StatementCache::new(0);
+    fn off_at_zero_where_each_text_is_still_read_once() {
+        let mut texts = Texts::new(0, false);
         for _ in 0..10 {
-            assert_eq!(kind(&cache.lookup("SELECT 1", &[]).0), "unnamed");
+            let (analysis, lookup, _) = texts.lookup("BEGIN", types(&[]));
+            assert_eq!(kind(&lookup), "unnamed");
+            assert_eq!(TxStatus::Idle.after(analysis.effect, true), TxStatus::InTransaction);
         }
-        assert!(cache.entries.is_empty());
+        assert_eq!(texts.map.len(), 1);
+        assert_eq!(texts.len, 0);
+    }
+
+    #[test]
+    fn the_analysis_comes_with_the_lookup_and_outlives_a_reset() {
+        let mut texts = Texts::new(10, true);
+        let (analysis, ..) = texts.lookup("LISTEN x", types(&[]));
+        assert!(analysis.mistake.is_some(), "LISTEN breaks in transaction mode");
+        for _ in 0..PREPARE_THRESHOLD {
+            texts.lookup("SELECT 1", types(&[]));
+        }
+        texts.clear();
+        assert_eq!((texts.len, cached(&texts, "SELECT 1")), (0, 0));
+        assert_eq!(texts.map.len(), 2, "the texts are still known");
+        assert!(texts.lookup("LISTEN x", types(&[]).filter(|_| false)).0.mistake.is_some());
+    }
+
+    #[test]
+    fn texts_past_the_bound_are_forgotten_unless_cached() {
+        let mut texts = Texts::new(4, false);
+        texts.lookup("kept", types(&[]));
+        for i in 0..TEXTS + 10 {
+            texts.lookup(&format!("SELECT {i}"), types(&[]).filter(|_| false));
+        }
+        assert!(texts.map.len() <= TEXTS, "{} texts", texts.map.len());
+        assert_eq!(cached(&texts, "kept"), 1, "a cached text is kept");
     }
 }

@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::Error;
 
-use crate::cache::{StatementCache, TextMap};
+use crate::cache::Texts;
 use crate::connect::Connector;
 use crate::lifecycle::{Checkout, Idle, Peek, at_checkout};
 use crate::metrics::{CloseReason, Metrics};
-use crate::session::Effect;
 use crate::session::TxStatus;
 use crate::socket::{Before, Peer, Socket};
-use crate::sql::strip;
 use crate::watch::{Watch, Watches};
 
 /// A connection returned this recently, whose socket shows nothing from the server, is handed out again
@@ -68,17 +66,6 @@ const MIN_VALIDATION_TIMEOUT: Duration = Duration::from_millis(10);
 /// connects to the same server were in progress); a return that needs a reset always looks again.
 const FIND_TRIES: u8 = 10;
 
-/// Statement texts whose [`Analysis`] a connection remembers, at most.
-const ANALYSES: usize = 256;
-
-/// What one statement text does, read from its text once ([`crate::session`], [`crate::txmode`]).
-pub(crate) struct Analysis {
-    /// Its effect on the transaction status and the session.
-    pub(crate) effect: Effect,
-    /// Through PgBouncer in transaction mode: what it does that breaks there, and what to do instead.
-    pub(crate) mistake: Option<(&'static str, &'static str)>,
-}
-
 /// One pooled connection and what the pool knows about it.
 pub(crate) struct Conn {
     /// Present until the connection is dropped.
@@ -104,10 +91,8 @@ pub(crate) struct Conn {
     pub(crate) tx: TxStatus,
     /// Whether its session state may have changed since it was opened.
     pub(crate) dirty: bool,
-    /// Its prepared statements ([`crate::cache`]).
-    pub(crate) statements: StatementCache,
-    /// What the statement texts it ran do ([`Analysis`]), by text; emptied when it reaches [`ANALYSES`].
-    analyses: TextMap<Arc<Analysis>>,
+    /// What the statement texts it ran do, and its prepared statements ([`crate::cache`]).
+    pub(crate) texts: Texts,
     metrics: Arc<Metrics>,
     /// Its deadline and checkout, for the pool's watchdog and leak detector.
     pub(crate) watch: Arc<Watch>,
@@ -121,25 +106,6 @@ impl Conn {
 
     pub(crate) fn expired(&self, now: Instant) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
-    }
-
-    /// What `sql` does to the session and the transaction, and (`transaction_mode`: through PgBouncer in
-    /// transaction mode) what it must not do there; remembered per text, so a statement run again costs a
-    /// lookup instead of a scan.
-    pub(crate) fn analysis(&mut self, sql: &str, transaction_mode: bool) -> Arc<Analysis> {
-        if let Some(analysis) = self.analyses.get(sql) {
-            return Arc::clone(analysis);
-        }
-        let code = strip(sql);
-        let analysis = Arc::new(Analysis {
-            effect: Effect::of(&code),
-            mistake: if transaction_mode { crate::txmode::mistake(&code) } else { None },
-        });
-        if self.analyses.len() >= ANALYSES {
-            self.analyses.clear();
-        }
-        self.analyses.insert(sql.into(), Arc::clone(&analysis));
-        analysis
     }
 
     /// Records that it was returned now (r2d2's `has_broken` does it for connections returned to r2d2).
@@ -270,6 +236,8 @@ pub(crate) struct Manager {
     pub(crate) ask_client_port: bool,
     /// Each connection's statement cache size (`Settings::statement_cache`); 0: off.
     pub(crate) statement_cache: u32,
+    /// Through PgBouncer in transaction mode, where some statements break ([`crate::txmode`]).
+    pub(crate) transaction_mode: bool,
     /// Where each new connection's [`Watch`] is listed.
     pub(crate) watches: Arc<Watches>,
     random: RandomState,
@@ -291,6 +259,7 @@ impl Manager {
             peers: Arc::new([]),
             ask_client_port: false,
             statement_cache: 0,
+            transaction_mode: false,
             watches: Arc::new(Watches::new()),
             random: RandomState::new(),
         }
@@ -331,8 +300,7 @@ impl Manager {
                     before: if socket.is_some() { Before::default() } else { before },
                     tx: TxStatus::Idle,
                     dirty: false,
-                    statements: StatementCache::new(self.statement_cache),
-                    analyses: TextMap::default(),
+                    texts: Texts::new(self.statement_cache, self.transaction_mode),
                     metrics: Arc::clone(&self.metrics),
                     watch: self.watches.add(),
                 })

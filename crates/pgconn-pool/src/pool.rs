@@ -11,7 +11,7 @@ use postgres::{Row, SimpleQueryMessage, Statement};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::cache::Lookup;
+use crate::cache::{Evicted, Lookup};
 use crate::connect::Connector;
 use crate::deadline::spawn_watchdog;
 use crate::lifecycle::{Return, Returned, at_return};
@@ -138,6 +138,8 @@ impl Pool {
             .into();
         manager.ask_client_port = settings.strategy == Strategy::Direct;
         manager.statement_cache = settings.statement_cache();
+        manager.transaction_mode =
+            settings.strategy == Strategy::PgBouncer && settings.pgbouncer.pool_mode != PoolMode::Session;
         let watches = Arc::clone(&manager.watches);
         spawn_watchdog(Arc::downgrade(&watches));
         let mut probe = manager.open()?;
@@ -404,6 +406,9 @@ impl Slot {
     }
 }
 
+/// Parameters a query call keeps on the stack (more are allocated).
+const INLINE_PARAMS: usize = 8;
+
 /// A checked-out connection. Dropping it returns the connection to the pool (or, when
 /// `DB_CONN_MAX_AGE=0`, closes it).
 ///
@@ -445,7 +450,7 @@ impl PooledConn {
         sql: &str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
-        self.run_on(sql, |conn, _| f(conn.client()))
+        self.run_on(sql, None::<std::iter::Empty<Type>>, |conn, _, _| f(conn.client()))
     }
 
     /// A statement with typed parameters, through the connection's statement cache ([`crate::cache`]):
@@ -462,24 +467,26 @@ impl PooledConn {
         unnamed: impl Fn(&mut postgres::Client, &[(&(dyn ToSql + Sync), Type)]) -> Result<T, postgres::Error>,
         named: impl Fn(&mut postgres::Client, &Statement, &[&(dyn ToSql + Sync)]) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
-        let typed = typed(params);
-        if !self.conn_ref().statements.enabled() {
-            return self.run_on(sql, |conn, _| unnamed(conn.client(), &typed));
-        }
-        self.run_on(sql, |conn, metrics| {
-            let param_types: Vec<Type> = typed.iter().map(|(_, ty)| ty.clone()).collect();
-            let (lookup, evicted) = conn.statements.lookup(sql, &param_types);
+        // The parameters' types, for the cache's key: compared where they are, collected only to be kept.
+        let types = self.conn_ref().texts.caching().then(|| params.iter().map(|param| param.typed().1));
+        let all_types = || types.clone().map(Iterator::collect::<Vec<Type>>).unwrap_or_default();
+        let run_unnamed =
+            |client: &mut postgres::Client| on_stack(params, SqlParam::typed, |typed| unnamed(client, typed));
+        self.run_on(sql, types.clone(), |conn, metrics, (lookup, evicted)| {
             metrics.statement_evictions.add(evicted.prepared);
             let statement = match lookup {
                 Lookup::Unnamed => {
-                    metrics.statement_misses.incr();
-                    return unnamed(conn.client(), &typed);
+                    if types.is_some() {
+                        metrics.statement_misses.incr();
+                    }
+                    return run_unnamed(conn.client());
                 }
                 Lookup::Prepare => {
                     metrics.statement_misses.incr();
-                    let statement = conn.client().prepare_typed(sql, &param_types)?;
+                    let types = all_types();
+                    let statement = conn.client().prepare_typed(sql, &types)?;
                     metrics.statements_prepared.incr();
-                    conn.statements.store(sql, &param_types, statement.clone());
+                    conn.texts.store(sql, &types, statement.clone());
                     statement
                 }
                 Lookup::Prepared(statement) => {
@@ -487,15 +494,15 @@ impl PooledConn {
                     statement
                 }
             };
-            let values: Vec<&(dyn ToSql + Sync)> = typed.iter().map(|(value, _)| *value).collect();
-            match named(conn.client(), &statement, &values) {
+            let values = |values: &[_]| named(conn.client(), &statement, values);
+            match on_stack(params, |param| param.typed().0, values) {
                 Err(e) if crate::cache::is_stale(&e) => {
-                    conn.statements.forget(sql, &param_types);
+                    conn.texts.forget(sql, &all_types());
                     metrics.statement_invalidations.incr();
                     // In a transaction the error aborted it: a retry would only meet 25P02. (After the
                     // client() escape hatch the status is unknown: retried, as it most likely is none.)
                     if matches!(conn.tx, TxStatus::Idle | TxStatus::Unknown) {
-                        unnamed(conn.client(), &typed)
+                        run_unnamed(conn.client())
                     } else {
                         Err(e)
                     }
@@ -505,31 +512,36 @@ impl PooledConn {
         })
     }
 
+    /// Runs `sql` through `f`, counting and timing it, under `DB_QUERY_TIMEOUT`, after one look at what
+    /// the connection knows of the text ([`crate::cache::Texts::lookup`], with parameter `types` when
+    /// the statement cache may run it by name; `f` gets the answer); follows what it does to the
+    /// transaction status and the session ([`crate::session`]); a failure that broke the connection
+    /// marks it to be closed on return.
     fn run_on<T>(
         &mut self,
         sql: &str,
-        f: impl FnOnce(&mut Conn, &Metrics) -> Result<T, postgres::Error>,
+        types: Option<impl ExactSizeIterator<Item = Type> + Clone>,
+        f: impl FnOnce(&mut Conn, &Metrics, (Lookup, Evicted)) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
-        let pool_mode = self.shared.settings.pgbouncer.pool_mode;
-        let transaction_mode =
-            self.shared.settings.strategy == Strategy::PgBouncer && pool_mode != PoolMode::Session;
+        let (conn, shared) = self.parts();
         // What the statement does to the session, and whether transaction mode forbids it: read once per
         // text and connection (a scan of the text), then remembered.
-        let analysis = self.conn().analysis(sql, transaction_mode);
+        let (analysis, lookup, evicted) = conn.texts.lookup(sql, types);
         if let Some((what, instead)) = analysis.mistake {
-            self.shared.metrics.query_errors.incr();
-            return Err(Error::TransactionMode { what, pool_mode: pool_mode.as_str(), instead });
+            shared.metrics.query_errors.incr();
+            let pool_mode = shared.settings.pgbouncer.pool_mode.as_str();
+            return Err(Error::TransactionMode { what, pool_mode, instead });
         }
-        let effect = &analysis.effect;
-        let (conn, shared) = self.parts();
+        let effect = analysis.effect;
         let timeout = shared.settings.query_timeout;
         let started = Instant::now();
-        let (result, expired) = bounded(conn, timeout.map(|t| started + t), |conn| f(conn, &shared.metrics));
+        let (result, expired) =
+            bounded(conn, timeout.map(|t| started + t), |conn| f(conn, &shared.metrics, (lookup, evicted)));
         shared.metrics.queries.incr();
         shared.metrics.query_time.record(started.elapsed());
         conn.dirty |= effect.changes_session;
         if effect.drops_prepared {
-            conn.statements.clear();
+            conn.texts.clear();
         }
         if expired {
             shared.metrics.query_errors.incr();
@@ -633,7 +645,7 @@ impl PooledConn {
     /// breaks is still closed on return.
     pub fn client(&mut self) -> &mut postgres::Client {
         let conn = self.conn();
-        conn.tx = conn.tx.after(&Effect::anything(), true);
+        conn.tx = conn.tx.after(Effect::anything(), true);
         conn.dirty = true;
         conn.client()
     }
@@ -746,7 +758,7 @@ impl PooledConn {
                     // DISCARD ALL deallocated the statements the driver prepared to look types up, and
                     // the cached ones.
                     conn.client().clear_type_cache();
-                    conn.statements.clear();
+                    conn.texts.clear();
                     shared.metrics.reset_session.incr();
                 }
                 conn.tx = TxStatus::Idle;
@@ -1022,6 +1034,23 @@ impl<T: SqlArrayElement> SqlType for &[T] {
     const PG_TYPE: Type = T::ARRAY_TYPE;
 }
 
-fn typed<'a>(params: &'a [&'a dyn SqlParam]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-    params.iter().map(|param| param.typed()).collect()
+/// `params`, each mapped by `map`, as a slice for `f`: on the stack for up to [`INLINE_PARAMS`] (a query
+/// call allocates nothing for its parameters), in a `Vec` beyond.
+fn on_stack<'a, T: Clone, R>(
+    params: &[&'a dyn SqlParam],
+    map: impl Fn(&'a dyn SqlParam) -> T,
+    f: impl FnOnce(&[T]) -> R,
+) -> R {
+    match params {
+        [] => f(&[]),
+        [first, ..] if params.len() <= INLINE_PARAMS => {
+            let first = map(*first);
+            let mut inline: [T; INLINE_PARAMS] = std::array::from_fn(|_| first.clone());
+            for (slot, param) in inline.iter_mut().zip(params).skip(1) {
+                *slot = map(*param);
+            }
+            f(&inline[..params.len()])
+        }
+        _ => f(&params.iter().map(|param| map(*param)).collect::<Vec<T>>()),
+    }
 }

@@ -43,11 +43,23 @@ enum Step {
     Ends,
 }
 
-/// What a statement string may do to a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a failed call leaves of the transaction status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnFailure {
+    /// One statement (or none) that is not transaction control: an autocommit statement leaves no
+    /// transaction; inside one, the transaction is now failed.
+    Fails,
+    /// Which of several failed, or what a failed `COMMIT` left, is not known.
+    Unknown,
+}
+
+/// What a statement string may do to a connection: a few flags, copied with each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Effect {
-    /// One step per statement, in order.
-    steps: Vec<Step>,
+    /// The last of its statements' steps that is not [`Step::None`] (what a success leaves), else `None`.
+    last: Step,
+    /// What a failure of it leaves.
+    on_failure: OnFailure,
     /// The transaction status cannot be followed through it (a `BEGIN ATOMIC` function body).
     opaque: bool,
     /// It may change session state that outlives a transaction.
@@ -60,52 +72,63 @@ impl Effect {
     /// The effect of `code`, a statement string already stripped of comments and quoted text and lower-cased
     /// ([`crate::sql::strip`]).
     pub(crate) fn of(code: &str) -> Effect {
-        let mut steps = Vec::new();
+        let (mut last, mut count, mut plain) = (Step::None, 0_usize, true);
         let mut opaque = false;
         let mut changes_session = SESSION_FUNCTIONS.iter().any(|f| contains_call(code, f));
         let mut drops_prepared = false;
         for statement in statements(code) {
             let words: Vec<&str> = statement.split_whitespace().collect();
-            steps.push(step(&words));
+            let step = step(&words);
+            if step != Step::None {
+                last = step;
+                plain = false;
+            }
+            count += 1;
             opaque |= words.windows(2).any(|w| w == ["begin", "atomic"]);
             changes_session |= changes_session_state(&words);
             drops_prepared |= matches!(words.as_slice(), ["deallocate", ..] | ["discard", "all", ..]);
         }
-        Effect { steps, opaque, changes_session, drops_prepared }
+        Effect {
+            last,
+            on_failure: if plain && count <= 1 { OnFailure::Fails } else { OnFailure::Unknown },
+            opaque,
+            changes_session,
+            drops_prepared,
+        }
     }
 
     /// An effect the pool cannot follow: what the `client()` escape hatch may have done.
     pub(crate) fn anything() -> Effect {
         // A DEALLOCATE through it is found when a cached statement fails as gone (26000), and retried.
-        Effect { steps: Vec::new(), opaque: true, changes_session: true, drops_prepared: false }
+        Effect {
+            last: Step::None,
+            on_failure: OnFailure::Unknown,
+            opaque: true,
+            changes_session: true,
+            drops_prepared: false,
+        }
     }
 }
 
 impl TxStatus {
     /// The status after a call with `effect` that succeeded (`ok`) or failed with the connection still
     /// open.
-    pub(crate) fn after(self, effect: &Effect, ok: bool) -> TxStatus {
+    pub(crate) fn after(self, effect: Effect, ok: bool) -> TxStatus {
         if effect.opaque {
             return TxStatus::Unknown;
         }
         if !ok {
-            return match effect.steps.as_slice() {
-                // One statement that is not transaction control failed: an autocommit statement leaves
-                // no transaction; inside one, the transaction is now failed.
-                [] | [Step::None] => match self {
-                    TxStatus::Idle => TxStatus::Idle,
-                    TxStatus::InTransaction | TxStatus::Failed => TxStatus::Failed,
-                    TxStatus::Unknown => TxStatus::Unknown,
-                },
-                // Which of several failed, or what a failed COMMIT left, is not known.
-                _ => TxStatus::Unknown,
+            return match (effect.on_failure, self) {
+                (OnFailure::Fails, TxStatus::InTransaction | TxStatus::Failed) => TxStatus::Failed,
+                (OnFailure::Fails, status @ (TxStatus::Idle | TxStatus::Unknown)) => status,
+                (OnFailure::Unknown, _) => TxStatus::Unknown,
             };
         }
-        effect.steps.iter().fold(self, |status, step| match step {
-            Step::None => status,
+        match effect.last {
+            Step::None => self,
             Step::Opens => TxStatus::InTransaction,
             Step::Ends => TxStatus::Idle,
-        })
+        }
     }
 }
 
@@ -207,7 +230,7 @@ mod tests {
 
     #[track_caller]
     fn check(from: TxStatus, sql: &str, ok: bool, expected: TxStatus) {
-        assert_eq!(from.after(&effect(sql), ok), expected, "{from:?} + {sql:?} (ok: {ok})");
+        assert_eq!(from.after(effect(sql), ok), expected, "{from:?} + {sql:?} (ok: {ok})");
     }
 
     #[track_caller]
@@ -244,7 +267,7 @@ mod tests {
         check(InTransaction, "COMMIT", false, Unknown);
         check(Idle, "BEGIN; INSERT INTO missing VALUES (1)", false, Unknown);
         check(Idle, "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", true, Unknown);
-        assert_eq!(InTransaction.after(&Effect::anything(), true), Unknown);
+        assert_eq!(InTransaction.after(Effect::anything(), true), Unknown);
     }
 
     #[test]
