@@ -4,7 +4,9 @@
 
 use std::sync::Weak;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Tick;
 
 use crate::watch::Watches;
 
@@ -19,7 +21,7 @@ pub(crate) fn spawn_watchdog(watches: Weak<Watches>) {
         "the query deadline thread, DB_QUERY_TIMEOUT will not be enforced",
         move || {
             let Some(watches) = watches.upgrade() else { return false };
-            watches.expire(Instant::now());
+            watches.expire(Tick::now());
             true
         },
     );

@@ -38,6 +38,7 @@
 //! ```
 
 mod cache;
+mod clock;
 mod connect;
 mod deadline;
 mod error;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::Error;
 
 use crate::cache::Texts;
+use crate::clock::Tick;
 use crate::connect::Connector;
 use crate::lifecycle::{Checkout, Idle, Peek, at_checkout};
 use crate::metrics::{CloseReason, Metrics};
@@ -48,11 +49,11 @@ thread_local! {
     /// The deadline of the checkout this thread is making, if it is making one: r2d2 validates idle
     /// connections one after another without looking at the clock, so on a silent network a checkout
     /// would take a validation timeout per idle connection. Each validation gets what is left instead.
-    static CHECKOUT_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    static CHECKOUT_DEADLINE: std::cell::Cell<Option<Tick>> = const { std::cell::Cell::new(None) };
 }
 
 /// Runs `f` (a checkout) with `deadline` as the bound of the validations it makes.
-pub(crate) fn with_checkout_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_checkout_deadline<T>(deadline: Tick, f: impl FnOnce() -> T) -> T {
     CHECKOUT_DEADLINE.with(|cell| cell.set(Some(deadline)));
     let result = f();
     CHECKOUT_DEADLINE.with(|cell| cell.set(None));
@@ -70,11 +71,11 @@ const FIND_TRIES: u8 = 10;
 pub(crate) struct Conn {
     /// Present until the connection is dropped.
     client: Option<postgres::Client>,
-    pub(crate) opened: Instant,
+    pub(crate) opened: Tick,
     /// Not handed out at or after this instant; `None` when `DB_CONN_MAX_AGE=none`.
-    pub(crate) deadline: Option<Instant>,
+    pub(crate) deadline: Option<Tick>,
     /// When it was last returned to the pool.
-    returned: Option<Instant>,
+    returned: Option<Tick>,
     /// Set when it must be closed on return (it failed in use, say), with why.
     close_reason: Option<CloseReason>,
     /// The server process id, once asked.
@@ -104,17 +105,17 @@ impl Conn {
         self.client.as_mut().expect("a connection holds its client until dropped")
     }
 
-    pub(crate) fn expired(&self, now: Instant) -> bool {
+    pub(crate) fn expired(&self, now: Tick) -> bool {
         self.deadline.is_some_and(|deadline| now >= deadline)
     }
 
     /// Records that it was returned now (r2d2's `has_broken` does it for connections returned to r2d2).
-    pub(crate) fn mark_returned(&mut self, now: Instant) {
+    pub(crate) fn mark_returned(&mut self, now: Tick) {
         self.returned = Some(now);
     }
 
     /// Whether it must be closed rather than reused.
-    pub(crate) fn closing_or_expired(&self, now: Instant) -> bool {
+    pub(crate) fn closing_or_expired(&self, now: Tick) -> bool {
         self.close_reason.is_some() || self.expired(now)
     }
 
@@ -142,7 +143,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let reason = self.close_reason.unwrap_or(if self.expired(Instant::now()) {
+        let reason = self.close_reason.unwrap_or(if self.expired(Tick::now()) {
             CloseReason::MaxAge
         } else {
             CloseReason::Idle
@@ -268,7 +269,7 @@ impl Manager {
     /// Opens a connection with its own jittered deadline, counting it.
     pub(crate) fn open(&self) -> Result<Conn, Error> {
         let before = Before::take(&self.peers);
-        let started = Instant::now();
+        let started = Tick::now();
         match self.connector.connect() {
             Ok(mut client) => {
                 let socket = Socket::find(&self.peers, &before).or_else(|| {
@@ -281,16 +282,14 @@ impl Manager {
                 if socket.is_none() {
                     log::debug!("the socket of a new connection is not known yet; looking again at checkout");
                 }
-                let opened = Instant::now();
+                let opened = Tick::now();
                 self.metrics.opened.incr();
-                self.metrics.connect_time.record(opened - started);
+                self.metrics.connect_time.record(opened.since(started));
                 self.last_error.set(None);
                 Ok(Conn {
                     client: Some(client),
                     opened,
-                    deadline: self
-                        .max_age
-                        .and_then(|age| opened.checked_add(age.saturating_sub(self.jitter(age)))),
+                    deadline: self.max_age.map(|age| opened.plus(age.saturating_sub(self.jitter(age)))),
                     returned: None,
                     close_reason: None,
                     backend_pid: None,
@@ -333,11 +332,11 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut Box<Conn>) -> Result<(), ManagerError> {
-        check_out(conn, &self.metrics, self.validation_timeout, Instant::now()).map(|_| ())
+        check_out(conn, &self.metrics, self.validation_timeout, Tick::now()).map(|_| ())
     }
 
     fn has_broken(&self, conn: &mut Box<Conn>) -> bool {
-        let now = Instant::now();
+        let now = Tick::now();
         conn.returned = Some(now);
         if conn.close_reason.is_some() {
             true
@@ -387,7 +386,7 @@ pub(crate) fn check_out(
     conn: &mut Conn,
     metrics: &Metrics,
     validation_timeout: Duration,
-    mut now: Instant,
+    mut now: Tick,
 ) -> Result<bool, ManagerError> {
     let mut round_trip = false;
     if conn.socket.is_none() && conn.find_tries > 0 {
@@ -403,10 +402,10 @@ pub(crate) fn check_out(
                 conn.before = before;
             }
             round_trip = true;
-            now = Instant::now();
+            now = Tick::now();
         }
     }
-    let quiet_for = now.saturating_duration_since(conn.returned.unwrap_or(conn.opened));
+    let quiet_for = now.since(conn.returned.unwrap_or(conn.opened));
     let peek =
         if quiet_for < PEEK_BYPASS { Peek::Skipped } else { conn.socket.map_or(Peek::Unknown, Socket::peek) };
     let idle = Idle { expired: conn.expired(now), closed: conn.client().is_closed(), peek, quiet_for };
@@ -438,9 +437,9 @@ pub(crate) fn check_out(
 
 /// The bound of a round trip at checkout: `validation_timeout`, within what is left of the checkout's wait
 /// ([`with_checkout_deadline`]), and never below [`MIN_VALIDATION_TIMEOUT`].
-fn round_trip_timeout(validation_timeout: Duration, now: Instant) -> Duration {
+fn round_trip_timeout(validation_timeout: Duration, now: Tick) -> Duration {
     let left = CHECKOUT_DEADLINE
         .with(std::cell::Cell::get)
-        .map_or(validation_timeout, |deadline| deadline.saturating_duration_since(now));
+        .map_or(validation_timeout, |deadline| deadline.since(now));
     validation_timeout.min(left).max(MIN_VALIDATION_TIMEOUT)
 }

@@ -22,10 +22,12 @@
 //!   age and `DB_POOL_MIN_IDLE` then apply as before; a parked connection is checked at checkout exactly
 //!   as one from r2d2 ([`crate::manager::check_out`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Tick;
 
 use crate::manager::Manager;
 use crate::stripes::{Counter, Padded};
@@ -36,11 +38,39 @@ pub const PARK_LIMIT: Duration = Duration::from_secs(1);
 /// How often parked connections are looked at for [`PARK_LIMIT`].
 const SWEEP_PERIOD: Duration = Duration::from_millis(200);
 
-type Pooled = r2d2::PooledConnection<Manager>;
+/// A connection out of r2d2, in a box of its own: a request hands it from its slot to the checkout and
+/// back, which moves a pointer instead of r2d2's handle (about a hundred bytes). Boxed when it leaves
+/// r2d2, freed when it goes back.
+pub(crate) type Pooled = Box<Boxed>;
 
-struct Parked {
-    conn: Pooled,
-    since: Instant,
+pub(crate) struct Boxed {
+    conn: r2d2::PooledConnection<Manager>,
+    /// When it was last parked.
+    since: Tick,
+}
+
+impl Boxed {
+    /// `conn`, boxed.
+    #[allow(clippy::unnecessary_box_returns)] // the box is the point: a request moves a pointer
+    pub(crate) fn new(conn: r2d2::PooledConnection<Manager>) -> Pooled {
+        // `since` is set when it is parked.
+        let since = conn.opened;
+        Box::new(Boxed { conn, since })
+    }
+}
+
+impl std::ops::Deref for Boxed {
+    type Target = r2d2::PooledConnection<Manager>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Boxed {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
 }
 
 /// The slots.
@@ -49,7 +79,7 @@ pub(crate) struct Parking {
     id: usize,
     /// The next slot to give a thread that has none in this pool.
     next_slot: AtomicUsize,
-    slots: Box<[Padded<Mutex<Option<Parked>>>]>,
+    slots: Box<[Padded<Mutex<Option<Pooled>>>]>,
     /// Connections parked now.
     parked: Counter,
     /// Threads that found no connection in their slot nor idle in r2d2, and will block unless they steal.
@@ -75,6 +105,8 @@ const REMEMBERED: usize = 16;
 thread_local! {
     /// This thread's slot in each pool it used: `(pool, slot)`.
     static SLOTS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    /// The last of those it looked up (a thread mostly uses one pool): read first, twice a request.
+    static LAST: Cell<(usize, usize)> = const { Cell::new((usize::MAX, 0)) };
 }
 
 impl Parking {
@@ -93,7 +125,11 @@ impl Parking {
 
     /// This thread's slot in this pool, given in turn at its first checkout.
     fn thread_slot(&self) -> usize {
-        SLOTS.with(|slots| {
+        let (pool, slot) = LAST.get();
+        if pool == self.id {
+            return slot;
+        }
+        let slot = SLOTS.with(|slots| {
             let mut slots = slots.borrow_mut();
             if let Some(&(_, slot)) = slots.iter().find(|(pool, _)| *pool == self.id) {
                 return slot;
@@ -104,10 +140,12 @@ impl Parking {
             }
             slots.push((self.id, slot));
             slot
-        })
+        });
+        LAST.set((self.id, slot));
+        slot
     }
 
-    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Parked>> {
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Pooled>> {
         self.slots[index % self.slots.len()].0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -124,7 +162,7 @@ impl Parking {
     fn take(&self, index: usize) -> Option<Pooled> {
         let parked = self.slot(index).take()?;
         self.parked.decr();
-        Some(parked.conn)
+        Some(parked)
     }
 
     /// Announces a thread about to block in r2d2, until the returned guard is dropped (whichever way the
@@ -155,15 +193,16 @@ impl Parking {
 
     /// Parks `conn` for this thread, unless a thread is about to block (then it goes to r2d2, which wakes
     /// that thread). A connection parked earlier in the same slot goes to r2d2.
-    pub(crate) fn park(&self, conn: Pooled, now: Instant) {
+    pub(crate) fn park(&self, mut conn: Pooled, now: Tick) {
         if self.blocked.load(Ordering::SeqCst) > 0 {
             drop(conn);
             return;
         }
+        conn.since = now;
         let index = self.thread_slot();
         let previous = {
             let mut slot = self.slot(index);
-            let previous = slot.replace(Parked { conn, since: now });
+            let previous = slot.replace(conn);
             if previous.is_none() {
                 self.parked.incr();
             }
@@ -178,11 +217,11 @@ impl Parking {
     }
 
     /// Returns to r2d2 the connections parked longer than [`PARK_LIMIT`].
-    fn sweep(&self, now: Instant) {
+    fn sweep(&self, now: Tick) {
         for index in 0..self.slots.len() {
             let stale = {
                 let mut slot = self.slot(index);
-                if slot.as_ref().is_some_and(|p| now.saturating_duration_since(p.since) >= PARK_LIMIT) {
+                if slot.as_ref().is_some_and(|p| now.since(p.since) >= PARK_LIMIT) {
                     slot.take()
                 } else {
                     None
@@ -204,7 +243,7 @@ pub(crate) fn spawn_sweeper(parking: Weak<Parking>) {
         "the parking sweeper; connections stay parked until their thread's next checkout",
         move || {
             let Some(parking) = parking.upgrade() else { return false };
-            parking.sweep(Instant::now());
+            parking.sweep(Tick::now());
             true
         },
     );

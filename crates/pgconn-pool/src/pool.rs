@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::cache::{Evicted, Lookup};
+use crate::clock::Tick;
 use crate::connect::Connector;
 use crate::deadline::spawn_watchdog;
 use crate::lifecycle::{Return, Returned, at_return};
@@ -19,7 +20,7 @@ use crate::manager::{
     Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT, check_out, with_checkout_deadline,
 };
 use crate::metrics::{CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
-use crate::parking::{Parking, spawn_sweeper};
+use crate::parking::{Boxed, Parking, Pooled, spawn_sweeper};
 use crate::session::{Effect, TxStatus};
 use crate::socket::Peer;
 use crate::stripes::{STRIPES, stripe};
@@ -216,19 +217,67 @@ impl Pool {
     }
 
     fn checkout(&self, location: &'static Location<'static>, timeout: Duration) -> Result<PooledConn, Error> {
+        let started = Tick::now();
+        // A busy pool's common case, kept short: this thread's own connection, parked at its last return,
+        // handed over at once (no wait, no round trip), judged and stamped with the checkout's start.
+        let turned_down = match self.own_parked(started, timeout) {
+            Own::Handed(conn) => return Ok(self.hand_over(Slot::Pooled(conn), started, started, location)),
+            Own::Validated(mut conn) => {
+                // A round trip took time: judged by the clock again.
+                let now = Tick::now();
+                if !conn.expired(now) {
+                    return Ok(self.hand_over(Slot::Pooled(conn), started, now, location));
+                }
+                conn.close_as(CloseReason::MaxAge);
+                true
+            }
+            Own::TurnedDown => true,
+            Own::Absent => false,
+        };
+        // Turned down, perhaps after a failed round trip: the next is judged by the clock.
+        let now = if turned_down { Tick::now() } else { started };
+        match self.checkout_waiting(started, now, timeout) {
+            Ok((slot, now)) => Ok(self.hand_over(slot, started, now, location)),
+            Err(e) => {
+                self.shared.metrics.checkout_timeouts.incr();
+                Err(e)
+            }
+        }
+    }
+
+    /// This thread's own parked connection ([`crate::parking`]), checked as any other at checkout
+    /// ([`check_out`]) at `now`.
+    fn own_parked(&self, now: Tick, timeout: Duration) -> Own {
         let shared = &self.shared;
-        let started = Instant::now();
-        let result = match &shared.mode {
+        let Some(mut conn) = shared.parking.as_ref().and_then(|parking| parking.take_own()) else {
+            return Own::Absent;
+        };
+        let checked = with_checkout_deadline(now.plus(timeout), || {
+            check_out(&mut conn, &shared.metrics, shared.validation_timeout, now)
+        });
+        match checked {
+            Ok(false) => Own::Handed(conn),
+            Ok(true) => Own::Validated(conn),
+            // Marked to be closed: dropping it makes r2d2 discard it.
+            Err(_) => Own::TurnedDown,
+        }
+    }
+
+    /// A connection from r2d2 (which may open one), stealing a parked one before blocking; or one opened
+    /// for this checkout (`DB_CONN_MAX_AGE=0`). With the instant it was handed over.
+    fn checkout_waiting(&self, started: Tick, now: Tick, timeout: Duration) -> Result<(Slot, Tick), Error> {
+        let shared = &self.shared;
+        match &shared.mode {
             Mode::Pooled(pool) => {
-                with_checkout_deadline(started + timeout, || self.fresh_get(pool, started, timeout))
+                with_checkout_deadline(started.plus(timeout), || self.fresh_get(pool, started, now, timeout))
                     .map(|(conn, at)| (Slot::Pooled(conn), at))
                     .map_err(|_| {
-                        let waited = started.elapsed();
+                        let waited = Tick::now().since(started);
                         let max_size = shared.settings.pool.max_size;
                         // While the pool could still grow, a failure to open a connection is the real cause.
                         let could_grow = pool.state().connections < max_size;
                         let lookback = timeout + shared.settings.connect_timeout;
-                        let since = started.checked_sub(lookback).unwrap_or(started);
+                        let since = started.minus(lookback).instant();
                         could_grow
                             .then(|| shared.last_error.since(since))
                             .flatten()
@@ -243,31 +292,30 @@ impl Pool {
                 opened.map(|mut conn| {
                     conn.close_as(CloseReason::PerRequest);
                     open.fetch_add(1, Ordering::Relaxed);
-                    (Slot::Owned(Box::new(conn)), Instant::now())
+                    (Slot::Owned(Box::new(conn)), Tick::now())
                 })
             }
-        };
-        match result {
-            Ok((mut slot, now)) => {
-                shared.metrics.checkouts.incr();
-                // A connection handed over at once is stamped with the checkout's start: it waited 0.
-                shared.metrics.checkout_wait.record(if now == started {
-                    Duration::ZERO
-                } else {
-                    now - started
-                });
-                let watched = shared.settings.pool.leak_threshold.is_some();
-                if watched {
-                    slot.conn().watch.checked_out(now, location);
-                }
-                let shared = Arc::clone(&self.handles[stripe()]);
-                Ok(PooledConn { slot: Some(slot), shared, watched, checked_out: now })
-            }
-            Err(e) => {
-                shared.metrics.checkout_timeouts.incr();
-                Err(e)
-            }
         }
+    }
+
+    /// The checked-out connection, counted, timed (asked at `started`, handed over at `now`) and watched.
+    fn hand_over(
+        &self,
+        mut slot: Slot,
+        started: Tick,
+        now: Tick,
+        location: &'static Location<'static>,
+    ) -> PooledConn {
+        let shared = &self.shared;
+        shared.metrics.checkouts.incr();
+        // A connection handed over at once is stamped with the checkout's start: it waited 0.
+        shared.metrics.checkout_wait.record(if now == started { Duration::ZERO } else { now.since(started) });
+        let watched = shared.settings.pool.leak_threshold.is_some();
+        if watched {
+            slot.conn().watch.checked_out(now, location);
+        }
+        let shared = Arc::clone(&self.handles[stripe()]);
+        PooledConn { slot: Some(slot), shared, watched, checked_out: now }
     }
 
     /// [`Pool::affine_get`], judged once more when it is handed over: a connection whose `DB_CONN_MAX_AGE`
@@ -276,72 +324,57 @@ impl Pool {
     fn fresh_get(
         &self,
         pool: &r2d2::Pool<Manager>,
-        started: Instant,
+        started: Tick,
+        mut now: Tick,
         timeout: Duration,
-    ) -> Result<(r2d2::PooledConnection<Manager>, Instant), r2d2::Error> {
+    ) -> Result<(Pooled, Tick), r2d2::Error> {
         // The first attempt may wait the whole timeout: it starts a few instructions after `started`, and a
         // clock read fewer per checkout is worth that much slack.
-        let (mut left, mut now) = (timeout, started);
+        let mut left = timeout;
         loop {
-            let (mut conn, at_once) = self.affine_get(pool, now, left.max(Duration::from_millis(1)))?;
-            // Handed over at once (this thread's own connection or a parked one, no wait, no round trip):
-            // `now` is still the checkout's instant, within the few hundred nanoseconds this took.
-            if !at_once {
-                now = Instant::now();
-            }
+            let mut conn = self.affine_get(pool, now, left.max(Duration::from_millis(1)))?;
+            now = Tick::now();
             if !conn.expired(now) {
                 return Ok((conn, now));
             }
             // Dropped marked: r2d2 discards it and the close is counted as max_age.
             conn.close_as(CloseReason::MaxAge);
-            now = Instant::now();
-            left = (started + timeout).saturating_duration_since(now);
+            now = Tick::now();
+            left = started.plus(timeout).since(now);
         }
     }
 
-    /// A connection for this thread: the one it returned last if it is still parked and passes the
-    /// checkout checks (judged at `now`), else r2d2's, stealing a parked one before blocking
-    /// ([`crate::parking`]). Says whether it was handed over at once: parked, no wait, no round trip.
+    /// A connection for a thread whose own was not parked (or was turned down): another thread's parked
+    /// connection if one passes the checkout checks (judged at `now`), else r2d2's, stealing a parked one
+    /// again before blocking ([`crate::parking`]).
     fn affine_get(
         &self,
         pool: &r2d2::Pool<Manager>,
-        mut now: Instant,
+        now: Tick,
         timeout: Duration,
-    ) -> Result<(r2d2::PooledConnection<Manager>, bool), r2d2::Error> {
+    ) -> Result<Pooled, r2d2::Error> {
         let shared = &self.shared;
         let metrics = &shared.metrics;
-        let usable = |mut conn: r2d2::PooledConnection<Manager>, now: Instant| {
-            match check_out(&mut conn, metrics, shared.validation_timeout, now) {
-                Ok(round_trip) => Some((conn, !round_trip)),
-                // Marked to be closed: dropping it makes r2d2 discard it.
-                Err(_) => None,
-            }
+        let usable = |mut conn: Pooled, now: Tick| {
+            // Marked to be closed when turned down: dropping it makes r2d2 discard it.
+            check_out(&mut conn, metrics, shared.validation_timeout, now).ok().map(|_| conn)
         };
         let Some(parking) = &shared.parking else {
-            return pool.get_timeout(timeout).map(|conn| (conn, false));
+            return pool.get_timeout(timeout).map(Boxed::new);
         };
-        if let Some(conn) = parking.take_own() {
-            match usable(conn, now) {
-                Some(handed) => return Ok(handed),
-                // Turned down, perhaps after a failed round trip: the next is judged by the clock.
-                None => now = Instant::now(),
-            }
-        }
-        // Only when this thread's own is not there: a steal takes another thread's parked connection.
-        if let Some((conn, _)) = parking.steal().and_then(|conn| usable(conn, now)) {
-            return Ok((conn, false));
+        if let Some(conn) = parking.steal().and_then(|conn| usable(conn, now)) {
+            return Ok(conn);
         }
         // r2d2 checks its own with the clock of its own.
         if let Some(conn) = pool.try_get() {
-            return Ok((conn, false));
+            return Ok(Boxed::new(conn));
         }
         // Waiting from here: counted as such, and announced to the parking, until this returns.
         let _waiting = Waiting::new(&metrics.waiting);
         let (_blocked, stolen) = parking.block_or_steal();
-        let stolen = stolen.and_then(|conn| usable(conn, Instant::now()));
-        match stolen {
-            Some((conn, _)) => Ok((conn, false)),
-            None => pool.get_timeout(timeout).map(|conn| (conn, false)),
+        match stolen.and_then(|conn| usable(conn, Tick::now())) {
+            Some(conn) => Ok(conn),
+            None => pool.get_timeout(timeout).map(Boxed::new),
         }
     }
 
@@ -392,8 +425,20 @@ impl Pool {
     }
 }
 
+/// What [`Pool::own_parked`] found.
+enum Own {
+    /// Nothing parked for this thread.
+    Absent,
+    /// Its connection, checked without a round trip.
+    Handed(Pooled),
+    /// Its connection, checked with a round trip (a validation, or a look for its socket).
+    Validated(Pooled),
+    /// Its connection failed the checks, and was dropped to be closed.
+    TurnedDown,
+}
+
 enum Slot {
-    Pooled(r2d2::PooledConnection<Manager>),
+    Pooled(Pooled),
     Owned(Box<Conn>),
 }
 
@@ -421,7 +466,7 @@ pub struct PooledConn {
     shared: Arc<Handle>,
     /// Whether its checkout is watched for leaks (`DB_POOL_LEAK_THRESHOLD`).
     watched: bool,
-    checked_out: Instant,
+    checked_out: Tick,
 }
 
 impl PooledConn {
@@ -534,11 +579,12 @@ impl PooledConn {
         }
         let effect = analysis.effect;
         let timeout = shared.settings.query_timeout;
-        let started = Instant::now();
-        let (result, expired) =
-            bounded(conn, timeout.map(|t| started + t), |conn| f(conn, &shared.metrics, (lookup, evicted)));
+        let started = Tick::now();
+        let (result, expired) = bounded(conn, timeout.map(|t| started.plus(t)), |conn| {
+            f(conn, &shared.metrics, (lookup, evicted))
+        });
         shared.metrics.queries.incr();
-        shared.metrics.query_time.record(started.elapsed());
+        shared.metrics.query_time.record(Tick::now().since(started));
         conn.dirty |= effect.changes_session;
         if effect.drops_prepared {
             conn.texts.clear();
@@ -673,18 +719,18 @@ impl PooledConn {
 
     /// When this connection was opened.
     pub fn opened_at(&self) -> Instant {
-        self.conn_ref().opened
+        self.conn_ref().opened.instant()
     }
 
     /// The instant after which this connection is no longer handed out (`DB_CONN_MAX_AGE` minus its
     /// jitter); `None` when unlimited.
     pub fn deadline(&self) -> Option<Instant> {
-        self.conn_ref().deadline
+        self.conn_ref().deadline.map(Tick::instant)
     }
 
     /// When this handle was checked out.
     pub fn checked_out_at(&self) -> Instant {
-        self.checked_out
+        self.checked_out.instant()
     }
 }
 
@@ -692,8 +738,8 @@ impl Drop for PooledConn {
     fn drop(&mut self) {
         // One clock read for the held time and the parking, taken before the reset (which a reset's
         // round trip would only make later: the held time is the borrower's).
-        let now = Instant::now();
-        self.shared.metrics.held.record(now.saturating_duration_since(self.checked_out));
+        let now = Tick::now();
+        self.shared.metrics.held.record(now.since(self.checked_out));
         if self.watched {
             self.conn_ref().watch.returned();
         }
@@ -705,7 +751,7 @@ impl Drop for PooledConn {
         // slot returns any other to r2d2 or closes an owned one.
         if let (Some(Slot::Pooled(_)), Some(parking)) = (&self.slot, &self.shared.parking) {
             // After a reset's round trip, read the clock again: parking and max-age judge the return.
-            let now = if reset { Instant::now() } else { now };
+            let now = if reset { Tick::now() } else { now };
             let keep = !std::thread::panicking() && !self.conn_ref().closing_or_expired(now);
             if keep && let Some(Slot::Pooled(mut conn)) = self.slot.take() {
                 conn.mark_returned(now);
@@ -741,7 +787,7 @@ impl PooledConn {
                 false
             }
             Return::Reset { rollback, discard } => {
-                let deadline = Some(Instant::now() + shared.reset_timeout);
+                let deadline = Some(Tick::now().plus(shared.reset_timeout));
                 let mut reset = |sql: &str| {
                     let (result, expired) = bounded(conn, deadline, |conn| conn.client().batch_execute(sql));
                     result.is_ok() && !expired
@@ -773,7 +819,7 @@ impl PooledConn {
 /// if the deadline passes first. Returns the result and whether the deadline passed.
 fn bounded<T>(
     conn: &mut Conn,
-    deadline: Option<Instant>,
+    deadline: Option<Tick>,
     f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
 ) -> (Result<T, postgres::Error>, bool) {
     let call = match (conn.socket, deadline) {

@@ -13,7 +13,9 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Tick;
 
 use crate::metrics::Leak;
 use crate::socket::Socket;
@@ -27,20 +29,17 @@ const EXPIRED: u64 = u64::MAX;
 
 /// The watches of a pool's open connections.
 pub(crate) struct Watches {
-    /// The origin of the instants the watches keep as nanoseconds.
-    epoch: Instant,
     list: Mutex<Vec<Weak<Watch>>>,
 }
 
 /// One connection's deadline and checkout, as its owner last wrote them.
 pub(crate) struct Watch {
-    epoch: Instant,
-    /// [`NO_CALL`], the deadline of the call in progress (nanoseconds since `epoch`), [`SHUTTING`] or
+    /// [`NO_CALL`], the deadline of the call in progress ([`Tick::nanos`]), [`SHUTTING`] or
     /// [`EXPIRED`].
     call: AtomicU64,
     /// The socket of the call in progress (its descriptor), written before `call`.
     socket: AtomicI32,
-    /// When it was checked out (nanoseconds since `epoch`, at least 1); 0 while it is in the pool.
+    /// When it was checked out ([`Tick::nanos`], at least 1); 0 while it is in the pool.
     out_since: AtomicU64,
     /// The thread and the call site of the checkout, written before `out_since`, and only when they
     /// differ from the last checkout's (a thread usually takes back its own connection,
@@ -65,13 +64,12 @@ pub(crate) struct Call(u64);
 
 impl Watches {
     pub(crate) fn new() -> Watches {
-        Watches { epoch: Instant::now(), list: Mutex::new(Vec::new()) }
+        Watches { list: Mutex::new(Vec::new()) }
     }
 
     /// A watch for a new connection, listed.
     pub(crate) fn add(&self) -> Arc<Watch> {
         let watch = Arc::new(Watch {
-            epoch: self.epoch,
             call: AtomicU64::new(NO_CALL),
             socket: AtomicI32::new(-1),
             out_since: AtomicU64::new(0),
@@ -100,14 +98,14 @@ impl Watches {
     }
 
     /// Shuts the sockets of the calls past their deadline at `now`.
-    pub(crate) fn expire(&self, now: Instant) {
-        let now = nanos(self.epoch, now);
+    pub(crate) fn expire(&self, now: Tick) {
+        let now = now.nanos();
         self.each(|watch| watch.expire(now));
     }
 
     /// The connections checked out longer than `threshold` now, longest first.
     pub(crate) fn older_than(&self, threshold: Duration) -> Vec<Leak> {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut leaks = Vec::new();
         self.each(|watch| {
             if let Some((leak, _)) = watch.held_past(threshold, now) {
@@ -120,7 +118,7 @@ impl Watches {
 
     /// Logs, once each, the connections checked out longer than `threshold`; returns how many it logged.
     pub(crate) fn warn_older_than(&self, threshold: Duration) -> u64 {
-        let now = Instant::now();
+        let now = Tick::now();
         let mut new = Vec::new();
         self.each(|watch| {
             let Some((leak, since)) = watch.held_past(threshold, now) else { return };
@@ -145,8 +143,8 @@ impl Watches {
 
 impl Watch {
     /// Registers a call on `socket` that must be done by `deadline`.
-    pub(crate) fn start(&self, socket: Socket, deadline: Instant) -> Call {
-        let deadline = nanos(self.epoch, deadline).clamp(1, SHUTTING - 1);
+    pub(crate) fn start(&self, socket: Socket, deadline: Tick) -> Call {
+        let deadline = deadline.nanos().clamp(1, SHUTTING - 1);
         // A call that never finished (its thread panicked, and the handle was kept) left its deadline:
         // settled first, so that the watchdog's work on it is never taken for this call's.
         if self.call.load(Ordering::Acquire) != NO_CALL {
@@ -203,12 +201,15 @@ impl Watch {
     }
 
     /// Records that it was checked out at `at` by this thread, from `location`.
-    pub(crate) fn checked_out(&self, at: Instant, location: &'static Location<'static>) {
-        thread_local!(static TAG: u64 = {
+    pub(crate) fn checked_out(&self, at: Tick, location: &'static Location<'static>) {
+        // This thread's number, from 1 (0: not given yet); a constant thread-local, read with one load.
+        thread_local!(static TAG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+        let mut tag = TAG.get();
+        if tag == 0 {
             static NEXT: AtomicU64 = AtomicU64::new(1);
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        });
-        let tag = TAG.with(|tag| *tag);
+            tag = NEXT.fetch_add(1, Ordering::Relaxed);
+            TAG.set(tag);
+        }
         let pointer = std::ptr::from_ref(location).cast_mut();
         if self.who_tag.load(Ordering::Relaxed) != tag || self.who_location.load(Ordering::Relaxed) != pointer
         {
@@ -220,7 +221,7 @@ impl Watch {
             who.location = Some(location);
             self.who_location.store(pointer, Ordering::Relaxed);
         }
-        self.out_since.store(nanos(self.epoch, at).max(1), Ordering::Release);
+        self.out_since.store(at.nanos().max(1), Ordering::Release);
     }
 
     /// Records that it was returned.
@@ -229,12 +230,12 @@ impl Watch {
     }
 
     /// The checkout in progress, if it began `threshold` or more before `now`, and its `out_since`.
-    fn held_past(&self, threshold: Duration, now: Instant) -> Option<(Leak, u64)> {
+    fn held_past(&self, threshold: Duration, now: Tick) -> Option<(Leak, u64)> {
         let since = self.out_since.load(Ordering::Acquire);
         if since == 0 {
             return None;
         }
-        let held_for = now.saturating_duration_since(self.epoch + Duration::from_nanos(since));
+        let held_for = now.since(Tick::from_nanos(since));
         if held_for < threshold {
             return None;
         }
@@ -246,11 +247,6 @@ impl Watch {
         let location = location.filter(|_| self.out_since.load(Ordering::Acquire) == since)?;
         Some((Leak { held_for, location: location.to_string(), thread }, since))
     }
-}
-
-/// `instant` as nanoseconds since `epoch` (0 before it).
-fn nanos(epoch: Instant, instant: Instant) -> u64 {
-    u64::try_from(instant.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -284,14 +280,14 @@ mod tests {
         let watch = watches.add();
         let (mut ours, _theirs) = pair();
         let socket = Socket::from_raw(ours.as_raw_fd());
-        let call = watch.start(socket, Instant::now() + Duration::from_secs(3600));
-        watches.expire(Instant::now());
+        let call = watch.start(socket, Tick::now().plus(Duration::from_secs(3600)));
+        watches.expire(Tick::now());
         assert!(!watch.finish(call));
         assert!(!shut(&mut ours));
         // Past its deadline, but ended before the watchdog looked: the deadline is not enforced after it.
-        let call = watch.start(socket, Instant::now());
+        let call = watch.start(socket, Tick::now());
         assert!(!watch.finish(call));
-        watches.expire(Instant::now() + Duration::from_secs(1));
+        watches.expire(Tick::now().plus(Duration::from_secs(1)));
         assert!(!shut(&mut ours));
     }
 
@@ -301,14 +297,15 @@ mod tests {
         let watch = watches.add();
         let (mut ours, _theirs) = pair();
         let socket = Socket::from_raw(ours.as_raw_fd());
-        let call = watch.start(socket, Instant::now());
-        watches.expire(Instant::now() + Duration::from_millis(1));
+        let call = watch.start(socket, Tick::now());
+        watches.expire(Tick::now().plus(Duration::from_millis(1)));
         assert!(shut(&mut ours));
         assert!(watch.finish(call));
         // The next call starts afresh.
         let (mut other, _theirs) = pair();
-        let call = watch.start(Socket::from_raw(other.as_raw_fd()), Instant::now() + Duration::from_secs(60));
-        watches.expire(Instant::now());
+        let call =
+            watch.start(Socket::from_raw(other.as_raw_fd()), Tick::now().plus(Duration::from_secs(60)));
+        watches.expire(Tick::now());
         assert!(!watch.finish(call));
         assert!(!shut(&mut other));
     }
@@ -322,7 +319,7 @@ mod tests {
             let (watches, stop) = (Arc::clone(&watches), Arc::clone(&stop));
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    watches.expire(Instant::now());
+                    watches.expire(Tick::now());
                 }
             })
         };
@@ -333,9 +330,9 @@ mod tests {
                 break;
             }
             let (mut ours, _theirs) = pair();
-            let call = watch.start(Socket::from_raw(ours.as_raw_fd()), Instant::now());
-            let until = Instant::now() + Duration::from_micros(i % 41);
-            while Instant::now() < until {
+            let call = watch.start(Socket::from_raw(ours.as_raw_fd()), Tick::now());
+            let until = Tick::now().plus(Duration::from_micros(i % 41));
+            while Tick::now() < until {
                 std::hint::spin_loop();
             }
             let was_expired = watch.finish(call);
@@ -353,11 +350,10 @@ mod tests {
 
     #[test]
     fn a_checkout_held_too_long_is_reported_with_its_place_and_thread_and_warned_about_once() {
-        // A pool made a minute ago, so that a checkout can be dated seconds back.
-        let epoch = Instant::now().checked_sub(Duration::from_secs(60)).expect("a clock a minute old");
-        let watches = Watches { epoch, list: Mutex::new(Vec::new()) };
+        let watches = Watches::new();
         let watch = watches.add();
-        let at = Instant::now().checked_sub(Duration::from_secs(2)).expect("a clock two seconds old");
+        // Dated two seconds back.
+        let at = Tick::now().minus(Duration::from_secs(2));
         let location = Location::caller();
         thread::scope(|s| {
             thread::Builder::new()
@@ -376,7 +372,7 @@ mod tests {
         watch.returned();
         assert!(watches.older_than(Duration::from_secs(1)).is_empty());
         // Checked out again (by this thread, unnamed here in the test harness or not): a new checkout.
-        watch.checked_out(at.checked_sub(Duration::from_secs(1)).expect("older"), location);
+        watch.checked_out(at.minus(Duration::from_secs(1)), location);
         let leaks = watches.older_than(Duration::from_secs(1));
         assert_eq!(leaks[0].thread.as_deref(), thread::current().name());
         assert_eq!(watches.warn_older_than(Duration::from_secs(1)), 1);
@@ -389,21 +385,22 @@ mod tests {
         let (mut ours, _theirs) = pair();
         let socket = Socket::from_raw(ours.as_raw_fd());
         // Never finished (its thread unwound): its deadline stays registered.
-        let _lost = watch.start(socket, Instant::now() + Duration::from_secs(3600));
-        let call = watch.start(socket, Instant::now() + Duration::from_secs(60));
-        watches.expire(Instant::now());
+        let _lost = watch.start(socket, Tick::now().plus(Duration::from_secs(3600)));
+        let call = watch.start(socket, Tick::now().plus(Duration::from_secs(60)));
+        watches.expire(Tick::now());
         assert!(!watch.finish(call), "the new call is its own");
         // Already shut by the watchdog when the next call starts: that call is not reported as expired.
-        let _lost = watch.start(socket, Instant::now());
-        watches.expire(Instant::now() + Duration::from_millis(1));
+        let _lost = watch.start(socket, Tick::now());
+        watches.expire(Tick::now().plus(Duration::from_millis(1)));
         assert!(shut(&mut ours));
         let (mut other, _theirs) = pair();
-        let call = watch.start(Socket::from_raw(other.as_raw_fd()), Instant::now() + Duration::from_secs(60));
+        let call =
+            watch.start(Socket::from_raw(other.as_raw_fd()), Tick::now().plus(Duration::from_secs(60)));
         assert!(!watch.finish(call));
         // A connection closed with a call left armed: disarmed, the watchdog never touches its socket.
-        let _lost = watch.start(Socket::from_raw(other.as_raw_fd()), Instant::now());
+        let _lost = watch.start(Socket::from_raw(other.as_raw_fd()), Tick::now());
         watch.disarm();
-        watches.expire(Instant::now() + Duration::from_secs(1));
+        watches.expire(Tick::now().plus(Duration::from_secs(1)));
         assert!(!shut(&mut other));
     }
 
