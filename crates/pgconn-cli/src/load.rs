@@ -111,6 +111,10 @@ pub struct LoadSample {
     pub pool: PoolState,
     /// This process at the end of the interval.
     pub process: Option<ProcessSample>,
+    /// How many request threads last ran on each CPU at the end of the interval
+    /// ([`request_threads_by_cpu`]); absent where `/proc` cannot be read.
+    #[serde(default)]
+    pub request_threads_by_cpu: Option<Vec<u64>>,
 }
 
 /// A line of `pgconn load --json --report-every`: `{"sample": {...}}`.
@@ -131,6 +135,36 @@ pub struct ProcessSample {
     pub threads: u64,
 }
 
+/// How many of this process's request threads (named `request-N`) last ran on each CPU, by CPU number:
+/// the field `processor` of `/proc/self/task/*/stat`. On a machine with fewer CPUs than request threads,
+/// a spread the scheduler left uneven (6 and 2 on two CPUs, say) costs a round a fifth or more of its
+/// throughput whatever the pool does (`docs/pool.md`, "Rounds that settle low"); this shows it.
+pub fn request_threads_by_cpu() -> Option<Vec<u64>> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut counts = vec![0_u64; cpus];
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else { continue };
+        if !name.starts_with("request-") {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
+        // After the command in parentheses (which may hold spaces), `processor` is the 37th field.
+        let Some(cpu) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(36))
+            .and_then(|field| field.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if cpu >= counts.len() {
+            counts.resize(cpu + 1, 0);
+        }
+        counts[cpu] += 1;
+    }
+    Some(counts)
+}
+
 impl ProcessSample {
     /// This process now; `None` where `/proc` cannot be read.
     pub fn now() -> Option<ProcessSample> {
@@ -140,5 +174,39 @@ impl ProcessSample {
             status.lines().find_map(|line| line.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
         };
         Some(ProcessSample { fds, rss_kb: field("VmRSS:")?, threads: field("Threads:")? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::request_threads_by_cpu;
+
+    #[test]
+    fn request_threads_are_counted_by_the_cpu_they_ran_on_and_others_are_not() {
+        let before = request_threads_by_cpu().expect("/proc is readable here").iter().sum::<u64>();
+        let (started, stop) = (Arc::new(Barrier::new(4)), Arc::new(Barrier::new(4)));
+        let threads: Vec<_> = ["request-90", "request-91", "other-92"]
+            .into_iter()
+            .map(|name| {
+                let (started, stop) = (Arc::clone(&started), Arc::clone(&stop));
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || {
+                        started.wait();
+                        stop.wait();
+                    })
+                    .expect("a thread")
+            })
+            .collect();
+        started.wait();
+        let counts = request_threads_by_cpu().expect("/proc is readable here");
+        stop.wait();
+        for thread in threads {
+            thread.join().expect("no panic");
+        }
+        assert_eq!(counts.iter().sum::<u64>(), before + 2, "{counts:?}");
+        assert!(counts.len() >= std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     }
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use pgconn_cli::load::{LoadReport, LoadSample, PoolReport, ProcessSample, TimelineEntry};
+use pgconn_cli::load::{
+    LoadReport, LoadSample, PoolReport, ProcessSample, TimelineEntry, request_threads_by_cpu,
+};
 use pgconn_config::Settings;
 use pgconn_pool::{ErrorKind, Pool, PoolMetrics, PoolState};
 
@@ -424,6 +426,7 @@ impl Progress {
                             max_latency_ms: slowest as f64 / 1000.0,
                             pool: pool.state(),
                             process: ProcessSample::now(),
+                            request_threads_by_cpu: request_threads_by_cpu(),
                         };
                         print_sample(&sample, json);
                     }
@@ -458,8 +461,12 @@ fn print_sample(sample: &LoadSample, json: bool) {
         .process
         .as_ref()
         .map_or(String::new(), |p| format!("  fds {}  rss {} kB  threads {}", p.fds, p.rss_kb, p.threads));
+    let cpus = sample.request_threads_by_cpu.as_ref().map_or(String::new(), |counts| {
+        let counts: Vec<String> = counts.iter().map(u64::to_string).collect();
+        format!("  request threads by cpu {}", counts.join("/"))
+    });
     println!(
-        "{:>7.1}s  {} ok  {} errors{}  slowest {:.1}ms  pool {}/{} in use{}",
+        "{:>7.1}s  {} ok  {} errors{}  slowest {:.1}ms  pool {}/{} in use{}{}",
         sample.t_s,
         sample.ok,
         sample.errors,
@@ -467,7 +474,8 @@ fn print_sample(sample: &LoadSample, json: bool) {
         sample.max_latency_ms,
         sample.pool.in_use,
         sample.pool.size,
-        process
+        process,
+        cpus
     );
 }
 
