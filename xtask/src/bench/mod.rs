@@ -373,12 +373,12 @@ fn eight_threads(
         ),
     ];
     // Five rounds: a round on this machine sometimes settles at a lower rate for seconds, pooled more often
-    // than dedicated (not the pool's hand-out: in such rounds 99.9% of checkouts took the thread's own
-    // connection; the cause is not found), and a median of five outvotes two of those.
+    // than dedicated (the scheduler left the request threads unevenly spread over the CPUs,
+    // docs/pool.md, "Rounds that settle low"), and a median of five outvotes two of those.
     let rounds: u32 = if quick { 1 } else { 5 };
     let seconds: u32 = if quick { 2 } else { 4 };
-    // Steady state: a pooled client reaches its rate 1 to 3 s after it starts here, a dedicated one within
-    // 0.5 s (`pgconn load --report-every 0.5`, docs/pool.md).
+    // Steady state: a pooled client often reaches its rate 1 to 3 s after it starts here, a dedicated one
+    // within 0.5 s (`pgconn load --report-every 0.5`, which shows the threads' spread, docs/pool.md).
     let warmup: u32 = if quick { 1 } else { 3 };
     let (secs, warm) = (seconds.to_string(), warmup.to_string());
     let queries = ["SELECT 1", point];

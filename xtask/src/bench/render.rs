@@ -172,7 +172,7 @@ fn pgbench_cell(cell: &PgbenchCell) -> String {
 fn eight_threads(doc: &mut String, e: &EightThreads) {
     let _ = writeln!(
         doc,
-        "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up (steady state: a pooled client takes 1 to 3 s after it starts to reach its rate on this machine, a dedicated one under 0.5 s; `pool.md`, \"Rounds that settle low\"); medians. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
+        "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up (steady state: how the scheduler spreads the request threads over this machine's CPUs moves a round's rate by a fifth or more, and a pooled client starts unevenly spread more often; `pool.md`, \"Rounds that settle low\"); medians. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
         e.rounds, e.seconds, e.warmup, e.point
     );
     for row in e.rows() {
