@@ -14,23 +14,24 @@
 //!   and r2d2 does not open more connections beside them), and again, looking at every slot, before it
 //!   blocks; while any thread is about to block, returned connections go to r2d2, not to a slot. A
 //!   connection is never parked unseen by a waiter: the waiter counts itself blocked before it looks in
-//!   the slots, the parker looks at that count after it filled its slot, and the slot's lock orders the
-//!   two (whichever takes it second sees the other's write).
-//! - Each slot has its cache line, and the count of parked connections is striped, so that a request
-//!   (take its own, park it again) writes no memory that other threads' requests write.
+//!   the slots, the parker looks at that count after it filled its slot, and both are sequentially
+//!   consistent atomic operations, so whichever comes second sees the other's write.
+//! - A slot is one atomic pointer owning a boxed connection: taking and parking are one swap each, no
+//!   lock. Each slot has its cache line, so that a request (take its own, park it again) writes no memory
+//!   that other threads' requests write. Parked connections are counted by looking at the slots.
 //! - A connection parked for longer than [`PARK_LIMIT`] goes back to r2d2, whose idle timeout, maximum
 //!   age and `DB_POOL_MIN_IDLE` then apply as before; a parked connection is checked at checkout exactly
 //!   as one from r2d2 ([`crate::manager::check_out`]).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::clock::Tick;
 
 use crate::manager::Manager;
-use crate::stripes::{Counter, Padded};
+use crate::stripes::Padded;
 
 /// A connection parked longer than this goes back to r2d2's idle list.
 pub const PARK_LIMIT: Duration = Duration::from_secs(1);
@@ -79,9 +80,7 @@ pub(crate) struct Parking {
     id: usize,
     /// The next slot to give a thread that has none in this pool.
     next_slot: AtomicUsize,
-    slots: Box<[Padded<Mutex<Option<Pooled>>>]>,
-    /// Connections parked now.
-    parked: Counter,
+    slots: Box<[Padded<Slot>]>,
     /// Threads that found no connection in their slot nor idle in r2d2, and will block unless they steal.
     blocked: AtomicUsize,
 }
@@ -117,8 +116,7 @@ impl Parking {
         Parking {
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
             next_slot: AtomicUsize::new(0),
-            slots: (0..slots).map(|_| Padded(Mutex::new(None))).collect(),
-            parked: Counter::default(),
+            slots: (0..slots).map(|_| Padded(Slot::default())).collect(),
             blocked: AtomicUsize::new(0),
         }
     }
@@ -145,13 +143,14 @@ impl Parking {
         slot
     }
 
-    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Pooled>> {
-        self.slots[index % self.slots.len()].0.lock().unwrap_or_else(PoisonError::into_inner)
+    fn slot(&self, index: usize) -> &Slot {
+        &self.slots[index % self.slots.len()].0
     }
 
     /// Connections parked now.
     pub(crate) fn parked(&self) -> u32 {
-        u32::try_from(self.parked.get()).unwrap_or(u32::MAX)
+        let parked = self.slots.iter().filter(|slot| slot.0.is_full()).count();
+        u32::try_from(parked).unwrap_or(u32::MAX)
     }
 
     /// The connection parked in this thread's slot, if any.
@@ -160,9 +159,7 @@ impl Parking {
     }
 
     fn take(&self, index: usize) -> Option<Pooled> {
-        let parked = self.slot(index).take()?;
-        self.parked.decr();
-        Some(parked)
+        self.slot(index).take()
     }
 
     /// Announces a thread about to block in r2d2, until the returned guard is dropped (whichever way the
@@ -178,10 +175,6 @@ impl Parking {
     /// threads that are gone are reused at once, and r2d2 is not made to open more to keep
     /// `DB_POOL_MIN_IDLE` idle beside them.
     pub(crate) fn steal(&self) -> Option<Pooled> {
-        // A hint, not a promise: a connection parked meanwhile is found by `block_or_steal`'s search.
-        if self.parked.get() == 0 {
-            return None;
-        }
         self.search()
     }
 
@@ -200,16 +193,9 @@ impl Parking {
         }
         conn.since = now;
         let index = self.thread_slot();
-        let previous = {
-            let mut slot = self.slot(index);
-            let previous = slot.replace(conn);
-            if previous.is_none() {
-                self.parked.incr();
-            }
-            previous
-        };
-        // Returned to r2d2 outside the lock.
-        drop(previous);
+        // One connection parked earlier in the same slot (a slot shared by threads past the slots' count)
+        // goes to r2d2.
+        drop(self.slot(index).put(conn));
         // A thread may have started to block after the first look: it may have missed this one.
         if self.blocked.load(Ordering::SeqCst) > 0 {
             drop(self.take(index));
@@ -218,18 +204,14 @@ impl Parking {
 
     /// Returns to r2d2 the connections parked longer than [`PARK_LIMIT`].
     fn sweep(&self, now: Tick) {
-        for index in 0..self.slots.len() {
-            let stale = {
-                let mut slot = self.slot(index);
-                if slot.as_ref().is_some_and(|p| now.since(p.since) >= PARK_LIMIT) {
-                    slot.take()
-                } else {
-                    None
-                }
-            };
-            if stale.is_some() {
-                self.parked.decr();
-                drop(stale);
+        for slot in &self.slots {
+            if !slot.0.parked_before(now.minus(PARK_LIMIT)) {
+                continue;
+            }
+            let Some(conn) = slot.0.take() else { continue };
+            if now.since(conn.since) < PARK_LIMIT {
+                // Taken back and parked again meanwhile: put back, or (parked again once more) to r2d2.
+                drop(slot.0.put_if_empty(conn));
             }
         }
     }
@@ -247,4 +229,155 @@ pub(crate) fn spawn_sweeper(parking: Weak<Parking>) {
             true
         },
     );
+}
+
+/// One parking slot: a connection, or none, behind one atomic pointer. Taking and parking are one
+/// atomic swap each (a lock was two, and a count of the parked connections two more, every request).
+#[derive(Default)]
+struct Slot {
+    conn: owned::AtomicBox<Boxed>,
+    /// When its connection was parked ([`Tick::nanos`]), written before it is put in: the sweeper takes
+    /// only a connection that looks old enough (and looks again at the one it took).
+    since: AtomicU64,
+}
+
+impl Slot {
+    fn take(&self) -> Option<Pooled> {
+        self.conn.take()
+    }
+
+    /// Parks `conn`; the connection it replaced, if any.
+    fn put(&self, conn: Pooled) -> Option<Pooled> {
+        self.since.store(conn.since.nanos(), Ordering::Relaxed);
+        self.conn.swap(conn)
+    }
+
+    /// Parks `conn` if the slot is empty; else gives it back.
+    fn put_if_empty(&self, conn: Pooled) -> Option<Pooled> {
+        self.since.store(conn.since.nanos(), Ordering::Relaxed);
+        self.conn.put_if_empty(conn)
+    }
+
+    fn is_full(&self) -> bool {
+        self.conn.is_full()
+    }
+
+    /// Whether it holds a connection that looks parked before `instant`.
+    fn parked_before(&self, instant: Tick) -> bool {
+        self.is_full() && self.since.load(Ordering::Relaxed) < instant.nanos()
+    }
+}
+
+/// An owning atomic pointer: what `Mutex<Option<Box<T>>>` does, with one atomic swap per take or put.
+mod owned {
+    // `Box::into_raw` and `Box::from_raw` on the pointer the slot owns; see each SAFETY comment.
+    #![allow(unsafe_code)]
+
+    use std::marker::PhantomData;
+    use std::ptr;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    /// Owns the box its pointer points to, or nothing (null). Every operation is sequentially consistent,
+    /// so that a parker's put and a waiter's look at the slots are ordered against their counts of
+    /// blocked threads ([`super::Parking`]).
+    pub(super) struct AtomicBox<T> {
+        ptr: AtomicPtr<T>,
+        /// Sent and shared as a `Mutex<Option<Box<T>>>` would be: `Send` and `Sync` when `T` is `Send`.
+        owns: PhantomData<std::sync::Mutex<Option<Box<T>>>>,
+    }
+
+    impl<T> Default for AtomicBox<T> {
+        fn default() -> Self {
+            AtomicBox { ptr: AtomicPtr::new(ptr::null_mut()), owns: PhantomData }
+        }
+    }
+
+    impl<T> AtomicBox<T> {
+        /// What it held, leaving it empty.
+        pub(super) fn take(&self) -> Option<Box<T>> {
+            // A load first: an empty slot is not written (a search looks at every slot).
+            if self.ptr.load(Ordering::SeqCst).is_null() {
+                return None;
+            }
+            let taken = self.ptr.swap(ptr::null_mut(), Ordering::SeqCst);
+            // SAFETY: a non-null pointer here came from `Box::into_raw` in `swap` or `put_if_empty`, and
+            // this swap took it out: this call is its only owner now.
+            (!taken.is_null()).then(|| unsafe { Box::from_raw(taken) })
+        }
+
+        /// Puts `value` in; what it held before.
+        pub(super) fn swap(&self, value: Box<T>) -> Option<Box<T>> {
+            let previous = self.ptr.swap(Box::into_raw(value), Ordering::SeqCst);
+            // SAFETY: as in `take`: the swap took the previous pointer out, so this call owns it.
+            (!previous.is_null()).then(|| unsafe { Box::from_raw(previous) })
+        }
+
+        /// Puts `value` in if it is empty; else gives `value` back.
+        pub(super) fn put_if_empty(&self, value: Box<T>) -> Option<Box<T>> {
+            let raw = Box::into_raw(value);
+            match self.ptr.compare_exchange(ptr::null_mut(), raw, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => None,
+                // SAFETY: `raw` came from `Box::into_raw` just above and was not stored: still ours.
+                Err(_) => Some(unsafe { Box::from_raw(raw) }),
+            }
+        }
+
+        pub(super) fn is_full(&self) -> bool {
+            !self.ptr.load(Ordering::SeqCst).is_null()
+        }
+    }
+
+    impl<T> Drop for AtomicBox<T> {
+        fn drop(&mut self) {
+            drop(self.take());
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::sync::Arc;
+
+        use super::AtomicBox;
+
+        #[test]
+        fn each_box_has_one_owner_and_is_dropped_once() {
+            // Counted drops: an Arc's count is back to one when every box was dropped exactly once.
+            let counted = Arc::new(());
+            let slot = AtomicBox::default();
+            assert!(slot.take().is_none() && !slot.is_full());
+            assert!(slot.swap(Box::new(Arc::clone(&counted))).is_none());
+            assert!(slot.is_full());
+            let previous = slot.swap(Box::new(Arc::clone(&counted))).expect("the first");
+            drop(previous);
+            let refused = slot.put_if_empty(Box::new(Arc::clone(&counted))).expect("full: given back");
+            drop(refused);
+            assert_eq!(Arc::strong_count(&counted), 2, "one in the slot");
+            drop(slot.take().expect("the second"));
+            assert!(slot.put_if_empty(Box::new(Arc::clone(&counted))).is_none());
+            drop(slot);
+            assert_eq!(Arc::strong_count(&counted), 1, "the slot's own dropped with it");
+        }
+
+        #[test]
+        fn threads_swapping_lose_and_duplicate_nothing() {
+            let counted = Arc::new(());
+            let slot = Arc::new(AtomicBox::default());
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    let (slot, counted) = (Arc::clone(&slot), Arc::clone(&counted));
+                    s.spawn(move || {
+                        for i in 0..20_000 {
+                            match i % 3 {
+                                0 => drop(slot.swap(Box::new(Arc::clone(&counted)))),
+                                1 => drop(slot.take()),
+                                _ => drop(slot.put_if_empty(Box::new(Arc::clone(&counted)))),
+                            }
+                        }
+                    });
+                }
+            });
+            let held = usize::from(slot.is_full());
+            assert_eq!(Arc::strong_count(&counted), 1 + held, "one per box still held");
+        }
+    }
 }
