@@ -96,7 +96,7 @@ pub(crate) type TextMap<V> = HashMap<Box<str>, V, BuildHasherDefault<TextHasher>
 /// The hash of the map by statement text: rustc's `FxHash`, a rotate, xor and multiply per 8 bytes.
 /// Every call of the query API looks its text up; with the standard library's `SipHash` that cost about
 /// 190 instructions a call for `SELECT 1` (callgrind). `SipHash` defends a map against keys chosen to collide; these keys are the
-/// application's statement texts, and each map is bounded, so a collision costs at most a scan of a
+/// application's statement texts, and the map is bounded, so a collision costs at most a scan of a
 /// bounded number of entries.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct TextHasher(u64);
@@ -169,7 +169,10 @@ impl Texts {
         self.clock += 1;
         let clock = self.clock;
         let analysis = if let Some(text) = self.map.get_mut(sql) {
-            let Some(types) = &types else { return (text.analysis, Lookup::Unnamed, Evicted::default()) };
+            // A statement refused before it is sent (transaction mode) is not counted, nor cached.
+            let Some(types) = types.as_ref().filter(|_| text.analysis.mistake.is_none()) else {
+                return (text.analysis, Lookup::Unnamed, Evicted::default());
+            };
             let same = |entry: &&mut Entry| {
                 entry.types.len() == types.len() && entry.types.iter().cloned().eq(types.clone())
             };
@@ -192,7 +195,9 @@ impl Texts {
             self.map.insert(sql.into(), Text { analysis, entries: Vec::new() });
             analysis
         };
-        let Some(types) = types else { return (analysis, Lookup::Unnamed, Evicted::default()) };
+        let Some(types) = types.filter(|_| analysis.mistake.is_none()) else {
+            return (analysis, Lookup::Unnamed, Evicted::default());
+        };
         // A first use of this text with these types.
         let evicted = self.make_room();
         let entry = Entry { types: types.collect(), uses: 1, statement: None, last_used: clock };
@@ -360,8 +365,12 @@ mod tests {
     #[test]
     fn the_analysis_comes_with_the_lookup_and_outlives_a_reset() {
         let mut texts = Texts::new(10, true);
-        let (analysis, ..) = texts.lookup("LISTEN x", types(&[]));
-        assert!(analysis.mistake.is_some(), "LISTEN breaks in transaction mode");
+        for _ in 0..PREPARE_THRESHOLD {
+            let (analysis, lookup, _) = texts.lookup("LISTEN x", types(&[]));
+            assert!(analysis.mistake.is_some(), "LISTEN breaks in transaction mode");
+            assert_eq!(kind(&lookup), "unnamed", "a refused statement is not prepared");
+        }
+        assert_eq!(cached(&texts, "LISTEN x"), 0, "nor counted: it takes no room in the cache");
         for _ in 0..PREPARE_THRESHOLD {
             texts.lookup("SELECT 1", types(&[]));
         }

@@ -328,9 +328,9 @@ impl Pool {
         mut now: Tick,
         timeout: Duration,
     ) -> Result<(Pooled, Tick), r2d2::Error> {
-        // The first attempt may wait the whole timeout: it starts a few instructions after `started`, and a
-        // clock read fewer per checkout is worth that much slack.
-        let mut left = timeout;
+        // What is left of the timeout at `now`: all of it when nothing came before (`now` is `started`,
+        // a clock read fewer), less the time a turned-down or expired own connection took.
+        let mut left = if now == started { timeout } else { started.plus(timeout).since(now) };
         loop {
             let mut conn = self.affine_get(pool, now, left.max(Duration::from_millis(1)))?;
             now = Tick::now();
