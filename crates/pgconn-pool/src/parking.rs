@@ -173,7 +173,9 @@ impl Parking {
     /// A parked connection of another slot, if any: a thread with nothing in its own slot (a new thread,
     /// as in a server that starts one per request) takes one before asking r2d2, so connections parked by
     /// threads that are gone are reused at once, and r2d2 is not made to open more to keep
-    /// `DB_POOL_MIN_IDLE` idle beside them.
+    /// `DB_POOL_MIN_IDLE` idle beside them. It looks at every slot until one is full (a load each; no count
+    /// of the parked connections is kept, which every request would write twice): at most the pool's size
+    /// (16 or more) loads when none is parked, on a checkout that is going to r2d2 anyway.
     pub(crate) fn steal(&self) -> Option<Pooled> {
         self.search()
     }
@@ -208,11 +210,10 @@ impl Parking {
             if !slot.0.parked_before(now.minus(PARK_LIMIT)) {
                 continue;
             }
-            let Some(conn) = slot.0.take() else { continue };
-            if now.since(conn.since) < PARK_LIMIT {
-                // Taken back and parked again meanwhile: put back, or (parked again once more) to r2d2.
-                drop(slot.0.put_if_empty(conn));
-            }
+            // Dropped: back to r2d2. Even one taken back and parked again since the look (its hint was
+            // old, the connection is not): putting it back would park it unseen by a thread that began
+            // to block meanwhile; its owner finds it in r2d2 instead.
+            drop(slot.0.take());
         }
     }
 }
@@ -250,12 +251,6 @@ impl Slot {
     fn put(&self, conn: Pooled) -> Option<Pooled> {
         self.since.store(conn.since.nanos(), Ordering::Relaxed);
         self.conn.swap(conn)
-    }
-
-    /// Parks `conn` if the slot is empty; else gives it back.
-    fn put_if_empty(&self, conn: Pooled) -> Option<Pooled> {
-        self.since.store(conn.since.nanos(), Ordering::Relaxed);
-        self.conn.put_if_empty(conn)
     }
 
     fn is_full(&self) -> bool {
@@ -300,8 +295,8 @@ mod owned {
                 return None;
             }
             let taken = self.ptr.swap(ptr::null_mut(), Ordering::SeqCst);
-            // SAFETY: a non-null pointer here came from `Box::into_raw` in `swap` or `put_if_empty`, and
-            // this swap took it out: this call is its only owner now.
+            // SAFETY: a non-null pointer here came from `Box::into_raw` in `swap`, and this swap took it
+            // out: this call is its only owner now.
             (!taken.is_null()).then(|| unsafe { Box::from_raw(taken) })
         }
 
@@ -310,16 +305,6 @@ mod owned {
             let previous = self.ptr.swap(Box::into_raw(value), Ordering::SeqCst);
             // SAFETY: as in `take`: the swap took the previous pointer out, so this call owns it.
             (!previous.is_null()).then(|| unsafe { Box::from_raw(previous) })
-        }
-
-        /// Puts `value` in if it is empty; else gives `value` back.
-        pub(super) fn put_if_empty(&self, value: Box<T>) -> Option<Box<T>> {
-            let raw = Box::into_raw(value);
-            match self.ptr.compare_exchange(ptr::null_mut(), raw, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => None,
-                // SAFETY: `raw` came from `Box::into_raw` just above and was not stored: still ours.
-                Err(_) => Some(unsafe { Box::from_raw(raw) }),
-            }
         }
 
         pub(super) fn is_full(&self) -> bool {
@@ -349,11 +334,10 @@ mod owned {
             assert!(slot.is_full());
             let previous = slot.swap(Box::new(Arc::clone(&counted))).expect("the first");
             drop(previous);
-            let refused = slot.put_if_empty(Box::new(Arc::clone(&counted))).expect("full: given back");
-            drop(refused);
             assert_eq!(Arc::strong_count(&counted), 2, "one in the slot");
             drop(slot.take().expect("the second"));
-            assert!(slot.put_if_empty(Box::new(Arc::clone(&counted))).is_none());
+            assert!(slot.take().is_none());
+            assert!(slot.swap(Box::new(Arc::clone(&counted))).is_none());
             drop(slot);
             assert_eq!(Arc::strong_count(&counted), 1, "the slot's own dropped with it");
         }
@@ -367,10 +351,10 @@ mod owned {
                     let (slot, counted) = (Arc::clone(&slot), Arc::clone(&counted));
                     s.spawn(move || {
                         for i in 0..20_000 {
-                            match i % 3 {
-                                0 => drop(slot.swap(Box::new(Arc::clone(&counted)))),
-                                1 => drop(slot.take()),
-                                _ => drop(slot.put_if_empty(Box::new(Arc::clone(&counted)))),
+                            if i % 2 == 0 {
+                                drop(slot.swap(Box::new(Arc::clone(&counted))));
+                            } else {
+                                drop(slot.take());
                             }
                         }
                     });

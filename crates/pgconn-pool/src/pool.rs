@@ -518,7 +518,9 @@ impl PooledConn {
         let run_unnamed =
             |client: &mut postgres::Client| on_stack(params, SqlParam::typed, |typed| unnamed(client, typed));
         self.run_on(sql, types.clone(), |conn, metrics, (lookup, evicted)| {
-            metrics.statement_evictions.add(evicted.prepared);
+            if evicted.prepared > 0 {
+                metrics.statement_evictions.add(evicted.prepared);
+            }
             let statement = match lookup {
                 Lookup::Unnamed => {
                     if types.is_some() {
