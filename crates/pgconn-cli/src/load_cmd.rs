@@ -253,6 +253,8 @@ impl ThreadResult {
     }
 }
 
+// Never inlined: `cargo xtask bench` counts instructions inside it by name (callgrind's `--toggle-collect`).
+#[inline(never)]
 fn request_loop(
     request: &mut dyn FnMut(&str) -> Result<(), pgconn_pool::Error>,
     query: &str,
