@@ -298,7 +298,8 @@ impl Pool {
         }
     }
 
-    /// The checked-out connection, counted, timed (asked at `started`, handed over at `now`) and watched.
+    /// The checked-out connection, timed (asked at `started`, handed over at `now`: the record counts it)
+    /// and watched.
     fn hand_over(
         &self,
         mut slot: Slot,
@@ -307,7 +308,6 @@ impl Pool {
         location: &'static Location<'static>,
     ) -> PooledConn {
         let shared = &self.shared;
-        shared.metrics.checkouts.incr();
         // A connection handed over at once is stamped with the checkout's start: it waited 0.
         shared.metrics.checkout_wait.record(if now == started { Duration::ZERO } else { now.since(started) });
         let watched = shared.settings.pool.leak_threshold.is_some();
@@ -585,7 +585,6 @@ impl PooledConn {
         let (result, expired) = bounded(conn, timeout.map(|t| started.plus(t)), |conn| {
             f(conn, &shared.metrics, (lookup, evicted))
         });
-        shared.metrics.queries.incr();
         shared.metrics.query_time.record(Tick::now().since(started));
         conn.dirty |= effect.changes_session;
         if effect.drops_prepared {
