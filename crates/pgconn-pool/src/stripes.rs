@@ -9,19 +9,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Stripes per structure.
 pub(crate) const STRIPES: usize = 8;
 
+/// This thread's number, from 1, given at its first call and fixed for its life: its stripe, and the tag a
+/// connection's watch compares to see whether the same thread checked it out again ([`crate::watch`]).
+pub(crate) fn thread_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // Initialised by hand, not lazily by `thread_local!`: a request reads it six times, and a constant
+    // thread-local is one load (0: not given yet).
+    thread_local!(static NUMBER: Cell<u64> = const { Cell::new(0) });
+    let number = NUMBER.get();
+    if number != 0 {
+        return number;
+    }
+    let number = NEXT.fetch_add(1, Ordering::Relaxed);
+    NUMBER.set(number);
+    number
+}
+
 /// This thread's stripe, fixed for its life.
 pub(crate) fn stripe() -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    // Initialised by hand, not lazily by `thread_local!`: a request reads it five times, and a constant
-    // thread-local is one load.
-    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
-    let stripe = STRIPE.get();
-    if stripe < STRIPES {
-        return stripe;
-    }
-    let stripe = usize::try_from(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap_or(0) % STRIPES;
-    STRIPE.set(stripe);
-    stripe
+    // Modulo a power of two: a mask.
+    usize::try_from(thread_number() % STRIPES as u64).unwrap_or(0)
 }
 
 /// `T` alone on its cache line (two lines: adjacent-line prefetching pairs them on x86).

@@ -202,14 +202,7 @@ impl Watch {
 
     /// Records that it was checked out at `at` by this thread, from `location`.
     pub(crate) fn checked_out(&self, at: Tick, location: &'static Location<'static>) {
-        // This thread's number, from 1 (0: not given yet); a constant thread-local, read with one load.
-        thread_local!(static TAG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
-        let mut tag = TAG.get();
-        if tag == 0 {
-            static NEXT: AtomicU64 = AtomicU64::new(1);
-            tag = NEXT.fetch_add(1, Ordering::Relaxed);
-            TAG.set(tag);
-        }
+        let tag = crate::stripes::thread_number();
         let pointer = std::ptr::from_ref(location).cast_mut();
         if self.who_tag.load(Ordering::Relaxed) != tag || self.who_location.load(Ordering::Relaxed) != pointer
         {
