@@ -42,37 +42,7 @@ const SWEEP_PERIOD: Duration = Duration::from_millis(200);
 /// A connection out of r2d2, in a box of its own: a request hands it from its slot to the checkout and
 /// back, which moves a pointer instead of r2d2's handle (about a hundred bytes). Boxed when it leaves
 /// r2d2, freed when it goes back.
-pub(crate) type Pooled = Box<Boxed>;
-
-pub(crate) struct Boxed {
-    conn: r2d2::PooledConnection<Manager>,
-    /// When it was last parked.
-    since: Tick,
-}
-
-impl Boxed {
-    /// `conn`, boxed.
-    #[allow(clippy::unnecessary_box_returns)] // the box is the point: a request moves a pointer
-    pub(crate) fn new(conn: r2d2::PooledConnection<Manager>) -> Pooled {
-        // `since` is set when it is parked.
-        let since = conn.opened;
-        Box::new(Boxed { conn, since })
-    }
-}
-
-impl std::ops::Deref for Boxed {
-    type Target = r2d2::PooledConnection<Manager>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.conn
-    }
-}
-
-impl std::ops::DerefMut for Boxed {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.conn
-    }
-}
+pub(crate) type Pooled = Box<r2d2::PooledConnection<Manager>>;
 
 /// The slots.
 pub(crate) struct Parking {
@@ -167,7 +137,7 @@ impl Parking {
     pub(crate) fn block_or_steal(&self) -> (Blocked<'_>, Option<Pooled>) {
         self.blocked.fetch_add(1, Ordering::SeqCst);
         let blocked = Blocked(self);
-        (blocked, self.search())
+        (blocked, self.steal())
     }
 
     /// A parked connection of another slot, if any: a thread with nothing in its own slot (a new thread,
@@ -176,28 +146,23 @@ impl Parking {
     /// `DB_POOL_MIN_IDLE` idle beside them. It looks at every slot until one is full (a load each; no count
     /// of the parked connections is kept, which every request would write twice): at most the pool's size
     /// (16 or more) loads when none is parked, on a checkout that is going to r2d2 anyway.
+    /// Every slot is looked at, this thread's first.
     pub(crate) fn steal(&self) -> Option<Pooled> {
-        self.search()
-    }
-
-    /// Every slot, this thread's first.
-    fn search(&self) -> Option<Pooled> {
         let start = self.thread_slot();
         (0..self.slots.len()).find_map(|i| self.take(start + i))
     }
 
     /// Parks `conn` for this thread, unless a thread is about to block (then it goes to r2d2, which wakes
     /// that thread). A connection parked earlier in the same slot goes to r2d2.
-    pub(crate) fn park(&self, mut conn: Pooled, now: Tick) {
+    pub(crate) fn park(&self, conn: Pooled, now: Tick) {
         if self.blocked.load(Ordering::SeqCst) > 0 {
             drop(conn);
             return;
         }
-        conn.since = now;
         let index = self.thread_slot();
         // One connection parked earlier in the same slot (a slot shared by threads past the slots' count)
         // goes to r2d2.
-        drop(self.slot(index).put(conn));
+        drop(self.slot(index).put(conn, now));
         // A thread may have started to block after the first look: it may have missed this one.
         if self.blocked.load(Ordering::SeqCst) > 0 {
             drop(self.take(index));
@@ -236,9 +201,9 @@ pub(crate) fn spawn_sweeper(parking: Weak<Parking>) {
 /// atomic swap each (a lock was two, and a count of the parked connections two more, every request).
 #[derive(Default)]
 struct Slot {
-    conn: owned::AtomicBox<Boxed>,
+    conn: owned::AtomicBox<r2d2::PooledConnection<Manager>>,
     /// When its connection was parked ([`Tick::nanos`]), written before it is put in: the sweeper takes
-    /// only a connection that looks old enough (and looks again at the one it took).
+    /// only a connection that looks old enough (a hint: one parked again meanwhile goes too).
     since: AtomicU64,
 }
 
@@ -247,9 +212,9 @@ impl Slot {
         self.conn.take()
     }
 
-    /// Parks `conn`; the connection it replaced, if any.
-    fn put(&self, conn: Pooled) -> Option<Pooled> {
-        self.since.store(conn.since.nanos(), Ordering::Relaxed);
+    /// Parks `conn`, parked at `now`; the connection it replaced, if any.
+    fn put(&self, conn: Pooled, now: Tick) -> Option<Pooled> {
+        self.since.store(now.nanos(), Ordering::Relaxed);
         self.conn.swap(conn)
     }
 
@@ -290,7 +255,7 @@ mod owned {
     impl<T> AtomicBox<T> {
         /// What it held, leaving it empty.
         pub(super) fn take(&self) -> Option<Box<T>> {
-            // A load first: an empty slot is not written (a search looks at every slot).
+            // A load first: an empty slot is not written (a steal looks at every slot).
             if self.ptr.load(Ordering::SeqCst).is_null() {
                 return None;
             }

@@ -20,7 +20,7 @@ use crate::manager::{
     Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT, check_out, with_checkout_deadline,
 };
 use crate::metrics::{CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
-use crate::parking::{Boxed, Parking, Pooled, spawn_sweeper};
+use crate::parking::{Parking, Pooled, spawn_sweeper};
 use crate::session::{Effect, TxStatus};
 use crate::socket::Peer;
 use crate::stripes::{STRIPES, stripe};
@@ -360,21 +360,21 @@ impl Pool {
             check_out(&mut conn, metrics, shared.validation_timeout, now).ok().map(|_| conn)
         };
         let Some(parking) = &shared.parking else {
-            return pool.get_timeout(timeout).map(Boxed::new);
+            return pool.get_timeout(timeout).map(Box::new);
         };
         if let Some(conn) = parking.steal().and_then(|conn| usable(conn, now)) {
             return Ok(conn);
         }
         // r2d2 checks its own with the clock of its own.
         if let Some(conn) = pool.try_get() {
-            return Ok(Boxed::new(conn));
+            return Ok(Box::new(conn));
         }
         // Waiting from here: counted as such, and announced to the parking, until this returns.
         let _waiting = Waiting::new(&metrics.waiting);
         let (_blocked, stolen) = parking.block_or_steal();
         match stolen.and_then(|conn| usable(conn, Tick::now())) {
             Some(conn) => Ok(conn),
-            None => pool.get_timeout(timeout).map(Boxed::new),
+            None => pool.get_timeout(timeout).map(Box::new),
         }
     }
 
