@@ -220,7 +220,8 @@ impl Pool {
         let started = Tick::now();
         // A busy pool's common case, kept short: this thread's own connection, parked at its last return,
         // handed over at once (no wait, no round trip), judged and stamped with the checkout's start.
-        let turned_down = match self.own_parked(started, timeout) {
+        // Otherwise the next is judged at `now`: the checkout's start, or the clock again after time passed.
+        let now = match self.own_parked(started, timeout) {
             Own::Handed(conn) => return Ok(self.hand_over(Slot::Pooled(conn), started, started, location)),
             Own::Validated(mut conn) => {
                 // A round trip took time: judged by the clock again.
@@ -229,13 +230,12 @@ impl Pool {
                     return Ok(self.hand_over(Slot::Pooled(conn), started, now, location));
                 }
                 conn.close_as(CloseReason::MaxAge);
-                true
+                now
             }
-            Own::TurnedDown => true,
-            Own::Absent => false,
+            // Turned down, perhaps after a failed round trip.
+            Own::TurnedDown => Tick::now(),
+            Own::Absent => started,
         };
-        // Turned down, perhaps after a failed round trip: the next is judged by the clock.
-        let now = if turned_down { Tick::now() } else { started };
         match self.checkout_waiting(started, now, timeout) {
             Ok((slot, now)) => Ok(self.hand_over(slot, started, now, location)),
             Err(e) => {
@@ -339,7 +339,6 @@ impl Pool {
             }
             // Dropped marked: r2d2 discards it and the close is counted as max_age.
             conn.close_as(CloseReason::MaxAge);
-            now = Tick::now();
             left = started.plus(timeout).since(now);
         }
     }
