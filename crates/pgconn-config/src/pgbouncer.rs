@@ -9,6 +9,11 @@ use crate::settings::Settings;
 /// Where the rendered ini expects the userlist when no `--auth-file` is given.
 pub const DEFAULT_AUTH_FILE: &str = "/etc/pgbouncer/userlist.txt";
 
+/// `max_prepared_statements` at least (PgBouncer's default since 1.22) when `PGBOUNCER_PREPARED_STATEMENTS`
+/// is on: a server connection serves the statements of every client that lands on it, so its share is
+/// not smaller than one client's `DB_STATEMENT_CACHE`.
+const PREPARED_STATEMENTS_FLOOR: u32 = 200;
+
 /// File descriptors a process gets by default on most Linux systems (`ulimit -n`).
 const USUAL_FD_LIMIT: u64 = 1024;
 
@@ -90,6 +95,16 @@ pub fn render_ini(settings: &Settings, auth_file: Option<&Path>) -> String {
         ";; Drivers that send these at startup are not refused (PgBouncer 1.18 refuses unknown ones)."
     );
     let _ = writeln!(out, "ignore_startup_parameters = extra_float_digits");
+    if p.prepared_statements {
+        let _ = writeln!(
+            out,
+            ";; PGBOUNCER_PREPARED_STATEMENTS=true: named prepared statements in transaction mode (PgBouncer 1.21 \
+             or later; 1.18 refuses this line). Kept per server connection, shared by its clients: at least \
+             DB_STATEMENT_CACHE, and PgBouncer's own default of {PREPARED_STATEMENTS_FLOOR}."
+        );
+        let kept = settings.pool.statement_cache.max(PREPARED_STATEMENTS_FLOOR);
+        let _ = writeln!(out, "max_prepared_statements = {kept}");
+    }
     let _ = writeln!(out, "server_connect_timeout = {}", settings.connect_timeout.as_secs().max(1));
     if let Some(timeout) = settings.query_timeout {
         let _ = writeln!(

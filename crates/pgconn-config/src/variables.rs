@@ -324,7 +324,7 @@ pub const TABLE: [Variable; 25] = [
     flag(
         "PGBOUNCER_PREPARED_STATEMENTS",
         PgBouncer,
-        "`true` when the PgBouncer is 1.21 or later with `max_prepared_statements` set, so named prepared statements work through it in transaction mode: the statement cache is then used through it",
+        "`true` when the PgBouncer is 1.21 or later with `max_prepared_statements` set, so named prepared statements work through it in transaction mode: the statement cache is then used through it, and `pgconn pgbouncer-ini` writes `max_prepared_statements` (at least 200, at least `DB_STATEMENT_CACHE`; PgBouncer 1.18 refuses to start with it)",
         "`false` (PgBouncer 1.18)",
     ),
 ];

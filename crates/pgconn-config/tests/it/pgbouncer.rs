@@ -75,6 +75,22 @@ fn settings_reach_the_ini() {
         assert!(ini.contains(line), "missing {line:?} in\n{ini}");
     }
     assert!(!ini.contains("connect_query"), "DB_STATEMENT_TIMEOUT=0 sets nothing");
+    assert!(!ini.contains("max_prepared_statements"), "PgBouncer 1.18 refuses the line:\n{ini}");
+}
+
+#[test]
+fn prepared_statements_through_pgbouncer_are_enabled_in_the_ini() {
+    let with = |cache: &str| {
+        let s = settings(&[
+            ("DATABASE_URL", "postgresql://app:pw@db/app"),
+            ("USE_PGBOUNCER", "true"),
+            ("PGBOUNCER_PREPARED_STATEMENTS", "true"),
+            ("DB_STATEMENT_CACHE", cache),
+        ]);
+        pgconn_config::render_pgbouncer_ini(&s, None)
+    };
+    assert!(with("100").contains("\nmax_prepared_statements = 200\n"), "{}", with("100"));
+    assert!(with("500").contains("\nmax_prepared_statements = 500\n"), "{}", with("500"));
 }
 
 #[test]
