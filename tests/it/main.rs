@@ -10,6 +10,7 @@ mod libpq_params;
 mod monitor;
 mod network;
 mod pgbouncer;
+mod pgbouncer_prepared;
 mod pool;
 mod sql_types;
 mod statement_cache;

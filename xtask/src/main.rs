@@ -15,6 +15,7 @@ mod ci;
 mod db;
 mod demo;
 mod monitor_task;
+mod newer_pgbouncer;
 mod process;
 mod reports;
 mod scale;
@@ -142,11 +143,16 @@ pub(crate) fn cargo() -> OsString {
 /// `$CARGO_BUILD_TARGET_DIR`; a relative one is taken from the workspace root, where xtask runs cargo),
 /// else `target/debug/pgconn` in the workspace.
 pub(crate) fn pgconn_bin() -> PathBuf {
-    let target = ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
+    target_dir().join("debug").join("pgconn")
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (or `$CARGO_BUILD_TARGET_DIR`; a relative one is taken
+/// from the workspace root), else `target` in the workspace.
+pub(crate) fn target_dir() -> PathBuf {
+    ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR"]
         .into_iter()
         .find_map(|var| std::env::var_os(var).filter(|dir| !dir.is_empty()))
-        .map_or_else(|| workspace_root().join("target"), |dir| workspace_root().join(dir));
-    target.join("debug").join("pgconn")
+        .map_or_else(|| workspace_root().join("target"), |dir| workspace_root().join(dir))
 }
 
 /// Builds the `pgconn` binary (`cargo build -p pgconn-cli`, debug) and returns its absolute path

@@ -11,6 +11,11 @@
 //! type", after DDL) or that it is gone (`26000`). Off through PgBouncer in transaction mode
 //! (`Settings::statement_cache`), where a named statement would land on another server connection.
 //!
+//! Through PgBouncer (1.21 and later, `PGBOUNCER_PREPARED_STATEMENTS=true`), a statement the server rejected
+//! as stale is not prepared again on that connection: PgBouncer keeps one server-side statement per text
+//! on each server connection and hands the old one out again for the same text (its own documentation's
+//! remedy is `RECONNECT` on its admin console after a migration), so it runs unnamed from then on.
+//!
 //! The analyses are bounded too: past [`TEXTS`] texts, those without a cache entry are forgotten (and read
 //! again if they come back).
 
@@ -69,6 +74,8 @@ struct Entry {
     statement: Option<Statement>,
     /// When it was last used, in lookups since the cache was made: the least recent goes first.
     last_used: u64,
+    /// Never prepared again: it went stale through PgBouncer ([`Texts::forget`]).
+    unnamed_only: bool,
 }
 
 /// One text: what it does, and its cache entries (one per parameter types).
@@ -181,7 +188,7 @@ impl Texts {
                 entry.uses = entry.uses.saturating_add(1);
                 let lookup = match &entry.statement {
                     Some(statement) => Lookup::Prepared(statement.clone()),
-                    None if entry.uses >= PREPARE_THRESHOLD => Lookup::Prepare,
+                    None if entry.uses >= PREPARE_THRESHOLD && !entry.unnamed_only => Lookup::Prepare,
                     None => Lookup::Unnamed,
                 };
                 return (text.analysis, lookup, Evicted::default());
@@ -200,7 +207,8 @@ impl Texts {
         };
         // A first use of this text with these types.
         let evicted = self.make_room();
-        let entry = Entry { types: types.collect(), uses: 1, statement: None, last_used: clock };
+        let entry =
+            Entry { types: types.collect(), uses: 1, statement: None, last_used: clock, unnamed_only: false };
         match self.map.get_mut(sql) {
             Some(text) => text.entries.push(entry),
             // Not reached: eviction takes entries, not texts.
@@ -223,7 +231,16 @@ impl Texts {
     }
 
     /// Forgets `sql` with `types` (its plan changed, or the server lost it): it starts counting again.
+    /// Through PgBouncer in transaction mode, it runs unnamed from then on instead: a statement prepared
+    /// again with the same text would get PgBouncer's stale one again.
     pub(crate) fn forget(&mut self, sql: &str, types: &[Type]) {
+        if self.transaction_mode {
+            if let Some(entry) = self.entry(sql, types) {
+                entry.statement = None;
+                entry.unnamed_only = true;
+            }
+            return;
+        }
         if let Some(text) = self.map.get_mut(sql) {
             let before = text.entries.len();
             text.entries.retain(|entry| *entry.types != *types);
@@ -378,6 +395,27 @@ mod tests {
         assert_eq!((texts.len, cached(&texts, "SELECT 1")), (0, 0));
         assert_eq!(texts.map.len(), 2, "the texts are still known");
         assert!(texts.lookup("LISTEN x", types(&[]).filter(|_| false)).0.mistake.is_some());
+    }
+
+    #[test]
+    fn a_stale_statement_counts_again_directly_and_stays_unnamed_through_pgbouncer() {
+        for (transaction_mode, after) in [(false, "prepare"), (true, "unnamed")] {
+            let mut texts = Texts::new(10, transaction_mode);
+            for _ in 0..PREPARE_THRESHOLD {
+                texts.lookup("SELECT * FROM t", types(&[]));
+            }
+            texts.forget("SELECT * FROM t", &[]);
+            for _ in 0..PREPARE_THRESHOLD * 2 {
+                texts.lookup("SELECT * FROM t", types(&[]));
+            }
+            let (_, lookup, _) = texts.lookup("SELECT * FROM t", types(&[]));
+            assert_eq!(kind(&lookup), after, "transaction mode: {transaction_mode}");
+            // Other texts are prepared as before.
+            for _ in 1..PREPARE_THRESHOLD {
+                texts.lookup("SELECT 1", types(&[]));
+            }
+            assert_eq!(kind(&texts.lookup("SELECT 1", types(&[])).1), "prepare");
+        }
     }
 
     #[test]

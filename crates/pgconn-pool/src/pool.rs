@@ -520,6 +520,19 @@ impl PooledConn {
             if evicted.prepared > 0 {
                 metrics.statement_evictions.add(evicted.prepared);
             }
+            // The server says the cached statement cannot be used (its result type changed, or it is gone):
+            // forgotten, and run again unnamed when that is safe.
+            let stale = |conn: &mut Conn, e: postgres::Error| {
+                conn.texts.forget(sql, &all_types());
+                metrics.statement_invalidations.incr();
+                // In a transaction the error aborted it: a retry would only meet 25P02. (After the
+                // client() escape hatch the status is unknown: retried, as it most likely is none.)
+                if matches!(conn.tx, TxStatus::Idle | TxStatus::Unknown) {
+                    run_unnamed(conn.client())
+                } else {
+                    Err(e)
+                }
+            };
             let statement = match lookup {
                 Lookup::Unnamed => {
                     if types.is_some() {
@@ -530,7 +543,13 @@ impl PooledConn {
                 Lookup::Prepare => {
                     metrics.statement_misses.incr();
                     let types = all_types();
-                    let statement = conn.client().prepare_typed(sql, &types)?;
+                    // Through PgBouncer, preparing can meet a stale statement too: PgBouncer answers
+                    // the Parse from its own cache and the server's old statement fails the Describe.
+                    let statement = match conn.client().prepare_typed(sql, &types) {
+                        Ok(statement) => statement,
+                        Err(e) if crate::cache::is_stale(&e) => return stale(conn, e),
+                        Err(e) => return Err(e),
+                    };
                     metrics.statements_prepared.incr();
                     conn.texts.store(sql, &types, statement.clone());
                     statement
@@ -542,17 +561,7 @@ impl PooledConn {
             };
             let values = |values: &[_]| named(conn.client(), &statement, values);
             match on_stack(params, |param| param.typed().0, values) {
-                Err(e) if crate::cache::is_stale(&e) => {
-                    conn.texts.forget(sql, &all_types());
-                    metrics.statement_invalidations.incr();
-                    // In a transaction the error aborted it: a retry would only meet 25P02. (After the
-                    // client() escape hatch the status is unknown: retried, as it most likely is none.)
-                    if matches!(conn.tx, TxStatus::Idle | TxStatus::Unknown) {
-                        run_unnamed(conn.client())
-                    } else {
-                        Err(e)
-                    }
-                }
+                Err(e) if crate::cache::is_stale(&e) => stale(conn, e),
                 result => result,
             }
         })

@@ -19,6 +19,12 @@ pub const PGBOUNCER_ADMIN_URL: &str = "PGCONN_TEST_PGBOUNCER_ADMIN_URL";
 pub const PGBOUNCER_INI: &str = "PGCONN_TEST_PGBOUNCER_INI";
 /// The shared PgBouncer's `auth_file`.
 pub const PGBOUNCER_AUTH_FILE: &str = "PGCONN_TEST_PGBOUNCER_AUTH_FILE";
+/// The application role's URL through the second PgBouncer, 1.21 or later in transaction mode with
+/// `max_prepared_statements` set (`pgconn pgbouncer-ini` with `PGBOUNCER_PREPARED_STATEMENTS=true`), two
+/// server connections for every client (`default_pool_size = 2`).
+pub const PGBOUNCER_PREPARED_URL: &str = "PGCONN_TEST_PGBOUNCER_PREPARED_URL";
+/// The second PgBouncer's admin console.
+pub const PGBOUNCER_PREPARED_ADMIN_URL: &str = "PGCONN_TEST_PGBOUNCER_PREPARED_ADMIN_URL";
 /// The absolute path of the `pgconn` binary `cargo xtask test` built (debug).
 pub const PGCONN_BIN: &str = "PGCONN_TEST_PGCONN_BIN";
 /// The absolute path of the example server `thread_per_request` `cargo xtask test` built (debug).

@@ -1,0 +1,176 @@
+//! The statement cache through a PgBouncer that handles prepared statements in transaction mode (1.21 and
+//! later, `max_prepared_statements`, `PGBOUNCER_PREPARED_STATEMENTS=true`): `cargo xtask test` builds
+//! PgBouncer 1.24.1 from Debian 13's source and starts it with two server connections, so the statements
+//! of many client connections meet on shared server connections.
+
+use std::thread;
+
+use pgconn_config::Settings;
+use pgconn_pool::{PREPARE_THRESHOLD, Pool};
+use pgconn_tests::{database_url, testkit::vars, xtask_var};
+
+/// The second PgBouncer's `url_var`, or a panic saying how to get it.
+#[track_caller]
+fn prepared_pgbouncer(url_var: &str) -> String {
+    xtask_var(url_var).unwrap_or_else(|_| {
+        panic!(
+            "{url_var} is not set: this test needs a PgBouncer 1.21 or later with max_prepared_statements, \
+             which `cargo xtask test` builds (PgBouncer 1.24.1 from Debian's source) and starts; run the \
+             tests with `cargo xtask test`"
+        )
+    })
+}
+
+/// A pool through the second PgBouncer with prepared statements on, with `extra` variables on top.
+fn through_pgbouncer(extra: &[(&str, &str)]) -> Pool {
+    let mut vars = vec![
+        ("DATABASE_URL".to_owned(), database_url()),
+        ("USE_PGBOUNCER".to_owned(), "true".to_owned()),
+        ("PGBOUNCER_URL".to_owned(), prepared_pgbouncer(vars::PGBOUNCER_PREPARED_URL)),
+        ("PGBOUNCER_PREPARED_STATEMENTS".to_owned(), "true".to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let settings = Settings::from_vars(vars).unwrap();
+    assert!(settings.statement_cache() > 0, "the cache is on through this PgBouncer");
+    Pool::new(&settings).unwrap()
+}
+
+/// A pool straight to PostgreSQL, for the schema changes.
+fn direct() -> Pool {
+    Pool::new(&Settings::from_vars([("DATABASE_URL", database_url())]).unwrap()).unwrap()
+}
+
+/// The sum of `prepared_statements` over the second PgBouncer's server connections (`SHOW SERVERS`):
+/// statements PgBouncer prepared on PostgreSQL for its clients.
+fn prepared_on_servers() -> i64 {
+    let url = prepared_pgbouncer(vars::PGBOUNCER_PREPARED_ADMIN_URL);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut total = 0;
+    let mut column = None;
+    for message in admin.simple_query("SHOW SERVERS").unwrap() {
+        match message {
+            postgres::SimpleQueryMessage::RowDescription(columns) => {
+                column = columns.iter().position(|c| c.name() == "prepared_statements");
+            }
+            postgres::SimpleQueryMessage::Row(row) => {
+                let i = column.expect("SHOW SERVERS has prepared_statements (PgBouncer 1.21 and later)");
+                total += row.get(i).map_or(0, |n| n.parse::<i64>().unwrap());
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
+#[test]
+fn eight_client_connections_share_two_server_connections_prepared() {
+    let pool = through_pgbouncer(&[("DB_POOL_MAX_SIZE", "8")]);
+    let rounds: i32 = 300;
+    let threads: Vec<_> = (0..8_i32)
+        .map(|t| {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let mut errors = Vec::new();
+                for i in 0..rounds {
+                    let result = pool.get().and_then(|mut conn| {
+                        let sum: i32 = conn.query_one("SELECT $1::int4 + $2::int4", &[&i, &t])?.get(0);
+                        assert_eq!(sum, i + t);
+                        let text: String =
+                            conn.query_one("SELECT $1::text || '!'", &[&format!("{t}")])?.get(0);
+                        assert_eq!(text, format!("{t}!"));
+                        // And inside a transaction, which PgBouncer pins to one server connection.
+                        let mut tx = conn.transaction()?;
+                        let twice: i64 = tx.query_one("SELECT $1::int8 * 2", &[&i64::from(i)])?.get(0);
+                        assert_eq!(twice, 2 * i64::from(i));
+                        tx.commit()
+                    });
+                    if let Err(e) = result {
+                        errors.push(format!("thread {t}, round {i}: {e}"));
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let errors: Vec<String> = threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect();
+    assert!(errors.is_empty(), "{} errors, the first: {:?}", errors.len(), errors.first());
+    let cache = pool.metrics().statement_cache;
+    let statements = 8 * 3 * u64::try_from(rounds).unwrap();
+    // Each client connection counts each text to the threshold before preparing it.
+    let counting = 8 * 3 * u64::from(PREPARE_THRESHOLD);
+    assert!(cache.hits >= statements - counting, "{cache:?}");
+    assert!((3..=24).contains(&cache.prepared), "{cache:?}");
+    assert_eq!(cache.invalidations, 0, "{cache:?}");
+    assert!(prepared_on_servers() >= 3, "PgBouncer prepared them on PostgreSQL");
+}
+
+#[test]
+fn a_changed_result_type_is_retried_and_the_text_runs_unnamed_from_then_on() {
+    // PgBouncer keeps one server-side statement per text on each server connection and hands it out again
+    // for the same text; after the schema changes it stays stale until PgBouncer reconnects.
+    direct()
+        .get()
+        .unwrap()
+        .batch_execute(
+            "DROP TABLE IF EXISTS prepared_shape; CREATE TABLE prepared_shape (a int); \
+             INSERT INTO prepared_shape VALUES (1)",
+        )
+        .unwrap();
+    let sql = "SELECT * FROM prepared_shape";
+    let pool = through_pgbouncer(&[("DB_POOL_MAX_SIZE", "1")]);
+    let mut conn = pool.get().unwrap();
+    for _ in 0..=PREPARE_THRESHOLD {
+        assert_eq!(conn.query(sql, &[]).unwrap()[0].len(), 1);
+    }
+    assert_eq!(pool.metrics().statement_cache.prepared, 1);
+    direct().get().unwrap().batch_execute("ALTER TABLE prepared_shape ADD COLUMN b int").unwrap();
+    // The first use after the change meets the stale statement and is retried unnamed; the text is not
+    // prepared again, which would only find PgBouncer's stale statement again.
+    for _ in 0..3 * PREPARE_THRESHOLD {
+        assert_eq!(conn.query(sql, &[]).unwrap()[0].len(), 2);
+    }
+    for _ in 0..PREPARE_THRESHOLD {
+        let mut tx = conn.transaction().unwrap();
+        assert_eq!(tx.query(sql, &[]).unwrap()[0].len(), 2, "in a transaction too");
+        tx.commit().unwrap();
+    }
+    let cache = pool.metrics().statement_cache;
+    assert_eq!((cache.invalidations, cache.prepared), (1, 1), "{cache:?}");
+    // Other texts are still prepared.
+    for _ in 0..=PREPARE_THRESHOLD {
+        conn.query_one("SELECT 1", &[]).unwrap();
+    }
+    assert_eq!(pool.metrics().statement_cache.prepared, 2);
+    drop(conn);
+
+    // A new client connection prepares the text at the threshold and meets PgBouncer's stale statement
+    // there (PgBouncer answers the Parse itself; the server fails the Describe): retried unnamed, outside a
+    // transaction, and not prepared again.
+    let fresh = through_pgbouncer(&[("DB_POOL_MAX_SIZE", "1")]);
+    let mut conn = fresh.get().unwrap();
+    for _ in 0..3 * PREPARE_THRESHOLD {
+        assert_eq!(conn.query(sql, &[]).unwrap()[0].len(), 2);
+    }
+    let cache = fresh.metrics().statement_cache;
+    assert_eq!((cache.invalidations, cache.prepared), (1, 0), "{cache:?}");
+    drop(conn);
+    direct().get().unwrap().batch_execute("DROP TABLE prepared_shape").unwrap();
+}
+
+#[test]
+fn evicted_statements_are_closed_through_pgbouncer() {
+    let pool = through_pgbouncer(&[("DB_POOL_MAX_SIZE", "1"), ("DB_STATEMENT_CACHE", "2")]);
+    let mut conn = pool.get().unwrap();
+    for round in 0..3 {
+        for n in 1..=4_i32 {
+            let sql = format!("SELECT {n} + $1::int4");
+            for _ in 0..=PREPARE_THRESHOLD {
+                let value: i32 = conn.query_one(sql.as_str(), &[&round]).unwrap().get(0);
+                assert_eq!(value, n + round);
+            }
+        }
+    }
+    let cache = pool.metrics().statement_cache;
+    assert!(cache.evictions >= 8, "{cache:?}");
+    assert_eq!(cache.invalidations, 0, "{cache:?}");
+}
