@@ -1,7 +1,8 @@
 //! The statement cache through a PgBouncer that handles prepared statements in transaction mode (1.21 and
 //! later, `max_prepared_statements`, `PGBOUNCER_PREPARED_STATEMENTS=true`): `cargo xtask test` builds
 //! PgBouncer 1.24.1 from Debian 13's source and starts it with two server connections, so the statements
-//! of many client connections meet on shared server connections.
+//! of many client connections meet on shared server connections. The flag against the shared PgBouncer
+//! (1.18) is refused when the pool is built.
 
 use std::thread;
 
@@ -173,4 +174,30 @@ fn evicted_statements_are_closed_through_pgbouncer() {
     let cache = pool.metrics().statement_cache;
     assert!(cache.evictions >= 8, "{cache:?}");
     assert_eq!(cache.invalidations, 0, "{cache:?}");
+}
+
+#[test]
+fn the_flag_is_refused_at_start_by_a_pgbouncer_that_passes_names_through() {
+    // The shared PgBouncer is 1.18: it sends the driver's statement names (s0, s1, ...) to PostgreSQL as
+    // they are, so a statement could run on a server connection holding another client's `s0`.
+    let settings = Settings::from_vars([
+        ("DATABASE_URL", database_url()),
+        ("USE_PGBOUNCER", "true".to_owned()),
+        ("PGBOUNCER_URL", pgconn_tests::pgbouncer_url()),
+        ("PGBOUNCER_PREPARED_STATEMENTS", "true".to_owned()),
+    ])
+    .unwrap();
+    let error = Pool::new(&settings).map(drop).unwrap_err();
+    let message = error.to_string();
+    for part in ["PGBOUNCER_PREPARED_STATEMENTS=true", "older than 1.21", "max_prepared_statements"] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    // Without the flag the same PgBouncer is fine, with the cache off.
+    let settings = Settings::from_vars([
+        ("DATABASE_URL", database_url()),
+        ("USE_PGBOUNCER", "true".to_owned()),
+        ("PGBOUNCER_URL", pgconn_tests::pgbouncer_url()),
+    ])
+    .unwrap();
+    Pool::new(&settings).unwrap().get().unwrap().query_one("SELECT 1", &[]).unwrap();
 }

@@ -117,7 +117,9 @@ impl Pool {
     /// Builds a pool for `settings`: the direct strategy or PgBouncer, persistent or per request.
     ///
     /// Opens one connection first, so that a wrong password, an unknown database or an unreachable server
-    /// fails here with its cause; the pool then fills up to `DB_POOL_MIN_IDLE` in the background.
+    /// fails here with its cause; the pool then fills up to `DB_POOL_MIN_IDLE` in the background. With
+    /// `PGBOUNCER_PREPARED_STATEMENTS=true` through PgBouncer in transaction mode, that connection also
+    /// checks that PgBouncer handles named prepared statements (1.21 or later, `max_prepared_statements`).
     ///
     /// # Errors
     /// The typed cause of the first connection's failure, or [`Error::Unsupported`] for a setting this
@@ -144,6 +146,14 @@ impl Pool {
         let watches = Arc::clone(&manager.watches);
         spawn_watchdog(Arc::downgrade(&watches));
         let mut probe = manager.open()?;
+        if manager.transaction_mode && manager.statement_cache > 0 {
+            let target =
+                settings.target.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            if let Err(e) = crate::txmode::check_prepared_statements(probe.client(), &target) {
+                probe.close_as(CloseReason::Idle);
+                return Err(e);
+            }
+        }
         let last_error = Arc::clone(&manager.last_error);
         let mode = if settings.conn_max_age == ConnMaxAge::PerRequest {
             probe.close_as(CloseReason::PerRequest);

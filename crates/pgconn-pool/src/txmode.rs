@@ -58,6 +58,46 @@ pub(crate) fn mistake(code: &str) -> Option<(&'static str, &'static str)> {
     None
 }
 
+/// With `PGBOUNCER_PREPARED_STATEMENTS=true` through PgBouncer in transaction mode: whether PgBouncer
+/// handles named prepared statements itself, as 1.21 and later do with `max_prepared_statements` set: it
+/// prepares them on the server under names of its own (`PGBOUNCER_1`, ...). A PgBouncer that passes the
+/// client's name through (older than 1.21, or `max_prepared_statements = 0`) would run a statement on a
+/// server connection that lacks it, or that holds another client's statement of the same name. Looked at
+/// inside one transaction, which PgBouncer keeps on one server connection; the statement is closed and
+/// the transaction rolled back before it ends. `target` names the PgBouncer in the error.
+pub(crate) fn check_prepared_statements(
+    client: &mut postgres::Client,
+    target: &str,
+) -> Result<(), crate::Error> {
+    const PROBE: &str = "SELECT 1 AS pgconn_prepared_statements_check";
+    let names = (|| {
+        let mut tx = client.transaction()?;
+        let statement = tx.prepare(PROBE)?;
+        let sql = "SELECT name FROM pg_prepared_statements WHERE statement = $1";
+        let rows = tx.query_typed(sql, &[(&PROBE, postgres::types::Type::TEXT)])?;
+        // Dropping it sends its Close ahead of the rollback, in this transaction.
+        drop(statement);
+        tx.rollback()?;
+        Ok::<Vec<String>, postgres::Error>(rows.iter().map(|row| row.get(0)).collect())
+    })()
+    .map_err(|e| crate::Error::from_query(e, client.is_closed()))?;
+    // The driver names its statements s0, s1, ...; PgBouncer renames them.
+    let drivers_own = |name: &String| {
+        name.strip_prefix('s').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if names.iter().any(drivers_own) {
+        return Err(crate::Error::Unsupported(format!(
+            "PGBOUNCER_PREPARED_STATEMENTS=true, but the PgBouncer at {target} passes named prepared \
+             statements through to PostgreSQL unchanged: it is older than 1.21, or its \
+             max_prepared_statements is 0. A named statement would then run on a server connection that \
+             lacks it, or that holds another client's statement of the same name. Set \
+             max_prepared_statements in its pgbouncer.ini (PgBouncer 1.21 or later; `pgconn pgbouncer-ini` \
+             writes it), or unset PGBOUNCER_PREPARED_STATEMENTS"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::mistake;
