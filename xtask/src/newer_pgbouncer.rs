@@ -1,10 +1,10 @@
 //! A PgBouncer that handles prepared statements in transaction mode (1.21 and later), for the tests of the
-//! statement cache through PgBouncer (`tests/it/pgbouncer_prepared.rs`).
+//! statement cache through PgBouncer (`tests/it/pgbouncer_prepared.rs`) and the bench's section on it.
 //!
 //! Debian 12 ships PgBouncer 1.18, which does not. Debian 13's source of 1.24.1 is fetched from
 //! deb.debian.org (checked against its SHA-256), built against this machine's libraries (`./configure &&
-//! make`, about 10 s on 2 cores; it needs a C compiler and libevent's headers) and kept in
-//! `target/pgbouncer-1.24.1/`, so later runs reuse it. `PGCONN_PGBOUNCER_PREPARED_BIN` names another
+//! make`, about 10 s on 2 cores; it needs a C compiler and the headers of libevent and OpenSSL) and its
+//! executable kept in `target/pgbouncer-1.24.1/bin/`, so later runs reuse it. `PGCONN_PGBOUNCER_PREPARED_BIN` names another
 //! PgBouncer 1.21 or later instead (then nothing is fetched or built).
 
 use std::fs;
@@ -12,11 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use pgconn_testkit::{Cluster, PgBouncer, PgBouncerOptions};
 
 /// The version built.
 const VERSION: &str = "1.24.1";
-/// Debian 13's upstream source of it.
-const URL: &str = "http://deb.debian.org/debian/pool/main/p/pgbouncer/pgbouncer_1.24.1.orig.tar.gz";
+/// Where its source is fetched, in order: Debian 13's copy of the upstream tarball (the one tried here),
+/// then the upstream one (the same file by its checksum, untried here: this machine reaches only package
+/// registries). Debian's pool drops a version once a newer one replaces it.
+const URLS: [&str; 2] = [
+    "http://deb.debian.org/debian/pool/main/p/pgbouncer/pgbouncer_1.24.1.orig.tar.gz",
+    "https://www.pgbouncer.org/downloads/files/1.24.1/pgbouncer-1.24.1.tar.gz",
+];
 /// The tarball's SHA-256, from Debian 13's `Sources` index (so plain HTTP is as safe as apt's).
 const SHA256: &str = "da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0";
 /// A PgBouncer 1.21 or later to use instead of building one.
@@ -38,13 +44,40 @@ pub(crate) fn ensure_built() -> Result<PathBuf> {
     build(&prefix).with_context(|| {
         format!(
             "cannot build PgBouncer {VERSION} for the tests of prepared statements through PgBouncer; \
-             they need a C compiler, make, libevent's headers (`apt-get install libevent-dev`) and \
-             deb.debian.org, or set {BIN_VAR} to a PgBouncer 1.21 or later"
+             they need curl, make, a C compiler and the headers of libevent and OpenSSL (`apt-get \
+             install curl make gcc pkg-config libevent-dev libssl-dev`) and deb.debian.org, or set \
+             {BIN_VAR} to a PgBouncer 1.21 or later"
         )
     })?;
     let version = version_of(&bin).context("the PgBouncer just built does not run")?;
     eprintln!("xtask: built {}", version.lines().next().unwrap_or_default());
     Ok(bin)
+}
+
+/// `program` (from [`ensure_built`]) in front of `cluster`, rendered by `pgconn pgbouncer-ini` with
+/// `PGBOUNCER_PREPARED_STATEMENTS=true` (so with `max_prepared_statements`) and `env` on top. Its
+/// executable is copied into the cluster's directory, which the server user can read (PgBouncer runs as
+/// `postgres` when xtask runs as root).
+pub(crate) fn start(
+    cluster: &Cluster,
+    pgconn: &Path,
+    program: &Path,
+    env: &[(&str, &str)],
+) -> Result<PgBouncer> {
+    let bin = cluster.dir().join("bin");
+    fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    let copy = bin.join("pgbouncer");
+    fs::copy(program, &copy)
+        .with_context(|| format!("cannot copy {} to {}", program.display(), copy.display()))?;
+    let mut all = vec![("PGBOUNCER_PREPARED_STATEMENTS", "true")];
+    all.extend_from_slice(env);
+    let options = PgBouncerOptions { program: Some(copy), ..crate::process::pgbouncer_options() };
+    PgBouncer::in_front_of(cluster, pgconn, &all, &options)
+}
+
+/// `bin --version`'s first line, when it runs.
+pub(crate) fn version_line(bin: &Path) -> Option<String> {
+    version_of(bin).and_then(|text| text.lines().next().map(str::to_owned))
 }
 
 /// What `bin --version` prints, when it runs.
@@ -53,18 +86,30 @@ fn version_of(bin: &Path) -> Option<String> {
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Fetches, checks, configures, builds and installs PgBouncer into `prefix`.
+/// Fetches, checks, configures and builds PgBouncer in a directory of this process's own, then puts the
+/// executable at `prefix/bin/pgbouncer` with a rename (so two first runs at once do not meet half-built).
 fn build(prefix: &Path) -> Result<()> {
-    let work = prefix.with_file_name(format!("pgbouncer-{VERSION}-build"));
+    let work = prefix.with_file_name(format!("pgbouncer-{VERSION}-build-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let built = build_in(&work, prefix);
+    let _ = fs::remove_dir_all(&work);
+    built
+}
+
+fn build_in(work: &Path, prefix: &Path) -> Result<()> {
     let tarball = work.join("source.tar.gz");
-    eprintln!("xtask: fetching PgBouncer {VERSION}'s source from {URL}");
-    run(Command::new("curl").args(["-fsS", "--max-time", "120", "-o"]).arg(&tarball).arg(URL), "curl")?;
-    let sum = Command::new("sha256sum").arg(&tarball).output().context("cannot run sha256sum")?;
-    let sum = String::from_utf8_lossy(&sum.stdout);
-    ensure!(sum.split_whitespace().next() == Some(SHA256), "{URL} has SHA-256 {sum}, expected {SHA256}");
-    run(Command::new("tar").arg("xzf").arg(&tarball).current_dir(&work), "tar")?;
+    let mut fetched = Err(anyhow::anyhow!("no source URL"));
+    for url in URLS {
+        eprintln!("xtask: fetching PgBouncer {VERSION}'s source from {url}");
+        fetched = fetch(url, &tarball);
+        match &fetched {
+            Ok(()) => break,
+            Err(err) => eprintln!("xtask: {err:#}"),
+        }
+    }
+    fetched?;
+    run(Command::new("tar").arg("xzf").arg(&tarball).current_dir(work), "tar")?;
     let source = work.join(format!("pgbouncer-{VERSION}"));
     eprintln!("xtask: building PgBouncer {VERSION} in {}", source.display());
     run(
@@ -75,8 +120,22 @@ fn build(prefix: &Path) -> Result<()> {
         "./configure",
     )?;
     run(Command::new("make").arg("-j2").current_dir(&source), "make")?;
-    run(Command::new("make").arg("install").current_dir(&source), "make install")?;
-    let _ = fs::remove_dir_all(&work);
+    let bin = prefix.join("bin");
+    fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    let partial = bin.join(format!("pgbouncer.{}", std::process::id()));
+    fs::copy(source.join("pgbouncer"), &partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    fs::rename(&partial, bin.join("pgbouncer"))
+        .with_context(|| format!("cannot rename {}", partial.display()))
+}
+
+/// Downloads `url` to `to` and checks its SHA-256.
+fn fetch(url: &str, to: &Path) -> Result<()> {
+    run(Command::new("curl").args(["-fsSL", "--max-time", "120", "-o"]).arg(to).arg(url), "curl")?;
+    let sum = Command::new("sha256sum").arg(to).output().context("cannot run sha256sum")?;
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    let sum = sum.split_whitespace().next().unwrap_or_default();
+    ensure!(sum == SHA256, "{url} has SHA-256 {sum}, expected {SHA256}");
     Ok(())
 }
 

@@ -74,14 +74,15 @@ struct Entry {
     statement: Option<Statement>,
     /// When it was last used, in lookups since the cache was made: the least recent goes first.
     last_used: u64,
-    /// Never prepared again: it went stale through PgBouncer ([`Texts::forget`]).
-    unnamed_only: bool,
 }
 
 /// One text: what it does, and its cache entries (one per parameter types).
 struct Text {
     analysis: Analysis,
     entries: Vec<Entry>,
+    /// Never prepared again on this connection: it went stale through PgBouncer ([`Texts::forget`]). Kept
+    /// past evictions and resets, and with the text past the [`TEXTS`] bound while it can be.
+    unnamed_only: bool,
 }
 
 /// One connection's statement texts: their analyses, prepared statements, and the texts on their way there.
@@ -177,7 +178,9 @@ impl Texts {
         let clock = self.clock;
         let analysis = if let Some(text) = self.map.get_mut(sql) {
             // A statement refused before it is sent (transaction mode) is not counted, nor cached.
-            let Some(types) = types.as_ref().filter(|_| text.analysis.mistake.is_none()) else {
+            let Some(types) =
+                types.as_ref().filter(|_| text.analysis.mistake.is_none() && !text.unnamed_only)
+            else {
                 return (text.analysis, Lookup::Unnamed, Evicted::default());
             };
             let same = |entry: &&mut Entry| {
@@ -188,7 +191,7 @@ impl Texts {
                 entry.uses = entry.uses.saturating_add(1);
                 let lookup = match &entry.statement {
                     Some(statement) => Lookup::Prepared(statement.clone()),
-                    None if entry.uses >= PREPARE_THRESHOLD && !entry.unnamed_only => Lookup::Prepare,
+                    None if entry.uses >= PREPARE_THRESHOLD => Lookup::Prepare,
                     None => Lookup::Unnamed,
                 };
                 return (text.analysis, lookup, Evicted::default());
@@ -196,10 +199,13 @@ impl Texts {
             text.analysis
         } else {
             if self.map.len() >= TEXTS {
-                self.map.retain(|_, text| !text.entries.is_empty());
+                self.map.retain(|_, text| !text.entries.is_empty() || text.unnamed_only);
+                if self.map.len() >= TEXTS {
+                    self.map.retain(|_, text| !text.entries.is_empty());
+                }
             }
             let analysis = Analysis::of(sql, self.transaction_mode);
-            self.map.insert(sql.into(), Text { analysis, entries: Vec::new() });
+            self.map.insert(sql.into(), Text { analysis, entries: Vec::new(), unnamed_only: false });
             analysis
         };
         let Some(types) = types.filter(|_| analysis.mistake.is_none()) else {
@@ -207,12 +213,13 @@ impl Texts {
         };
         // A first use of this text with these types.
         let evicted = self.make_room();
-        let entry =
-            Entry { types: types.collect(), uses: 1, statement: None, last_used: clock, unnamed_only: false };
+        let entry = Entry { types: types.collect(), uses: 1, statement: None, last_used: clock };
         match self.map.get_mut(sql) {
             Some(text) => text.entries.push(entry),
             // Not reached: eviction takes entries, not texts.
-            None => drop(self.map.insert(sql.into(), Text { analysis, entries: vec![entry] })),
+            None => drop(
+                self.map.insert(sql.into(), Text { analysis, entries: vec![entry], unnamed_only: false }),
+            ),
         }
         self.len += 1;
         let lookup = if PREPARE_THRESHOLD <= 1 { Lookup::Prepare } else { Lookup::Unnamed };
@@ -231,26 +238,21 @@ impl Texts {
     }
 
     /// Forgets `sql` with `types` (its plan changed, or the server lost it): it starts counting again.
-    /// Through PgBouncer in transaction mode, it runs unnamed from then on instead: a statement prepared
-    /// again with the same text would get PgBouncer's stale one again.
+    /// Through PgBouncer in transaction mode, the text runs unnamed from then on instead, with any
+    /// parameter types: PgBouncer keeps one server-side statement per text, so preparing it again would
+    /// get the stale one again.
     pub(crate) fn forget(&mut self, sql: &str, types: &[Type]) {
-        if self.transaction_mode {
-            if let Some(entry) = self.entry(sql, types) {
-                entry.statement = None;
-                entry.unnamed_only = true;
-            }
-            return;
-        }
         if let Some(text) = self.map.get_mut(sql) {
             let before = text.entries.len();
             text.entries.retain(|entry| *entry.types != *types);
             self.len -= before - text.entries.len();
+            text.unnamed_only |= self.transaction_mode;
         }
     }
 
     /// Forgets every prepared statement: the session was reset, and its prepared statements with it.
     /// Dropping them sends a `Close` the server answers harmlessly for a statement it no longer has. The
-    /// analyses stay: a text does what it did.
+    /// analyses stay (a text does what it did), and so do the texts PgBouncer has stale.
     pub(crate) fn clear(&mut self) {
         for text in self.map.values_mut() {
             text.entries.clear();
@@ -410,6 +412,14 @@ mod tests {
             }
             let (_, lookup, _) = texts.lookup("SELECT * FROM t", types(&[]));
             assert_eq!(kind(&lookup), after, "transaction mode: {transaction_mode}");
+            if transaction_mode {
+                // Whatever the parameter types, after a reset, and without taking room in the cache.
+                texts.clear();
+                for _ in 0..PREPARE_THRESHOLD * 2 {
+                    assert_eq!(kind(&texts.lookup("SELECT * FROM t", types(&[Type::INT4])).1), "unnamed");
+                }
+                assert_eq!(cached(&texts, "SELECT * FROM t"), 0);
+            }
             // Other texts are prepared as before.
             for _ in 1..PREPARE_THRESHOLD {
                 texts.lookup("SELECT 1", types(&[]));

@@ -146,10 +146,30 @@ impl Pool {
         let watches = Arc::clone(&manager.watches);
         spawn_watchdog(Arc::downgrade(&watches));
         let mut probe = manager.open()?;
-        if manager.transaction_mode && manager.statement_cache > 0 {
+        // Transaction mode only: statement mode allows no transaction to hold a server connection for the
+        // look, so there the flag is taken on trust.
+        if settings.strategy == Strategy::PgBouncer
+            && settings.pgbouncer.pool_mode == PoolMode::Transaction
+            && manager.statement_cache > 0
+        {
             let target =
                 settings.target.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-            if let Err(e) = crate::txmode::check_prepared_statements(probe.client(), &target) {
+            // Bounded like a connection attempt: a paused or saturated PgBouncer holds the BEGIN.
+            let deadline = Some(Tick::now().plus(settings.connect_timeout));
+            let (checked, expired) = bounded(&mut probe, deadline, |conn| {
+                Ok(crate::txmode::check_prepared_statements(conn.client(), &target))
+            });
+            let checked = match (checked, expired) {
+                (_, true) => Err(Error::Unsupported(format!(
+                    "PGBOUNCER_PREPARED_STATEMENTS=true: the PgBouncer at {target} did not answer the check \
+                     that it handles named prepared statements within {}s (DB_CONNECT_TIMEOUT); is it paused, \
+                     or are its server connections all busy?",
+                    settings.connect_timeout.as_secs()
+                ))),
+                (Ok(checked), false) => checked,
+                (Err(e), false) => Err(Error::from_query(e, true)),
+            };
+            if let Err(e) = checked {
                 probe.close_as(CloseReason::Idle);
                 return Err(e);
             }
@@ -555,6 +575,8 @@ impl PooledConn {
                     let types = all_types();
                     // Through PgBouncer, preparing can meet a stale statement too: PgBouncer answers
                     // the Parse from its own cache and the server's old statement fails the Describe.
+                    // (The driver makes no Statement of a failed Describe, so the name it parsed is never
+                    // closed: PgBouncer keeps it for the connection, once per stale text.)
                     let statement = match conn.client().prepare_typed(sql, &types) {
                         Ok(statement) => statement,
                         Err(e) if crate::cache::is_stale(&e) => return stale(conn, e),

@@ -81,6 +81,10 @@ pub(crate) fn check_prepared_statements(
         Ok::<Vec<String>, postgres::Error>(rows.iter().map(|row| row.get(0)).collect())
     })()
     .map_err(|e| crate::Error::from_query(e, client.is_closed()))?;
+    if names.is_empty() {
+        // Not seen on the server inside the transaction: a pooler that prepares later. Taken on trust.
+        log::info!("could not confirm that the PgBouncer at {target} handles named prepared statements");
+    }
     // The driver names its statements s0, s1, ...; PgBouncer renames them.
     let drivers_own = |name: &String| {
         name.strip_prefix('s').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))

@@ -20,8 +20,8 @@ pub const PGBOUNCER_INI: &str = "PGCONN_TEST_PGBOUNCER_INI";
 /// The shared PgBouncer's `auth_file`.
 pub const PGBOUNCER_AUTH_FILE: &str = "PGCONN_TEST_PGBOUNCER_AUTH_FILE";
 /// The application role's URL through the second PgBouncer, 1.21 or later in transaction mode with
-/// `max_prepared_statements` set (`pgconn pgbouncer-ini` with `PGBOUNCER_PREPARED_STATEMENTS=true`), two
-/// server connections for every client (`default_pool_size = 2`).
+/// `max_prepared_statements` set (`pgconn pgbouncer-ini` with `PGBOUNCER_PREPARED_STATEMENTS=true`), one
+/// server connection for every client (`default_pool_size = 1`).
 pub const PGBOUNCER_PREPARED_URL: &str = "PGCONN_TEST_PGBOUNCER_PREPARED_URL";
 /// The second PgBouncer's admin console.
 pub const PGBOUNCER_PREPARED_ADMIN_URL: &str = "PGCONN_TEST_PGBOUNCER_PREPARED_ADMIN_URL";

@@ -34,15 +34,27 @@ impl Bench {
         args: &[&str],
         through_pgbouncer: bool,
     ) -> Result<Cell> {
+        let bouncer = through_pgbouncer.then(|| (self.bouncer.clone(), "USE_PGBOUNCER=true".to_owned()));
+        self.load_via(bouncer.as_ref().map(|(info, shown)| (info, shown.as_str())), env, args)
+    }
+
+    /// [`Bench::load`] through `bouncer` (`None`: straight to PostgreSQL), shown in the command as the
+    /// text beside it.
+    pub(super) fn load_via(
+        &mut self,
+        bouncer: Option<(&PgBouncerInfo, &str)>,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> Result<Cell> {
         if process::interrupted() {
             return Err(pgconn_testkit::Interrupted.into());
         }
         let mut cmd = Command::new(&self.pgconn);
         cmd.arg("load").args(args).arg("--json").env_clear().env("DATABASE_URL", &self.database_url);
         let mut shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if through_pgbouncer {
-            cmd.env("USE_PGBOUNCER", "true").env("PGBOUNCER_URL", self.bouncer.database_url());
-            shown.insert(0, "USE_PGBOUNCER=true".into());
+        if let Some((bouncer, label)) = bouncer {
+            cmd.env("USE_PGBOUNCER", "true").env("PGBOUNCER_URL", bouncer.database_url());
+            shown.insert(0, label.to_owned());
         }
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str()))).stdout(Stdio::piped()).stderr(Stdio::null());
         signal::raise_nofile_limit(&mut cmd);

@@ -5,7 +5,8 @@
 //! (pgconn pooled, connect-per-request, through PgBouncer, and the anchors `--dedicated` and `--r2d2`) and
 //! `pgbench` (`-M simple`, and `-C` for connect-per-transaction), all with the same query, `SELECT 1`; then
 //! eight threads like for like on `SELECT 1` and a point query (statement cache on and off, dedicated
-//! clients prepared and unnamed, pgbench in each protocol mode).
+//! clients prepared and unnamed, pgbench in each protocol mode); then the PgBouncer tier with prepared
+//! statements (PgBouncer 1.18 against a newer one with `max_prepared_statements`, `newer_pgbouncer.rs`).
 //!
 //! Measuring and writing are apart:
 //! - `measure.rs` runs one contender (`pgconn load`, `pgbench`) and reads its figures; it also describes
@@ -28,7 +29,7 @@ use anyhow::{Context as _, Result};
 use measure::{Bench, Contender, Counter, Counts, median};
 use results::{
     Cell, Checkout, Concurrency, ConnectionCost, EightThreads, Latency, LoadRow, PgbenchModes, PgbenchRow,
-    Results, Scale, ScaleRow, SingleThread, Throughput, Work, WorkRow,
+    PreparedPgBouncer, PreparedRows, Results, Scale, ScaleRow, SingleThread, Throughput, Work, WorkRow,
 };
 
 /// The point query of the eight-thread section, on `pgbench -i -s 5`'s accounts.
@@ -56,6 +57,8 @@ pub(crate) fn run(quick: bool) -> Result<u8> {
     let concurrency = concurrency(&mut b, quick)?;
     // Run here, after the grid; the document shows it after the grid too, before the targets and scale.
     let eight_threads = eight_threads(&mut b, &cluster, POINT, quick)?;
+    // After eight_threads, which makes the point query's table.
+    let prepared_pgbouncer = prepared_pgbouncer(&mut b, &cluster, POINT, quick)?;
     let work = work(&mut b, quick)?;
     let scale = scale(&mut b, quick)?;
     drop(bouncer);
@@ -70,6 +73,7 @@ pub(crate) fn run(quick: bool) -> Result<u8> {
         cost,
         concurrency,
         eight_threads,
+        prepared_pgbouncer,
         work,
         scale,
         commands: b.commands,
@@ -153,6 +157,76 @@ fn work(b: &mut Bench, quick: bool) -> Result<Work> {
         }
     };
     Ok(Work { clients, requests, rows })
+}
+
+/// Section 6, the PgBouncer tier with prepared statements: pgconn through PgBouncer 1.18 and through a
+/// newer PgBouncer with `max_prepared_statements` (the one `cargo xtask test` builds,
+/// [`crate::newer_pgbouncer`]), the statement cache off and on, in interleaved rounds (medians); pgbench
+/// through the newer one. Not run (and said so) when the newer PgBouncer cannot be built or started.
+fn prepared_pgbouncer(
+    b: &mut Bench,
+    cluster: &pgconn_testkit::Cluster,
+    point: &str,
+    quick: bool,
+) -> Result<PreparedPgBouncer> {
+    let (rounds, seconds, warmup): (u32, u32, u32) = if quick { (1, 2, 1) } else { (3, 4, 2) };
+    let mut section =
+        PreparedPgBouncer { version: String::new(), rounds, seconds, warmup, measured: Err(String::new()) };
+    // The same sizes as the PgBouncer 1.18 of every other section (`scale::start_servers`).
+    let sizes = [("PGBOUNCER_MAX_CLIENT_CONN", "6000"), ("PGBOUNCER_DEFAULT_POOL_SIZE", "40")];
+    let started = crate::newer_pgbouncer::ensure_built().and_then(|program| {
+        section.version = crate::newer_pgbouncer::version_line(&program).unwrap_or_default();
+        crate::newer_pgbouncer::start(cluster, &b.pgconn, &program, &sizes)
+    });
+    let newer = match started {
+        Ok(newer) => newer,
+        Err(err) if err.is::<pgconn_testkit::Interrupted>() => return Err(err),
+        Err(err) => {
+            let why = format!("{err:#}");
+            eprintln!("xtask: bench: PgBouncer with prepared statements not run: {why}");
+            section.measured = Err(why);
+            return Ok(section);
+        }
+    };
+    let version = section.version.clone();
+    let (old, new) = (b.bouncer.clone(), newer.info().clone());
+    let old_label = "USE_PGBOUNCER=true (PgBouncer 1.18)".to_owned();
+    let new_label = format!("USE_PGBOUNCER=true ({version})");
+    let mut on_env = pool_env(8);
+    on_env.push(("PGBOUNCER_PREPARED_STATEMENTS", "true".into()));
+    let contenders = [
+        ("pgconn via PgBouncer 1.18".to_owned(), &old, &old_label, pool_env(8)),
+        (format!("pgconn via {version}"), &new, &new_label, pool_env(8)),
+        (format!("pgconn via {version}, `PGBOUNCER_PREPARED_STATEMENTS=true`"), &new, &new_label, on_env),
+    ];
+    let (secs, warm) = (seconds.to_string(), warmup.to_string());
+    let mut medians = vec![[0.0_f64; 2]; contenders.len()];
+    for (q, query) in ["SELECT 1", point].iter().enumerate() {
+        let mut cells: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+        for _ in 0..rounds {
+            for (i, (_, bouncer, label, env)) in contenders.iter().enumerate() {
+                let args = ["--clients", "8", "--duration", &secs, "--warmup", &warm, "--query", query];
+                let cell = b.load_via(Some((bouncer, label)), env, &args)?;
+                cells[i].push(if cell.errors == 0 { cell.rps } else { 0.0 });
+            }
+        }
+        for (i, values) in cells.into_iter().enumerate() {
+            medians[i][q] = median(values);
+        }
+    }
+    let select1_script = b.script.clone();
+    let point_script = cluster.dir().join("point.sql");
+    let mut pgbench = Vec::new();
+    for mode in ["prepared", "simple"] {
+        let select1 = b.pgbench_with(new.port, 8, 2, seconds, mode, &select1_script, &[])?;
+        let point = b.pgbench_with(new.port, 8, 2, seconds, mode, &point_script, &[])?;
+        pgbench.push(PgbenchModes { mode: mode.to_owned(), jobs: 2, select1, point });
+    }
+    drop(newer);
+    let row =
+        |i: usize| Throughput { name: contenders[i].0.clone(), select1: medians[i][0], point: medians[i][1] };
+    section.measured = Ok(PreparedRows { old: row(0), off: row(1), on: row(2), pgbench });
+    Ok(section)
 }
 
 /// The environment that sizes `pgconn`'s pool in front of PgBouncer for `size` clients.

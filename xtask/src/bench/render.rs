@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::results::{
-    Cell, Concurrency, EightThreads, Machine, Measured, PgbenchCell, Results, Scale, SingleThread, Target,
-    Work,
+    Cell, Concurrency, EightThreads, Machine, Measured, PgbenchCell, PreparedPgBouncer, Results, Scale,
+    SingleThread, Target, Work,
 };
 
 /// The whole document.
@@ -21,6 +21,7 @@ pub(super) fn render(r: &Results) -> String {
     connection_cost(&mut out, r);
     concurrency(&mut out, &r.concurrency);
     eight_threads(&mut out, &r.eight_threads);
+    prepared_pgbouncer(&mut out, &r.prepared_pgbouncer);
     work(&mut out, &r.work);
     targets(&mut out, &r.targets());
     scale(&mut out, &r.scale);
@@ -199,6 +200,47 @@ fn eight_threads(doc: &mut String, e: &EightThreads) {
         e.cache_gain(),
         e.vs_pgbench_prepared(),
         e.r2d2_vs_unnamed(),
+    );
+}
+
+fn prepared_pgbouncer(doc: &mut String, p: &PreparedPgBouncer) {
+    let _ = writeln!(
+        doc,
+        "## Through PgBouncer with prepared statements\n\nPgBouncer 1.18 (the one of every other section: the statement cache is off through it) against {} built from Debian 13's source (`cargo xtask test` builds the same one), rendered by `pgconn pgbouncer-ini` with `PGBOUNCER_PREPARED_STATEMENTS=true`, so with `max_prepared_statements`; both in transaction mode with `default_pool_size = 40`. 8 request threads (pool of 8) or pgbench clients, {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up; medians; the same two queries as above.\n",
+        p.version, p.rounds, p.seconds, p.warmup
+    );
+    let rows = match &p.measured {
+        Ok(rows) => rows,
+        Err(why) => {
+            let _ = writeln!(doc, "Not run: {why}.\n");
+            return;
+        }
+    };
+    let _ = writeln!(doc, "| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|");
+    for row in rows.rows() {
+        let _ = writeln!(doc, "| {} | {:.0} | {:.0} |", row.name, row.select1, row.point);
+    }
+    let tps = |cell: &PgbenchCell| match &cell.failed {
+        None => format!("{:.0}", cell.tps),
+        Some(failed) => format!("failed: {failed}"),
+    };
+    for row in &rows.pgbench {
+        let _ = writeln!(
+            doc,
+            "| `pgbench -M {} -c 8 -j {}` via {} | {} | {} |",
+            row.mode,
+            row.jobs,
+            p.version,
+            tps(&row.select1),
+            tps(&row.point)
+        );
+    }
+    let _ = writeln!(
+        doc,
+        "\nThe statement cache through {} on the point query: **{:.2}×** the throughput without it. pgconn (cache on) ÷ `pgbench -M prepared` through the same PgBouncer on the point query: **{:.2}**.\n",
+        p.version,
+        rows.cache_gain(),
+        rows.vs_pgbench_prepared(),
     );
 }
 
@@ -425,6 +467,9 @@ mod tests {
             "|---|---|---|---|---|",
             "![throughput and p99 by concurrency](benchmarks.svg)",
             "## Eight threads, like for like",
+            "| contender | `SELECT 1` req/s | point query req/s |",
+            "|---|---|---|",
+            "## Through PgBouncer with prepared statements",
             "| contender | `SELECT 1` req/s | point query req/s |",
             "|---|---|---|",
             "## Client work per request, counted",

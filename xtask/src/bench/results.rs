@@ -19,6 +19,7 @@ pub(super) struct Results {
     pub(super) cost: ConnectionCost,
     pub(super) concurrency: Concurrency,
     pub(super) eight_threads: EightThreads,
+    pub(super) prepared_pgbouncer: PreparedPgBouncer,
     pub(super) work: Work,
     pub(super) scale: Scale,
     /// Every command behind a figure, in the order run.
@@ -276,6 +277,50 @@ impl EightThreads {
     /// Bare r2d2 without its checkout test ÷ dedicated unnamed on `SELECT 1`.
     pub(super) fn r2d2_vs_unnamed(&self) -> f64 {
         ratio(self.r2d2.select1, self.dedicated_unnamed.select1)
+    }
+}
+
+/// The PgBouncer tier with prepared statements: pgconn through PgBouncer 1.18 (the one of every other
+/// section, where the statement cache is off) and through a PgBouncer 1.21 or later with
+/// `max_prepared_statements`, the cache off and on; pgbench through the latter. 8 clients, interleaved
+/// rounds, medians.
+pub(super) struct PreparedPgBouncer {
+    /// `pgbouncer --version`'s first line of the newer one.
+    pub(super) version: String,
+    pub(super) rounds: u32,
+    pub(super) seconds: u32,
+    pub(super) warmup: u32,
+    /// Or why it was not run (the newer PgBouncer could not be built).
+    pub(super) measured: Result<PreparedRows, String>,
+}
+
+pub(super) struct PreparedRows {
+    /// Through PgBouncer 1.18.
+    pub(super) old: Throughput,
+    /// Through the newer one, `PGBOUNCER_PREPARED_STATEMENTS` unset: the cache off.
+    pub(super) off: Throughput,
+    /// Through the newer one with `PGBOUNCER_PREPARED_STATEMENTS=true`: the cache on.
+    pub(super) on: Throughput,
+    /// pgbench through the newer one.
+    pub(super) pgbench: Vec<PgbenchModes>,
+}
+
+impl PreparedRows {
+    /// The `pgconn load` contenders in the order of the table.
+    pub(super) fn rows(&self) -> [&Throughput; 3] {
+        [&self.old, &self.off, &self.on]
+    }
+
+    /// The statement cache through the newer PgBouncer on the point query: on ÷ off.
+    pub(super) fn cache_gain(&self) -> f64 {
+        ratio(self.on.point, self.off.point)
+    }
+
+    /// pgconn (cache on) ÷ `pgbench -M prepared` through the same PgBouncer on the point query (0 without
+    /// that run).
+    pub(super) fn vs_pgbench_prepared(&self) -> f64 {
+        let tps = self.pgbench.iter().find(|row| row.mode == "prepared").map_or(0.0, |row| row.point.tps);
+        ratio(self.on.point, tps)
     }
 }
 
@@ -592,6 +637,22 @@ pub(super) fn sample() -> Results {
                 modes("extended", 2, 129_110.0, 70469.0),
                 modes("simple", 2, 134_689.0, 75965.0),
             ],
+        },
+        prepared_pgbouncer: PreparedPgBouncer {
+            version: "PgBouncer 1.24.1".to_owned(),
+            rounds: 3,
+            seconds: 4,
+            warmup: 2,
+            measured: Ok(PreparedRows {
+                old: throughput("pgconn via PgBouncer 1.18", 42000.0, 30000.0),
+                off: throughput("pgconn via PgBouncer 1.24.1", 41000.0, 30500.0),
+                on: throughput(
+                    "pgconn via PgBouncer 1.24.1, `PGBOUNCER_PREPARED_STATEMENTS=true`",
+                    45000.0,
+                    40000.0,
+                ),
+                pgbench: vec![modes("prepared", 2, 60000.0, 50000.0), modes("simple", 2, 52000.0, 38000.0)],
+            }),
         },
         work: Work {
             clients: 2,
