@@ -195,7 +195,7 @@ fn eight_threads(doc: &mut String, e: &EightThreads) {
     }
     let _ = writeln!(
         doc,
-        "\nPooled ÷ dedicated, like for like: {}. The statement cache on the point query: **{:.2}×** the throughput without it. pgconn pooled (cache on) ÷ `pgbench -M prepared -j 2` on the point query: **{:.2}**. Bare r2d2 without its checkout test ÷ dedicated unnamed: {:.2} on `SELECT 1`.\n",
+        "\nPooled ÷ dedicated, like for like: {}. The statement cache on the point query: **{:.2}×** the throughput without it. pgconn pooled (cache on) ÷ `pgbench -M prepared -j 2` on the point query: **{:.3}**. Bare r2d2 without its checkout test ÷ dedicated unnamed: {:.2} on `SELECT 1`.\n",
         e.like_for_like().iter().map(|(name, r)| format!("{name} **{r:.2}**")).collect::<Vec<_>>().join("; "),
         e.cache_gain(),
         e.vs_pgbench_prepared(),
@@ -555,7 +555,7 @@ mod tests {
             "| `pgbench -M prepared -c 8 -j 8` | 151997 | 119702 |"
         );
         assert!(doc.contains("`SELECT 1`, cache on ÷ dedicated prepared **0.90**; `SELECT 1`, cache off ÷ dedicated unnamed **0.89**;"));
-        assert!(doc.contains("on the point query: **0.81**."));
+        assert!(doc.contains("`pgbench -M prepared -j 2` on the point query: **0.814**."));
         assert_eq!(
             row(&doc, "| connect per request, 75 clients"),
             "| connect per request, 75 clients, `SELECT pg_sleep(0.05)` | 2091 | 272 (too_many_clients 272) | 405 | 179.20 | 333.82 |"
@@ -599,6 +599,12 @@ mod tests {
             row(&doc, "| PgBouncer at 5000 clients"),
             "| PgBouncer at 5000 clients with 0 errors | 2 errors | **not met** |"
         );
+
+        // Just below a threshold is not shown as the threshold: 0.7962 as 0.796, not met.
+        let pgbench = &results.eight_threads.pgbench[0].point.tps;
+        results.eight_threads.cache_on.point = 0.7962 * pgbench;
+        let doc = render(&results);
+        assert!(row(&doc, "| pooled with the statement cache").ends_with("| 0.796× | **not met** |"));
     }
 
     #[test]
