@@ -259,3 +259,25 @@ fn the_flag_is_refused_at_start_by_a_pgbouncer_that_passes_names_through() {
     .unwrap();
     Pool::new(&settings).unwrap().get().unwrap().query_one("SELECT 1", &[]).unwrap();
 }
+
+#[test]
+fn statements_deallocated_behind_the_cache_through_client_are_prepared_again() {
+    let pool = through_pgbouncer(&[("DB_POOL_MAX_SIZE", "1")]);
+    let mut conn = pool.get().unwrap();
+    for _ in 0..=PREPARE_THRESHOLD {
+        conn.query_one("SELECT 41", &[]).unwrap();
+    }
+    // PgBouncer forgets this client's statement names; the next use of one would end the connection
+    // ("prepared statement did not exist").
+    conn.client().batch_execute("DEALLOCATE ALL").unwrap();
+    drop(conn);
+    let opened = pool.metrics().connections_opened;
+    let mut conn = pool.get().unwrap();
+    for _ in 0..=PREPARE_THRESHOLD {
+        let n: i32 = conn.query_one("SELECT 41", &[]).unwrap().get(0);
+        assert_eq!(n, 41);
+    }
+    let cache = pool.metrics().statement_cache;
+    assert_eq!((cache.prepared, cache.invalidations), (2, 0), "{cache:?}");
+    assert_eq!(pool.metrics().connections_opened, opened, "the same connection throughout");
+}

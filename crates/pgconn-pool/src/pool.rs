@@ -724,7 +724,7 @@ impl PooledConn {
     ///
     /// The pool cannot follow what is done through it, so a connection it was taken from is treated as
     /// changed: on return it is rolled back and (direct tier) its session reset with `DISCARD ALL`, one
-    /// or two round trips. Behind PgBouncer in transaction mode, two rules apply to what you do with it:
+    /// or two round trips; through PgBouncer its statement cache starts over instead. Behind PgBouncer in transaction mode, two rules apply to what you do with it:
     /// prepare statements only inside a transaction and use them only there (`Client::query(&str, ..)`
     /// prepares a named statement outside of one, which fails once connections are shared), and change
     /// no session state (`SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors). Queries made here
@@ -820,6 +820,15 @@ impl PooledConn {
         // Only a reset needs the socket: look for it again then, not on every return.
         if returned.needs_reset() && !returned.bounded {
             returned.bounded = conn.find_socket();
+        }
+        // Through PgBouncer the session is not reset (it is not this connection's to reset). After
+        // `client()`, which may have deallocated statements behind the cache's back (PgBouncer 1.21+ then
+        // forgets the client's statement names and ends the connection at the next use of one), the cache
+        // and the driver's type statements start over; a Close for a name PgBouncer forgot is harmless.
+        if returned.dirty && !returned.resets_session && conn.texts.caching() {
+            conn.client().clear_type_cache();
+            conn.texts.clear();
+            conn.dirty = false;
         }
         match at_return(returned) {
             Return::Keep => false,
