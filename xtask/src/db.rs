@@ -11,7 +11,9 @@
 //! A pid read from the state file is signalled only while `/proc/PID/cmdline` shows a `postgres` for
 //! the recorded data directory, or a `pgbouncer` for the recorded ini. A state file written before
 //! PgBouncer was part of `db` (no `pgbouncer_*` lines) still works: `db start` then starts PgBouncer in
-//! front of the running cluster.
+//! front of the running cluster. `db start` also starts the tests' PgBouncer with prepared statements
+//! (`newer_pgbouncer.rs`) in the cluster's directory; `db stop` stops every PgBouncer there, and `db env`
+//! finds it by its ini and pid file.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,10 +27,10 @@ use anyhow::{Context as _, Result, bail};
 use pgconn_testkit::{
     Cluster, ConnInfo, Inaccessible, Interrupted, PGBOUNCER_STOP, PGCONN_BIN_VAR, POSTGRES_STOP, PgBouncer,
     PgBouncerInfo, ServerUser, find_bindir, find_pgbouncer, is_pgbouncer_for, is_postgres_for,
-    stop_pgbouncers_in, stop_pid,
+    stop_pgbouncers_in, stop_pid, vars,
 };
 
-use crate::process;
+use crate::{newer_pgbouncer, process};
 
 /// Runs `cargo xtask db <args>`; returns the exit code.
 /// `cargo xtask db ACTION`.
@@ -289,6 +291,19 @@ fn start(paths: &Paths) -> Result<u8> {
     };
     // Declared after the cluster, so that on an error it is dropped (stopped) first.
     let bouncer = PgBouncer::in_front_of(&cluster, &pgconn, &[], &process::pgbouncer_options())?;
+    // The tests' second PgBouncer, with prepared statements (`newer_pgbouncer`); `db stop` stops it with the
+    // first, and `db env` finds it. Without it the rest runs, and the tests that need it say why.
+    let prepared = newer_pgbouncer::ensure_built().and_then(|program| {
+        newer_pgbouncer::start(&cluster, &pgconn, &program, &newer_pgbouncer::TEST_SIZES)
+    });
+    let prepared = match prepared {
+        Ok(prepared) => Some(prepared),
+        Err(err) if err.is::<Interrupted>() => return Err(err),
+        Err(err) => {
+            eprintln!("xtask: warning: no PgBouncer with prepared statements: {err:#}");
+            None
+        }
+    };
     let state = State {
         pid: cluster.pid().context("the server is not running")?,
         cluster_dir: cluster.dir().to_path_buf(),
@@ -299,6 +314,9 @@ fn start(paths: &Paths) -> Result<u8> {
     // If this fails, both are dropped and stopped: better than servers nobody can find.
     write_state(paths, &state)?;
     bouncer.detach();
+    if let Some(prepared) = prepared {
+        prepared.detach();
+    }
     cluster.detach();
     println!("xtask: the development database is running; stop it with `cargo xtask db stop`");
     print_status(&state);
@@ -405,6 +423,16 @@ fn env(paths: &Paths) -> Result<u8> {
              `cargo xtask db start` starts it"
         ),
     }
+    match newer_pgbouncer::running_in(&state.cluster_dir) {
+        Some(prepared) => vars.extend([
+            (vars::PGBOUNCER_PREPARED_URL, prepared.database_url()),
+            (vars::PGBOUNCER_PREPARED_ADMIN_URL, prepared.admin_url()),
+        ]),
+        None => eprintln!(
+            "xtask: warning: no PgBouncer with prepared statements runs, so PGCONN_TEST_PGBOUNCER_PREPARED_* \
+             are not set; `cargo xtask db stop && cargo xtask db start` starts one"
+        ),
+    }
     let pgconn = crate::pgconn_bin();
     if pgconn.is_file() {
         vars.push((PGCONN_BIN_VAR, pgconn.to_string_lossy().into_owned()));
@@ -428,6 +456,13 @@ fn print_status(state: &State) {
             bouncer.port,
             bouncer.pid,
             bouncer.ini.display()
+        );
+    }
+    if let Some(prepared) = newer_pgbouncer::running_in(&state.cluster_dir) {
+        println!(
+            "  PgBouncer with prepared statements: 127.0.0.1:{} ({})",
+            prepared.port,
+            prepared.ini.display()
         );
     }
 }

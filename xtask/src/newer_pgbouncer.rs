@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use pgconn_testkit::{Cluster, PgBouncer, PgBouncerOptions};
+use pgconn_testkit::{
+    Cluster, INI_FILE, PID_FILE, PgBouncer, PgBouncerInfo, PgBouncerOptions, is_pgbouncer_for,
+};
 
 /// The version built.
 const VERSION: &str = "1.24.1";
@@ -25,6 +27,14 @@ const URLS: [&str; 2] = [
 ];
 /// The tarball's SHA-256, from Debian 13's `Sources` index (so plain HTTP is as safe as apt's).
 const SHA256: &str = "da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0";
+/// The sizes of the tests' PgBouncer with prepared statements (`cargo xtask test`, `cargo xtask db`): one
+/// server connection, so that every client's statements meet on it and what PgBouncer keeps there (a
+/// stale statement after a schema change) is certain, not up to which server connection a call gets.
+pub(crate) const TEST_SIZES: [(&str, &str); 3] = [
+    ("PGBOUNCER_DEFAULT_POOL_SIZE", "1"),
+    ("PGBOUNCER_MIN_POOL_SIZE", "0"),
+    ("PGBOUNCER_RESERVE_POOL_SIZE", "0"),
+];
 /// A PgBouncer 1.21 or later to use instead of building one.
 pub(crate) const BIN_VAR: &str = "PGCONN_PGBOUNCER_PREPARED_BIN";
 
@@ -73,6 +83,25 @@ pub(crate) fn start(
     all.extend_from_slice(env);
     let options = PgBouncerOptions { program: Some(copy), ..crate::process::pgbouncer_options() };
     PgBouncer::in_front_of(cluster, pgconn, &all, &options)
+}
+
+/// The PgBouncer [`start`] left running in `cluster_dir` (a detached one, `cargo xtask db`): the first
+/// `pgbouncer*/` directory whose ini sets `max_prepared_statements` and whose recorded pid runs it.
+pub(crate) fn running_in(cluster_dir: &Path) -> Option<PgBouncerInfo> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(cluster_dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|dir| dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("pgbouncer")))
+        .collect();
+    dirs.sort();
+    dirs.into_iter().find_map(|dir| {
+        let ini = dir.join(INI_FILE);
+        let text = fs::read_to_string(&ini).ok()?;
+        // The testkit's pid file: the pid, then the ini.
+        let pid: u32 = fs::read_to_string(dir.join(PID_FILE)).ok()?.lines().next()?.trim().parse().ok()?;
+        let prepared = text.lines().any(|line| line.starts_with("max_prepared_statements"));
+        (prepared && is_pgbouncer_for(pid, &ini)).then(|| PgBouncerInfo::read(&ini).ok()).flatten()
+    })
 }
 
 /// `bin --version`'s first line, when it runs.

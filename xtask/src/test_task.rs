@@ -44,15 +44,10 @@ pub(crate) fn run(args: &[String]) -> Result<u8> {
     let cluster = Cluster::start_temp(&process::cluster_options())?;
     // Declared after the cluster, so that on an early return it is dropped (stopped) first.
     let mut bouncer = PgBouncer::in_front_of(&cluster, &pgconn, &[], &process::pgbouncer_options())?;
-    // One server connection: every client's statements meet on it, and what PgBouncer keeps there (a
-    // stale statement after a schema change) is certain, not up to which server connection a call gets.
-    let sizes = [
-        ("PGBOUNCER_DEFAULT_POOL_SIZE", "1"),
-        ("PGBOUNCER_MIN_POOL_SIZE", "0"),
-        ("PGBOUNCER_RESERVE_POOL_SIZE", "0"),
-    ];
     let mut prepared = match &newer {
-        Some(program) => Some(newer_pgbouncer::start(&cluster, &pgconn, program, &sizes)?),
+        Some(program) => {
+            Some(newer_pgbouncer::start(&cluster, &pgconn, program, &newer_pgbouncer::TEST_SIZES)?)
+        }
         None => None,
     };
 
