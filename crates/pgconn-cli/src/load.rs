@@ -20,6 +20,8 @@ pub struct LoadReport {
     pub baseline: String,
     /// Request threads.
     pub clients: u32,
+    /// `--thread-per-request`: each request ran on a thread started for it.
+    pub thread_per_request: bool,
     /// The statement each request ran.
     pub query: String,
     /// Requests measured: `ok + errors`.

@@ -61,6 +61,11 @@ pub(crate) struct LoadArgs {
     /// Measure the checkout alone: check out and return, no query.
     #[arg(long)]
     checkout_only: bool,
+    /// Each request on a thread of its own, started for it and joined, as a server that starts a thread
+    /// per request does: the pool then sees every checkout from a new thread. The request's time
+    /// includes starting and joining the thread.
+    #[arg(long, conflicts_with = "dedicated")]
+    thread_per_request: bool,
     /// Every this many seconds, a sample of the interval: requests, errors by kind, the slowest request,
     /// the pool, and this process's file descriptors, memory and threads (for long runs and soak tests).
     /// With --json the output becomes JSON Lines: one `{"sample": ...}` per interval, then the report.
@@ -135,6 +140,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let checkout_only = args.checkout_only;
     let bare = if args.r2d2 { Some(bare_r2d2(&settings, !args.no_test_on_check_out)?) } else { None };
     let prepared = args.prepared;
+    let thread_per_request = args.thread_per_request;
     for i in 0..clients {
         let bare = bare.clone();
         let (pool, barrier, claimed, query, start_slot, progress) = (
@@ -159,11 +165,19 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
                     // No connection of its own: this client is one failure, not a loop of them.
                     return ThreadResult::failed_to_connect(e);
                 }
+                let pooled = |sql: &str| -> Result<(), pgconn_pool::Error> {
+                    if checkout_only {
+                        pool.get().map(drop)
+                    } else if bare.is_some() {
+                        bare_request(bare.as_ref(), sql)
+                    } else {
+                        pool.get().and_then(|mut conn| conn.query(sql, &[]).map(drop))
+                    }
+                };
                 let mut request = |sql: &str| -> Result<(), pgconn_pool::Error> {
                     match &mut dedicated {
-                        None if checkout_only => pool.get().map(drop),
-                        None if bare.is_some() => bare_request(bare.as_ref(), sql),
-                        None => pool.get().and_then(|mut conn| conn.query(sql, &[]).map(drop)),
+                        None if thread_per_request => on_a_new_thread(|| pooled(sql)),
+                        None => pooled(sql),
                         Some(Ok(client)) => match &statement {
                             Some(statement) => client.query(statement, &[]).map(drop),
                             None => client.query_typed(sql, &[]).map(drop),
@@ -211,6 +225,21 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report_text(&report));
     }
     Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs `request` on a thread started for it, and waits for it.
+fn on_a_new_thread(
+    request: impl FnOnce() -> Result<(), pgconn_pool::Error> + Send,
+) -> Result<(), pgconn_pool::Error> {
+    thread::scope(|scope| {
+        let spawned = thread::Builder::new().name("request".into()).spawn_scoped(scope, request);
+        match spawned {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                Err(pgconn_pool::Error::Unsupported("the request's thread panicked".to_owned()))
+            }),
+            Err(e) => Err(pgconn_pool::Error::Unsupported(format!("cannot start the request's thread: {e}"))),
+        }
+    })
 }
 
 /// The bare r2d2 baseline: r2d2's defaults over `r2d2_postgres`, the target of the settings.
@@ -537,6 +566,7 @@ fn new_report(
         }
         .to_owned(),
         clients: args.clients,
+        thread_per_request: args.thread_per_request,
         query: args.query.clone(),
         requests: ok + errors,
         ok,
@@ -566,7 +596,7 @@ fn report_text(report: &LoadReport) -> String {
     }
     format!(
         "strategy        {} ({})\n\
-             clients         {}\n\
+             clients         {}{}\n\
              requests        {} ({} ok, {} errors{})\n\
              elapsed         {:.2}s\n\
              throughput      {:.0} requests/s\n\
@@ -583,6 +613,7 @@ fn report_text(report: &LoadReport) -> String {
             (_, false) => "connect per request",
         },
         report.clients,
+        if report.thread_per_request { ", a thread per request" } else { "" },
         report.requests,
         report.ok,
         report.errors,

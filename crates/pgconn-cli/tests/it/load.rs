@@ -164,3 +164,22 @@ fn report_every_prints_json_lines_of_samples_then_the_report() {
     assert_eq!(counted, report.requests, "the samples add up to the report");
     assert!(report.requests > 0);
 }
+
+#[test]
+fn a_thread_per_request_runs_each_request_on_a_new_thread() {
+    let url = url();
+    let args = ["--clients", "4", "--requests", "400", "--thread-per-request"];
+    let report = load_report(&args, &[("DATABASE_URL", &url), ("DB_POOL_MAX_SIZE", "4")], 0);
+    assert!(report.thread_per_request);
+    assert_eq!((report.ok, report.errors), (400, 0));
+    // Every checkout came from a thread that never had a connection; the pool still opened at most its
+    // size (the probe of `Pool::new` aside), not one per request.
+    assert_eq!(report.pool.metrics.checkouts, 400);
+    assert!(report.pool.metrics.connections_opened <= 5, "{:?}", report.pool.metrics.connections_opened);
+    // The threads ended: the process has its own threads only.
+    let threads = report.process.map(|p| p.threads);
+    assert!(threads.is_none_or(|n| n < 20), "{threads:?} threads at the end");
+    // A dedicated connection per request thread is connect per request (`DB_CONN_MAX_AGE=0`), not this.
+    let refused = pgconn(&["load", "--thread-per-request", "--dedicated"], &[("DATABASE_URL", &url)]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+}
