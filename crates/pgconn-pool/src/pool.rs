@@ -400,11 +400,16 @@ impl Pool {
         }
         // Waiting from here: counted as such, and announced to the parking, until this returns.
         let _waiting = Waiting::new(&metrics.waiting);
-        let (_blocked, stolen) = parking.block_or_steal();
-        match stolen.and_then(|conn| usable(conn, Tick::now())) {
-            Some(conn) => Ok(conn),
-            None => pool.get_timeout(timeout).map(Box::new),
+        let (_blocked, mut stolen) = parking.block_or_steal();
+        // A parked connection turned down (expired, closed by the server) is not the last look: another
+        // parked before this thread announced itself would otherwise wait for the sweeper (about 1 s).
+        while let Some(conn) = stolen {
+            if let Some(conn) = usable(conn, Tick::now()) {
+                return Ok(conn);
+            }
+            stolen = parking.steal();
         }
+        pool.get_timeout(timeout).map(Box::new)
     }
 
     /// Open, idle and busy connections, and threads waiting, now.
