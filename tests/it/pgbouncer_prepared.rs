@@ -268,16 +268,35 @@ fn statements_deallocated_behind_the_cache_through_client_are_prepared_again() {
         conn.query_one("SELECT 41", &[]).unwrap();
     }
     // PgBouncer forgets this client's statement names; the next use of one would end the connection
-    // ("prepared statement did not exist").
+    // ("prepared statement did not exist"), in this checkout or a later one.
+    conn.client().batch_execute("DEALLOCATE ALL").unwrap();
+    let opened = pool.metrics().connections_opened;
+    for _ in 0..=PREPARE_THRESHOLD {
+        let n: i32 = conn.query_one("SELECT 41", &[]).unwrap().get(0);
+        assert_eq!(n, 41);
+    }
     conn.client().batch_execute("DEALLOCATE ALL").unwrap();
     drop(conn);
-    let opened = pool.metrics().connections_opened;
     let mut conn = pool.get().unwrap();
     for _ in 0..=PREPARE_THRESHOLD {
         let n: i32 = conn.query_one("SELECT 41", &[]).unwrap().get(0);
         assert_eq!(n, 41);
     }
     let cache = pool.metrics().statement_cache;
-    assert_eq!((cache.prepared, cache.invalidations), (2, 0), "{cache:?}");
+    assert_eq!((cache.prepared, cache.invalidations), (3, 0), "{cache:?}");
     assert_eq!(pool.metrics().connections_opened, opened, "the same connection throughout");
+}
+
+#[test]
+fn statements_that_only_look_like_session_changes_keep_the_cache_through_pgbouncer() {
+    // `DO` is not known to leave the session as it was, so the connection counts as changed; through
+    // PgBouncer that is not reset, and must not cost the statement cache on every return.
+    let pool = through_pgbouncer(&[("DB_POOL_MAX_SIZE", "1")]);
+    for _ in 0..=PREPARE_THRESHOLD {
+        let mut conn = pool.get().unwrap();
+        conn.batch_execute("DO $$ BEGIN PERFORM 1; END $$").unwrap();
+        conn.query_one("SELECT 42", &[]).unwrap();
+    }
+    let cache = pool.metrics().statement_cache;
+    assert_eq!((cache.prepared, cache.hits), (1, 1), "{cache:?}");
 }

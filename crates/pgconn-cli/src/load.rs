@@ -21,6 +21,7 @@ pub struct LoadReport {
     /// Request threads.
     pub clients: u32,
     /// `--thread-per-request`: each request ran on a thread started for it.
+    #[serde(default)]
     pub thread_per_request: bool,
     /// The statement each request ran.
     pub query: String,

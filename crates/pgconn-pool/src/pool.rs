@@ -403,13 +403,18 @@ impl Pool {
         let (_blocked, mut stolen) = parking.block_or_steal();
         // A parked connection turned down (expired, closed by the server) is not the last look: another
         // parked before this thread announced itself would otherwise wait for the sweeper (about 1 s).
+        // Within the timeout: turning one down may have cost a validation round trip.
         while let Some(conn) = stolen {
             if let Some(conn) = usable(conn, Tick::now()) {
                 return Ok(conn);
             }
+            if Tick::now().since(now) >= timeout {
+                break;
+            }
             stolen = parking.steal();
         }
-        pool.get_timeout(timeout).map(Box::new)
+        let left = timeout.saturating_sub(Tick::now().since(now));
+        pool.get_timeout(left.max(Duration::from_millis(1))).map(Box::new)
     }
 
     /// Open, idle and busy connections, and threads waiting, now.
@@ -728,17 +733,28 @@ impl PooledConn {
     /// The `postgres::Client` itself, for `COPY`, notifications and the rest of its API.
     ///
     /// The pool cannot follow what is done through it, so a connection it was taken from is treated as
-    /// changed: on return it is rolled back and (direct tier) its session reset with `DISCARD ALL`, one
-    /// or two round trips; through PgBouncer its statement cache starts over instead. Behind PgBouncer in transaction mode, two rules apply to what you do with it:
+    /// changed: on return it is rolled back and (direct tier, PgBouncer's session mode) its session reset
+    /// with `DISCARD ALL`, one or two round trips. In PgBouncer's transaction and statement modes, where
+    /// the session is not reset, the connection's statement cache starts over at this call instead. Behind PgBouncer in transaction mode, two rules apply to what you do with it:
     /// prepare statements only inside a transaction and use them only there (`Client::query(&str, ..)`
     /// prepares a named statement outside of one, which fails once connections are shared), and change
     /// no session state (`SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors). Queries made here
     /// are not counted in the pool's query metrics and have no client-side deadline; a connection this
     /// breaks is still closed on return.
     pub fn client(&mut self) -> &mut postgres::Client {
-        let conn = self.conn();
+        let (conn, shared) = self.parts();
         conn.tx = conn.tx.after(Effect::anything(), true);
         conn.dirty = true;
+        // Where the session is not reset (PgBouncer's transaction and statement modes), what is done
+        // through the client may deallocate statements behind the cache's back, and PgBouncer 1.21+ then
+        // ends the connection at the next use of one of their names. So the cache (and the driver's
+        // statements for looking types up) starts over first; a Close for a name PgBouncer already forgot
+        // is harmless. (Where it is reset, a gone statement is found (26000) and retried, and the return's
+        // DISCARD ALL empties the cache.)
+        if !shared.resets_session {
+            conn.client().clear_type_cache();
+            conn.texts.clear();
+        }
         conn.client()
     }
 
@@ -825,15 +841,6 @@ impl PooledConn {
         // Only a reset needs the socket: look for it again then, not on every return.
         if returned.needs_reset() && !returned.bounded {
             returned.bounded = conn.find_socket();
-        }
-        // Through PgBouncer the session is not reset (it is not this connection's to reset). After
-        // `client()`, which may have deallocated statements behind the cache's back (PgBouncer 1.21+ then
-        // forgets the client's statement names and ends the connection at the next use of one), the cache
-        // and the driver's type statements start over; a Close for a name PgBouncer forgot is harmless.
-        if returned.dirty && !returned.resets_session && conn.texts.caching() {
-            conn.client().clear_type_cache();
-            conn.texts.clear();
-            conn.dirty = false;
         }
         match at_return(returned) {
             Return::Keep => false,

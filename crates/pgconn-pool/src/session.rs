@@ -99,7 +99,8 @@ impl Effect {
 
     /// An effect the pool cannot follow: what the `client()` escape hatch may have done.
     pub(crate) fn anything() -> Effect {
-        // A DEALLOCATE through it is found when a cached statement fails as gone (26000), and retried.
+        // A DEALLOCATE through it is found when a cached statement fails as gone (26000), and retried; in
+        // PgBouncer's transaction and statement modes `PooledConn::client` empties the cache first.
         Effect {
             last: Step::None,
             on_failure: OnFailure::Unknown,

@@ -420,7 +420,7 @@ impl Target {
     /// a value on the other side of the threshold as the threshold itself (0.796 as "0.80", not met).
     fn ratio(what: &'static str, value: f64, decimals: usize, threshold: f64, met: bool) -> Self {
         let mut decimals = decimals;
-        while decimals < 4 && format!("{value:.decimals$}") == format!("{threshold:.decimals$}") {
+        while !met && decimals < 4 && format!("{value:.decimals$}") == format!("{threshold:.decimals$}") {
             decimals += 1;
         }
         Self { what, measured: Measured::Ratio { value, decimals }, met: Some(met) }

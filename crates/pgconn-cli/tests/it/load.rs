@@ -168,17 +168,17 @@ fn report_every_prints_json_lines_of_samples_then_the_report() {
 #[test]
 fn a_thread_per_request_runs_each_request_on_a_new_thread() {
     let url = url();
-    let args = ["--clients", "4", "--requests", "400", "--thread-per-request"];
-    let report = load_report(&args, &[("DATABASE_URL", &url), ("DB_POOL_MAX_SIZE", "4")], 0);
+    let args = ["--clients", "1", "--requests", "300", "--thread-per-request"];
+    let env = [("DATABASE_URL", url.as_str()), ("DB_POOL_MAX_SIZE", "20"), ("DB_POOL_MIN_IDLE", "0")];
+    let report = load_report(&args, &env, 0);
     assert!(report.thread_per_request);
-    assert_eq!((report.ok, report.errors), (400, 0));
-    // Every checkout came from a thread that never had a connection; the pool still opened at most its
-    // size (the probe of `Pool::new` aside), not one per request.
-    assert_eq!(report.pool.metrics.checkouts, 400);
-    assert!(report.pool.metrics.connections_opened <= 5, "{:?}", report.pool.metrics.connections_opened);
-    // The threads ended: the process has its own threads only.
-    let threads = report.process.map(|p| p.threads);
-    assert!(threads.is_none_or(|n| n < 20), "{threads:?} threads at the end");
+    assert_eq!((report.ok, report.errors), (300, 0));
+    // Every checkout came from a thread that never had a connection, and each returned one stays parked
+    // in the slot of a thread that ended: the next thread takes it from there. Were it stranded until the
+    // sweeper, r2d2 would open more, up to its 20; one request at a time needs one (and `Pool::new`'s
+    // first one, closed).
+    assert_eq!(report.pool.metrics.checkouts, 300);
+    assert!(report.pool.metrics.connections_opened <= 3, "{:?}", report.pool.metrics.connections_opened);
     // A dedicated connection per request thread is connect per request (`DB_CONN_MAX_AGE=0`), not this.
     let refused = pgconn(&["load", "--thread-per-request", "--dedicated"], &[("DATABASE_URL", &url)]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
