@@ -234,6 +234,7 @@ fn write_state(paths: &Paths, state: &State) -> Result<()> {
 fn start(paths: &Paths) -> Result<u8> {
     if let Some(mut state) = read_state(paths)? {
         if state.running() {
+            start_prepared_bouncer(&state);
             if state.bouncer_running().is_some() {
                 println!("xtask: the development database is already running");
             } else {
@@ -321,6 +322,34 @@ fn start(paths: &Paths) -> Result<u8> {
     println!("xtask: the development database is running; stop it with `cargo xtask db stop`");
     print_status(&state);
     Ok(0)
+}
+
+/// Starts the tests' PgBouncer with prepared statements in front of the running development cluster, unless
+/// one runs there (a database started before `db` started it, or one whose PgBouncer ended); left running.
+/// Without it the rest works: warns.
+fn start_prepared_bouncer(state: &State) {
+    if newer_pgbouncer::running_in(&state.cluster_dir).is_some() {
+        return;
+    }
+    let dir = state.cluster_dir.join("pgbouncer-prepared");
+    // A stopped one's files: rendered again.
+    let _ = fs::remove_dir_all(&dir);
+    let started = ServerUser::detect().and_then(|user| {
+        let program = newer_pgbouncer::ensure_built()?;
+        let pgconn = crate::build_pgconn()?;
+        let sizes = &newer_pgbouncer::TEST_SIZES;
+        newer_pgbouncer::start_in(&state.cluster_dir, &state.info, user, &pgconn, &program, sizes)
+    });
+    match started {
+        Ok(bouncer) => {
+            eprintln!(
+                "xtask: started the PgBouncer with prepared statements on 127.0.0.1:{}",
+                bouncer.port()
+            );
+            bouncer.detach();
+        }
+        Err(err) => eprintln!("xtask: warning: no PgBouncer with prepared statements: {err:#}"),
+    }
 }
 
 /// Starts PgBouncer in front of the running development cluster: with the recorded ini, so on the same
@@ -430,7 +459,7 @@ fn env(paths: &Paths) -> Result<u8> {
         ]),
         None => eprintln!(
             "xtask: warning: no PgBouncer with prepared statements runs, so PGCONN_TEST_PGBOUNCER_PREPARED_* \
-             are not set; `cargo xtask db stop && cargo xtask db start` starts one"
+             are not set; `cargo xtask db start` starts one"
         ),
     }
     let pgconn = crate::pgconn_bin();

@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use pgconn_testkit::{
-    Cluster, INI_FILE, PID_FILE, PgBouncer, PgBouncerInfo, PgBouncerOptions, is_pgbouncer_for,
+    Cluster, ConnInfo, INI_FILE, PID_FILE, PgBouncer, PgBouncerInfo, PgBouncerOptions, ServerUser,
+    is_pgbouncer_for,
 };
 
 /// The version built.
@@ -74,7 +75,20 @@ pub(crate) fn start(
     program: &Path,
     env: &[(&str, &str)],
 ) -> Result<PgBouncer> {
-    let bin = cluster.dir().join("bin");
+    start_in(cluster.dir(), cluster.info(), cluster.user(), pgconn, program, env)
+}
+
+/// [`start`] for the cluster in `cluster_dir` that `info` reaches, run by `user` (a running development
+/// database, which xtask holds no [`Cluster`] of), in `cluster_dir/pgbouncer-prepared/`.
+pub(crate) fn start_in(
+    cluster_dir: &Path,
+    info: &ConnInfo,
+    user: ServerUser,
+    pgconn: &Path,
+    program: &Path,
+    env: &[(&str, &str)],
+) -> Result<PgBouncer> {
+    let bin = cluster_dir.join("bin");
     fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
     let copy = bin.join("pgbouncer");
     fs::copy(program, &copy)
@@ -82,7 +96,7 @@ pub(crate) fn start(
     let mut all = vec![("PGBOUNCER_PREPARED_STATEMENTS", "true")];
     all.extend_from_slice(env);
     let options = PgBouncerOptions { program: Some(copy), ..crate::process::pgbouncer_options() };
-    PgBouncer::in_front_of(cluster, pgconn, &all, &options)
+    PgBouncer::render_and_start(&cluster_dir.join("pgbouncer-prepared"), info, user, pgconn, &all, &options)
 }
 
 /// The PgBouncer [`start`] left running in `cluster_dir` (a detached one, `cargo xtask db`): the first
