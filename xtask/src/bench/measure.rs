@@ -366,6 +366,13 @@ pub(super) fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() { 0.0 } else { values[values.len() / 2] }
 }
 
+/// The lowest and the highest of `values` ((0, 0) for none).
+pub(super) fn range(values: &[f64]) -> (f64, f64) {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.is_empty() { (0.0, 0.0) } else { (low, high) }
+}
+
 /// The CPU, memory, kernel and server versions of this machine.
 pub(super) fn machine() -> Machine {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();

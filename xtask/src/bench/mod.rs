@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
-use measure::{Bench, Contender, Counter, Counts, median};
+use measure::{Bench, Contender, Counter, Counts, median, range};
 use results::{
     Cell, Checkout, Concurrency, ConnectionCost, EightThreads, Latency, LoadRow, PgbenchModes, PgbenchRow,
     PreparedPgBouncer, PreparedRows, Results, Scale, ScaleRow, SingleThread, Throughput, Work, WorkRow,
@@ -201,6 +201,7 @@ fn prepared_pgbouncer(
     ];
     let (secs, warm) = (seconds.to_string(), warmup.to_string());
     let mut medians = vec![[0.0_f64; 2]; contenders.len()];
+    let mut ranges = vec![[(0.0_f64, 0.0_f64); 2]; contenders.len()];
     for (q, query) in ["SELECT 1", point].iter().enumerate() {
         let mut cells: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
         for _ in 0..rounds {
@@ -211,6 +212,7 @@ fn prepared_pgbouncer(
             }
         }
         for (i, values) in cells.into_iter().enumerate() {
+            ranges[i][q] = range(&values);
             medians[i][q] = median(values);
         }
     }
@@ -223,8 +225,12 @@ fn prepared_pgbouncer(
         pgbench.push(PgbenchModes { mode: mode.to_owned(), jobs: 2, select1, point });
     }
     drop(newer);
-    let row =
-        |i: usize| Throughput { name: contenders[i].0.clone(), select1: medians[i][0], point: medians[i][1] };
+    let row = |i: usize| Throughput {
+        name: contenders[i].0.clone(),
+        select1: medians[i][0],
+        point: medians[i][1],
+        ranges: ranges[i],
+    };
     section.measured = Ok(PreparedRows { old: row(0), off: row(1), on: row(2), pgbench });
     Ok(section)
 }
@@ -457,6 +463,7 @@ fn eight_threads(
     let (secs, warm) = (seconds.to_string(), warmup.to_string());
     let queries = ["SELECT 1", point];
     let mut medians = vec![[0.0_f64; 2]; contenders.len()];
+    let mut ranges = vec![[(0.0_f64, 0.0_f64); 2]; contenders.len()];
     for (q, query) in queries.iter().enumerate() {
         let mut cells: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
         for _ in 0..rounds {
@@ -469,6 +476,7 @@ fn eight_threads(
             }
         }
         for (i, values) in cells.into_iter().enumerate() {
+            ranges[i][q] = range(&values);
             medians[i][q] = median(values);
         }
     }
@@ -482,6 +490,7 @@ fn eight_threads(
         name: contenders[i].0.to_owned(),
         select1: medians[i][0],
         point: medians[i][1],
+        ranges: ranges[i],
     };
     Ok(EightThreads {
         rounds,

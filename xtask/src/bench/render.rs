@@ -170,14 +170,30 @@ fn pgbench_cell(cell: &PgbenchCell) -> String {
     }
 }
 
+/// A median rate with its rounds' lowest and highest, in thousands: `130386 (121.2k–134.3k)`; the median
+/// alone for a single round.
+fn rate(median: f64, (low, high): (f64, f64)) -> String {
+    if low >= high {
+        format!("{median:.0}")
+    } else {
+        format!("{median:.0} ({:.1}k–{:.1}k)", low / 1000.0, high / 1000.0)
+    }
+}
+
 fn eight_threads(doc: &mut String, e: &EightThreads) {
     let _ = writeln!(
         doc,
-        "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up (steady state: how the scheduler spreads the request threads over this machine's CPUs moves a round's rate by a fifth or more, and a pooled client starts unevenly spread more often; `pool.md`, \"Rounds that settle low\"); medians. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
+        "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up (steady state: how the scheduler spreads the request threads over this machine's CPUs moves a round's rate by a fifth or more, and a pooled client starts unevenly spread more often; `pool.md`, \"Rounds that settle low\"); medians, with the lowest and highest round in parentheses. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
         e.rounds, e.seconds, e.warmup, e.point
     );
     for row in e.rows() {
-        let _ = writeln!(doc, "| {} | {:.0} | {:.0} |", row.name, row.select1, row.point);
+        let _ = writeln!(
+            doc,
+            "| {} | {} | {} |",
+            row.name,
+            rate(row.select1, row.ranges[0]),
+            rate(row.point, row.ranges[1])
+        );
     }
     let tps = |cell: &PgbenchCell| match &cell.failed {
         None => format!("{:.0}", cell.tps),
@@ -206,7 +222,7 @@ fn eight_threads(doc: &mut String, e: &EightThreads) {
 fn prepared_pgbouncer(doc: &mut String, p: &PreparedPgBouncer) {
     let _ = writeln!(
         doc,
-        "## Through PgBouncer with prepared statements\n\nPgBouncer 1.18 (the one of every other section: the statement cache is off through it) against {} built from Debian 13's source (`cargo xtask test` builds the same one), rendered by `pgconn pgbouncer-ini` with `PGBOUNCER_PREPARED_STATEMENTS=true`, so with `max_prepared_statements`; both in transaction mode with `default_pool_size = 40`. 8 request threads (pool of 8) or pgbench clients, {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up; medians; the same two queries as above.\n",
+        "## Through PgBouncer with prepared statements\n\nPgBouncer 1.18 (the one of every other section: the statement cache is off through it) against {} built from Debian 13's source (`cargo xtask test` builds the same one), rendered by `pgconn pgbouncer-ini` with `PGBOUNCER_PREPARED_STATEMENTS=true`, so with `max_prepared_statements`; both in transaction mode with `default_pool_size = 40`. 8 request threads (pool of 8) or pgbench clients, {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up; medians, with the lowest and highest round in parentheses; the same two queries as above.\n",
         p.version, p.rounds, p.seconds, p.warmup
     );
     let rows = match &p.measured {
@@ -218,7 +234,13 @@ fn prepared_pgbouncer(doc: &mut String, p: &PreparedPgBouncer) {
     };
     let _ = writeln!(doc, "| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|");
     for row in rows.rows() {
-        let _ = writeln!(doc, "| {} | {:.0} | {:.0} |", row.name, row.select1, row.point);
+        let _ = writeln!(
+            doc,
+            "| {} | {} | {} |",
+            row.name,
+            rate(row.select1, row.ranges[0]),
+            rate(row.point, row.ranges[1])
+        );
     }
     let tps = |cell: &PgbenchCell| match &cell.failed {
         None => format!("{:.0}", cell.tps),
@@ -556,6 +578,11 @@ mod tests {
         );
         assert!(doc.contains("`SELECT 1`, cache on ÷ dedicated prepared **0.90**; `SELECT 1`, cache off ÷ dedicated unnamed **0.89**;"));
         assert!(doc.contains("`pgbench -M prepared -j 2` on the point query: **0.814**."));
+        // A median with its rounds' lowest and highest.
+        assert_eq!(
+            row(&doc, "| pgconn pooled, statement cache on"),
+            "| pgconn pooled, statement cache on (the default) | 113193 (101.9k–118.9k) | 94960 (85.5k–99.7k) |"
+        );
         assert_eq!(
             row(&doc, "| connect per request, 75 clients"),
             "| connect per request, 75 clients, `SELECT pg_sleep(0.05)` | 2091 | 272 (too_many_clients 272) | 405 | 179.20 | 333.82 |"

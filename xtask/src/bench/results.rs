@@ -214,12 +214,15 @@ pub(super) struct EightThreads {
     pub(super) pgbench: Vec<PgbenchModes>,
 }
 
-/// A `pgconn load` contender's median requests/s on each query (a round with errors counts 0).
+/// A `pgconn load` contender's median requests/s on each query (a round with errors counts 0), and the
+/// lowest and highest round: how far this machine's rounds spread.
 #[derive(Clone, Default)]
 pub(super) struct Throughput {
     pub(super) name: String,
     pub(super) select1: f64,
     pub(super) point: f64,
+    /// (lowest, highest) round on `SELECT 1`, then on the point query.
+    pub(super) ranges: [(f64, f64); 2],
 }
 
 /// `pgbench -M MODE -c 8 -j JOBS` on each query.
@@ -504,7 +507,12 @@ pub(super) fn sample() -> Results {
     let slots = "pgbench: error: connection to server at \"127.0.0.1\", port 37313 failed: FATAL:  remaining connection slots are reserved for non-replication superuser connections";
     let load_row = |name: &str, cells: Vec<Cell>| LoadRow { name: name.to_owned(), cells };
     let pgbench_row = |name: &str, cells: Vec<PgbenchCell>| PgbenchRow { name: name.to_owned(), cells };
-    let throughput = |name: &str, select1, point| Throughput { name: name.to_owned(), select1, point };
+    let throughput = |name: &str, select1: f64, point: f64| Throughput {
+        name: name.to_owned(),
+        select1,
+        point,
+        ranges: [(select1 * 0.9, select1 * 1.05), (point * 0.9, point * 1.05)],
+    };
     let work_row = |name: &str, instructions, i1_misses, syscalls| WorkRow {
         name: name.to_owned(),
         instructions,
