@@ -41,35 +41,17 @@ fn direct() -> Pool {
     Pool::new(&Settings::from_vars([("DATABASE_URL", database_url())]).unwrap()).unwrap()
 }
 
-/// The second PgBouncer's admin console: the rows of `command`, each as (column, value) pairs.
-fn show(command: &str) -> Vec<Vec<(String, String)>> {
-    let url = prepared_pgbouncer(vars::PGBOUNCER_PREPARED_ADMIN_URL);
-    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let mut columns = Vec::new();
-    let mut rows = Vec::new();
-    for message in admin.simple_query(command).unwrap() {
-        match message {
-            postgres::SimpleQueryMessage::RowDescription(described) => {
-                columns = described.iter().map(|c| c.name().to_owned()).collect();
-            }
-            postgres::SimpleQueryMessage::Row(row) => rows.push(
-                columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| (name.clone(), row.get(i).unwrap_or_default().to_owned()))
-                    .collect(),
-            ),
-            _ => {}
-        }
-    }
-    rows
-}
-
-/// `column` of `row` from [`show`].
-fn field<'a>(row: &'a [(String, String)], column: &str) -> &'a str {
-    row.iter()
-        .find(|(name, _)| name == column)
-        .map_or_else(|| panic!("no column {column} in {row:?}"), |(_, v)| v)
+/// The rows `command` returns on the PgBouncer admin console at `url`.
+fn show(url: &str, command: &str) -> Vec<postgres::SimpleQueryRow> {
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let messages = admin.simple_query(command).unwrap();
+    messages
+        .into_iter()
+        .filter_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
@@ -203,12 +185,13 @@ fn evicted_statements_are_closed_through_pgbouncer_and_prepared_again() {
     assert!(cache.evictions >= 8, "{cache:?}");
     assert_eq!(cache.invalidations, 0, "{cache:?}");
     // Twelve statements prepared, at most two kept: PgBouncer got a Close for each evicted one.
-    let clients: Vec<_> = show("SHOW CLIENTS")
+    let admin = prepared_pgbouncer(vars::PGBOUNCER_PREPARED_ADMIN_URL);
+    let clients: Vec<_> = show(&admin, "SHOW CLIENTS")
         .into_iter()
-        .filter(|row| field(row, "application_name") == "pgconn_evictions")
+        .filter(|row| row.get("application_name") == Some("pgconn_evictions"))
         .collect();
-    assert_eq!(clients.len(), 1, "{clients:?}");
-    let kept: u32 = field(&clients[0], "prepared_statements").parse().unwrap();
+    assert_eq!(clients.len(), 1, "one client connection named pgconn_evictions");
+    let kept: u32 = clients[0].get("prepared_statements").unwrap().parse().unwrap();
     assert!(kept <= 2, "PgBouncer still holds {kept} of this client's statements");
     drop(conn);
 }
@@ -226,17 +209,8 @@ fn the_flag_is_refused_at_start_by_a_pgbouncer_that_passes_names_through() {
     .unwrap();
     // PgBouncer 1.22 and later keep prepared statements by default (max_prepared_statements = 200), so
     // there the flag is honoured without the line in the shared ini.
-    let admin = pgconn_tests::pgbouncer_admin_url();
-    let mut console = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-    let version = console
-        .simple_query("SHOW VERSION")
-        .unwrap()
-        .into_iter()
-        .find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap();
+    let versions = show(&pgconn_tests::pgbouncer_admin_url(), "SHOW VERSION");
+    let version = versions[0].get(0).unwrap();
     let number = |part: Option<&str>| part.and_then(|n| n.parse::<u32>().ok()).unwrap();
     let mut parts = version.trim_start_matches("PgBouncer ").split('.');
     let (major, minor) = (number(parts.next()), number(parts.next()));

@@ -234,7 +234,7 @@ fn write_state(paths: &Paths, state: &State) -> Result<()> {
 fn start(paths: &Paths) -> Result<u8> {
     if let Some(mut state) = read_state(paths)? {
         if state.running() {
-            start_prepared_bouncer(&state);
+            start_prepared_bouncer(&state, None)?;
             if state.bouncer_running().is_some() {
                 println!("xtask: the development database is already running");
             } else {
@@ -292,19 +292,6 @@ fn start(paths: &Paths) -> Result<u8> {
     };
     // Declared after the cluster, so that on an error it is dropped (stopped) first.
     let bouncer = PgBouncer::in_front_of(&cluster, &pgconn, &[], &process::pgbouncer_options())?;
-    // The tests' second PgBouncer, with prepared statements (`newer_pgbouncer`); `db stop` stops it with the
-    // first, and `db env` finds it. Without it the rest runs, and the tests that need it say why.
-    let prepared = newer_pgbouncer::ensure_built().and_then(|program| {
-        newer_pgbouncer::start(&cluster, &pgconn, &program, &newer_pgbouncer::TEST_SIZES)
-    });
-    let prepared = match prepared {
-        Ok(prepared) => Some(prepared),
-        Err(err) if err.is::<Interrupted>() => return Err(err),
-        Err(err) => {
-            eprintln!("xtask: warning: no PgBouncer with prepared statements: {err:#}");
-            None
-        }
-    };
     let state = State {
         pid: cluster.pid().context("the server is not running")?,
         cluster_dir: cluster.dir().to_path_buf(),
@@ -315,28 +302,30 @@ fn start(paths: &Paths) -> Result<u8> {
     // If this fails, both are dropped and stopped: better than servers nobody can find.
     write_state(paths, &state)?;
     bouncer.detach();
-    if let Some(prepared) = prepared {
-        prepared.detach();
-    }
     cluster.detach();
+    start_prepared_bouncer(&state, Some(&pgconn))?;
     println!("xtask: the development database is running; stop it with `cargo xtask db stop`");
     print_status(&state);
     Ok(0)
 }
 
-/// Starts the tests' PgBouncer with prepared statements in front of the running development cluster, unless
-/// one runs there (a database started before `db` started it, or one whose PgBouncer ended); left running.
-/// Without it the rest works: warns.
-fn start_prepared_bouncer(state: &State) {
+/// Starts the tests' second PgBouncer, with prepared statements (`newer_pgbouncer`), in front of the
+/// running development cluster, unless one runs there (a database started before `db` started it, or one
+/// whose PgBouncer ended); left running, stopped by `db stop` with the first and found by `db env`.
+/// `pgconn`: the binary when already built. Without it the rest works, and the tests that need it say
+/// why: warns (fails only when interrupted).
+fn start_prepared_bouncer(state: &State, pgconn: Option<&Path>) -> Result<()> {
     if newer_pgbouncer::running_in(&state.cluster_dir).is_some() {
-        return;
+        return Ok(());
     }
-    let dir = state.cluster_dir.join("pgbouncer-prepared");
     // A stopped one's files: rendered again.
-    let _ = fs::remove_dir_all(&dir);
+    let _ = fs::remove_dir_all(state.cluster_dir.join(newer_pgbouncer::DIR));
     let started = ServerUser::detect().and_then(|user| {
         let program = newer_pgbouncer::ensure_built()?;
-        let pgconn = crate::build_pgconn()?;
+        let pgconn = match pgconn {
+            Some(pgconn) => pgconn.to_path_buf(),
+            None => crate::build_pgconn()?,
+        };
         let sizes = &newer_pgbouncer::TEST_SIZES;
         newer_pgbouncer::start_in(&state.cluster_dir, &state.info, user, &pgconn, &program, sizes)
     });
@@ -348,8 +337,10 @@ fn start_prepared_bouncer(state: &State) {
             );
             bouncer.detach();
         }
+        Err(err) if err.is::<Interrupted>() => return Err(err),
         Err(err) => eprintln!("xtask: warning: no PgBouncer with prepared statements: {err:#}"),
     }
+    Ok(())
 }
 
 /// Starts PgBouncer in front of the running development cluster: with the recorded ini, so on the same

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use pgconn_testkit::{
-    Cluster, ConnInfo, INI_FILE, PID_FILE, PgBouncer, PgBouncerInfo, PgBouncerOptions, ServerUser,
-    is_pgbouncer_for,
+    Cluster, ConnInfo, PgBouncer, PgBouncerInfo, PgBouncerOptions, ServerUser, is_pgbouncer_for,
+    read_pid_file,
 };
 
 /// The version built.
@@ -79,7 +79,7 @@ pub(crate) fn start(
 }
 
 /// [`start`] for the cluster in `cluster_dir` that `info` reaches, run by `user` (a running development
-/// database, which xtask holds no [`Cluster`] of), in `cluster_dir/pgbouncer-prepared/`.
+/// database, which xtask holds no [`Cluster`] of), in `cluster_dir/`[`DIR`].
 pub(crate) fn start_in(
     cluster_dir: &Path,
     info: &ConnInfo,
@@ -96,26 +96,17 @@ pub(crate) fn start_in(
     let mut all = vec![("PGBOUNCER_PREPARED_STATEMENTS", "true")];
     all.extend_from_slice(env);
     let options = PgBouncerOptions { program: Some(copy), ..crate::process::pgbouncer_options() };
-    PgBouncer::render_and_start(&cluster_dir.join("pgbouncer-prepared"), info, user, pgconn, &all, &options)
+    PgBouncer::render_and_start(&cluster_dir.join(DIR), info, user, pgconn, &all, &options)
 }
 
-/// The PgBouncer [`start`] left running in `cluster_dir` (a detached one, `cargo xtask db`): the first
-/// `pgbouncer*/` directory whose ini sets `max_prepared_statements` and whose recorded pid runs it.
+/// The directory of a cluster's directory where [`start_in`] runs it.
+pub(crate) const DIR: &str = "pgbouncer-prepared";
+
+/// The PgBouncer [`start_in`] left running in `cluster_dir` (a detached one, `cargo xtask db`), if its
+/// recorded pid still runs it.
 pub(crate) fn running_in(cluster_dir: &Path) -> Option<PgBouncerInfo> {
-    let mut dirs: Vec<PathBuf> = fs::read_dir(cluster_dir)
-        .ok()?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|dir| dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("pgbouncer")))
-        .collect();
-    dirs.sort();
-    dirs.into_iter().find_map(|dir| {
-        let ini = dir.join(INI_FILE);
-        let text = fs::read_to_string(&ini).ok()?;
-        // The testkit's pid file: the pid, then the ini.
-        let pid: u32 = fs::read_to_string(dir.join(PID_FILE)).ok()?.lines().next()?.trim().parse().ok()?;
-        let prepared = text.lines().any(|line| line.starts_with("max_prepared_statements"));
-        (prepared && is_pgbouncer_for(pid, &ini)).then(|| PgBouncerInfo::read(&ini).ok()).flatten()
-    })
+    let (pid, ini) = read_pid_file(&cluster_dir.join(DIR))?;
+    is_pgbouncer_for(pid, &ini).then(|| PgBouncerInfo::read(&ini).ok()).flatten()
 }
 
 /// `bin --version`'s first line, when it runs.

@@ -152,8 +152,7 @@ impl Pool {
             && settings.pgbouncer.pool_mode == PoolMode::Transaction
             && manager.statement_cache > 0
         {
-            let target =
-                settings.target.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            let target = settings.target.to_string();
             // Bounded like a connection attempt: a paused or saturated PgBouncer holds the BEGIN.
             let deadline = Some(Tick::now().plus(settings.connect_timeout));
             let (checked, expired) = bounded(&mut probe, deadline, |conn| {

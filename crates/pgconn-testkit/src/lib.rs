@@ -86,7 +86,7 @@ pub use host::{ServerUser, find_bindir, system_tool_installed};
 pub use libc;
 pub use pgbouncer::{
     AUTH_FILE, INI_FILE, LOG_FILE, PGBOUNCER_STOP, PGCONN_BIN_VAR, PID_FILE, PgBouncer, PgBouncerInfo,
-    PgBouncerOptions, find_pgbouncer, is_pgbouncer_for, stop_pgbouncers_in,
+    PgBouncerOptions, find_pgbouncer, is_pgbouncer_for, read_pid_file, stop_pgbouncers_in,
 };
 pub use process::{GuardedChild, Interrupted, StopStep, stop_pid};
 pub use psql::Psql;

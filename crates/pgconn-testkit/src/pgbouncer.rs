@@ -701,7 +701,9 @@ fn write_pid_file(dir: &Path, pid: u32, ini: &Path) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn read_pid_file(dir: &Path) -> Option<(u32, PathBuf)> {
+/// The pid and the ini recorded in `dir/pgbouncer.pid` (the pid, then the ini, a line each), if readable.
+/// Check the pid with [`is_pgbouncer_for`] before using it.
+pub fn read_pid_file(dir: &Path) -> Option<(u32, PathBuf)> {
     let text = fs::read_to_string(dir.join(PID_FILE)).ok()?;
     let mut lines = text.lines();
     let pid = lines.next()?.trim().parse().ok()?;

@@ -24,7 +24,7 @@ mod results;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use measure::{Bench, Contender, Counter, Counts, median, range};
 use results::{
@@ -159,6 +159,54 @@ fn work(b: &mut Bench, quick: bool) -> Result<Work> {
     Ok(Work { clients, requests, rows })
 }
 
+/// Interleaved rounds of 8 request threads on each of `queries` (`SELECT 1`, then the point query): a round
+/// runs every contender once, `run(b, i, args)` running contender `i` with the load's common arguments;
+/// a round with errors counts 0. Each contender's median and lowest and highest round, in `names`' order.
+fn interleaved(
+    b: &mut Bench,
+    names: &[String],
+    queries: [&str; 2],
+    (rounds, seconds, warmup): (u32, u32, u32),
+    mut run: impl FnMut(&mut Bench, usize, &[&str]) -> Result<Cell>,
+) -> Result<Vec<Throughput>> {
+    let (secs, warm) = (seconds.to_string(), warmup.to_string());
+    let mut rows: Vec<Throughput> =
+        names.iter().map(|name| Throughput { name: name.clone(), ..Throughput::default() }).collect();
+    for (q, query) in queries.into_iter().enumerate() {
+        let mut cells: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+        for _ in 0..rounds {
+            for (i, values) in cells.iter_mut().enumerate() {
+                let args = ["--clients", "8", "--duration", &secs, "--warmup", &warm, "--query", query];
+                let cell = run(b, i, &args)?;
+                values.push(if cell.errors == 0 { cell.rps } else { 0.0 });
+            }
+        }
+        for (row, values) in rows.iter_mut().zip(cells) {
+            row.ranges[q] = range(&values);
+            *if q == 0 { &mut row.select1 } else { &mut row.point } = median(values);
+        }
+    }
+    Ok(rows)
+}
+
+/// `pgbench -M MODE -c 8 -j JOBS` against `port` for each of `modes`, on each of `scripts` (`SELECT 1`,
+/// then the point query).
+fn pgbench_modes(
+    b: &mut Bench,
+    port: u16,
+    modes: &[(&str, u32)],
+    seconds: u32,
+    [select1_script, point_script]: &[std::path::PathBuf; 2],
+) -> Result<Vec<PgbenchModes>> {
+    let mut rows = Vec::new();
+    for &(mode, jobs) in modes {
+        let select1 = b.pgbench_with(port, 8, jobs, seconds, mode, select1_script, &[])?;
+        let point = b.pgbench_with(port, 8, jobs, seconds, mode, point_script, &[])?;
+        rows.push(PgbenchModes { mode: mode.to_owned(), jobs, select1, point });
+    }
+    Ok(rows)
+}
+
 /// Section 6, the PgBouncer tier with prepared statements: pgconn through PgBouncer 1.18 and through a
 /// newer PgBouncer with `max_prepared_statements` (the one `cargo xtask test` builds,
 /// [`crate::newer_pgbouncer`]), the statement cache off and on, in interleaved rounds (medians); pgbench
@@ -199,39 +247,16 @@ fn prepared_pgbouncer(
         (format!("pgconn via {version}"), &new, &new_label, pool_env(8)),
         (format!("pgconn via {version}, `PGBOUNCER_PREPARED_STATEMENTS=true`"), &new, &new_label, on_env),
     ];
-    let (secs, warm) = (seconds.to_string(), warmup.to_string());
-    let mut medians = vec![[0.0_f64; 2]; contenders.len()];
-    let mut ranges = vec![[(0.0_f64, 0.0_f64); 2]; contenders.len()];
-    for (q, query) in ["SELECT 1", point].iter().enumerate() {
-        let mut cells: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-        for _ in 0..rounds {
-            for (i, (_, bouncer, label, env)) in contenders.iter().enumerate() {
-                let args = ["--clients", "8", "--duration", &secs, "--warmup", &warm, "--query", query];
-                let cell = b.load_via(Some((bouncer, label)), env, &args)?;
-                cells[i].push(if cell.errors == 0 { cell.rps } else { 0.0 });
-            }
-        }
-        for (i, values) in cells.into_iter().enumerate() {
-            ranges[i][q] = range(&values);
-            medians[i][q] = median(values);
-        }
-    }
-    let select1_script = b.script.clone();
-    let point_script = cluster.dir().join("point.sql");
-    let mut pgbench = Vec::new();
-    for mode in ["prepared", "simple"] {
-        let select1 = b.pgbench_with(new.port, 8, 2, seconds, mode, &select1_script, &[])?;
-        let point = b.pgbench_with(new.port, 8, 2, seconds, mode, &point_script, &[])?;
-        pgbench.push(PgbenchModes { mode: mode.to_owned(), jobs: 2, select1, point });
-    }
+    let names: Vec<String> = contenders.iter().map(|(name, ..)| name.clone()).collect();
+    let rows = interleaved(b, &names, ["SELECT 1", point], (rounds, seconds, warmup), |b, i, args| {
+        let (_, bouncer, label, env) = &contenders[i];
+        b.load_via(Some((bouncer, label)), env, args)
+    })?;
+    let scripts = [b.script.clone(), cluster.dir().join("point.sql")];
+    let pgbench = pgbench_modes(b, new.port, &[("prepared", 2), ("simple", 2)], seconds, &scripts)?;
     drop(newer);
-    let row = |i: usize| Throughput {
-        name: contenders[i].0.clone(),
-        select1: medians[i][0],
-        point: medians[i][1],
-        ranges: ranges[i],
-    };
-    section.measured = Ok(PreparedRows { old: row(0), off: row(1), on: row(2), pgbench });
+    let Ok([old, off, on]) = <[Throughput; 3]>::try_from(rows) else { bail!("one row per contender") };
+    section.measured = Ok(PreparedRows { old, off, on, pgbench });
     Ok(section)
 }
 
@@ -460,48 +485,29 @@ fn eight_threads(
     // Steady state: a pooled client often reaches its rate 1 to 3 s after it starts here, a dedicated one
     // within 0.5 s (`pgconn load --report-every 0.5`, which shows the threads' spread, docs/pool.md).
     let warmup: u32 = if quick { 1 } else { 3 };
-    let (secs, warm) = (seconds.to_string(), warmup.to_string());
-    let queries = ["SELECT 1", point];
-    let mut medians = vec![[0.0_f64; 2]; contenders.len()];
-    let mut ranges = vec![[(0.0_f64, 0.0_f64); 2]; contenders.len()];
-    for (q, query) in queries.iter().enumerate() {
-        let mut cells: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-        for _ in 0..rounds {
-            for (i, (_, env, extra, _)) in contenders.iter().enumerate() {
-                let mut args =
-                    vec!["--clients", "8", "--duration", &secs, "--warmup", &warm, "--query", query];
-                args.extend(extra.iter().copied());
-                let cell = b.load(env, &args, false)?;
-                cells[i].push(if cell.errors == 0 { cell.rps } else { 0.0 });
-            }
-        }
-        for (i, values) in cells.into_iter().enumerate() {
-            ranges[i][q] = range(&values);
-            medians[i][q] = median(values);
-        }
-    }
-    let mut pgbench = Vec::new();
-    for (mode, jobs) in [("prepared", 2), ("prepared", 8), ("extended", 2), ("simple", 2)] {
-        let select1 = b.pgbench_with(b.port, 8, jobs, seconds, mode, &select1_script, &[])?;
-        let point = b.pgbench_with(b.port, 8, jobs, seconds, mode, &point_script, &[])?;
-        pgbench.push(PgbenchModes { mode: mode.to_owned(), jobs, select1, point });
-    }
-    let row = |i: usize| Throughput {
-        name: contenders[i].0.to_owned(),
-        select1: medians[i][0],
-        point: medians[i][1],
-        ranges: ranges[i],
+    let names: Vec<String> = contenders.iter().map(|(name, ..)| (*name).to_owned()).collect();
+    let rows = interleaved(b, &names, ["SELECT 1", point], (rounds, seconds, warmup), |b, i, args| {
+        let (_, env, extra, _) = &contenders[i];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
+        b.load(env, &args, false)
+    })?;
+    let modes = [("prepared", 2), ("prepared", 8), ("extended", 2), ("simple", 2)];
+    let pgbench = pgbench_modes(b, b.port, &modes, seconds, &[select1_script, point_script])?;
+    let Ok([cache_on, cache_off, dedicated_prepared, dedicated_unnamed, r2d2]) =
+        <[Throughput; 5]>::try_from(rows)
+    else {
+        bail!("one row per contender")
     };
     Ok(EightThreads {
         rounds,
         seconds,
         warmup,
         point: point.to_owned(),
-        cache_on: row(0),
-        cache_off: row(1),
-        dedicated_prepared: row(2),
-        dedicated_unnamed: row(3),
-        r2d2: row(4),
+        cache_on,
+        cache_off,
+        dedicated_prepared,
+        dedicated_unnamed,
+        r2d2,
         pgbench,
     })
 }

@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::results::{
-    Cell, Concurrency, EightThreads, Machine, Measured, PgbenchCell, PreparedPgBouncer, Results, Scale,
-    SingleThread, Target, Work,
+    Cell, Concurrency, EightThreads, Machine, Measured, PgbenchCell, PgbenchModes, PreparedPgBouncer,
+    Results, Scale, SingleThread, Target, Throughput, Work,
 };
 
 /// The whole document.
@@ -180,35 +180,31 @@ fn rate(median: f64, (low, high): (f64, f64)) -> String {
     }
 }
 
+/// The rows of a table of requests/s on `SELECT 1` and the point query: each `pgconn load` contender's
+/// medians with their rounds' spread, then each pgbench run's, `via` after its command.
+fn throughput_rows(doc: &mut String, rows: &[&Throughput], pgbench: &[PgbenchModes], via: &str) {
+    for row in rows {
+        let (select1, point) = (rate(row.select1, row.ranges[0]), rate(row.point, row.ranges[1]));
+        let _ = writeln!(doc, "| {} | {select1} | {point} |", row.name);
+    }
+    let tps = |cell: &PgbenchCell| match &cell.failed {
+        None => format!("{:.0}", cell.tps),
+        Some(failed) => format!("failed: {failed}"),
+    };
+    for row in pgbench {
+        let (select1, point) = (tps(&row.select1), tps(&row.point));
+        let _ =
+            writeln!(doc, "| `pgbench -M {} -c 8 -j {}`{via} | {select1} | {point} |", row.mode, row.jobs);
+    }
+}
+
 fn eight_threads(doc: &mut String, e: &EightThreads) {
     let _ = writeln!(
         doc,
         "## Eight threads, like for like\n\n8 request threads (or pgbench clients), {} rounds alternating the pgconn contenders, {} s each after {} s of warm-up (steady state: how the scheduler spreads the request threads over this machine's CPUs moves a round's rate by a fifth or more, and a pooled client starts unevenly spread more often; `pool.md`, \"Rounds that settle low\"); medians, with the lowest and highest round in parentheses. The point query is `{}` on `pgbench -i -s 5`. The statement cache prepares a statement on its fifth use on a connection; the dedicated baselines run the same query the same way: prepared once, or unnamed (parse, bind, execute) every time.\n\n| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|",
         e.rounds, e.seconds, e.warmup, e.point
     );
-    for row in e.rows() {
-        let _ = writeln!(
-            doc,
-            "| {} | {} | {} |",
-            row.name,
-            rate(row.select1, row.ranges[0]),
-            rate(row.point, row.ranges[1])
-        );
-    }
-    let tps = |cell: &PgbenchCell| match &cell.failed {
-        None => format!("{:.0}", cell.tps),
-        Some(failed) => format!("failed: {failed}"),
-    };
-    for row in &e.pgbench {
-        let _ = writeln!(
-            doc,
-            "| `pgbench -M {} -c 8 -j {}` | {} | {} |",
-            row.mode,
-            row.jobs,
-            tps(&row.select1),
-            tps(&row.point)
-        );
-    }
+    throughput_rows(doc, &e.rows(), &e.pgbench, "");
     let _ = writeln!(
         doc,
         "\nPooled ÷ dedicated, like for like: {}. The statement cache on the point query: **{:.2}×** the throughput without it. pgconn pooled (cache on) ÷ `pgbench -M prepared -j 2` on the point query: **{:.3}**. Bare r2d2 without its checkout test ÷ dedicated unnamed: {:.2} on `SELECT 1`.\n",
@@ -233,30 +229,7 @@ fn prepared_pgbouncer(doc: &mut String, p: &PreparedPgBouncer) {
         }
     };
     let _ = writeln!(doc, "| contender | `SELECT 1` req/s | point query req/s |\n|---|---|---|");
-    for row in rows.rows() {
-        let _ = writeln!(
-            doc,
-            "| {} | {} | {} |",
-            row.name,
-            rate(row.select1, row.ranges[0]),
-            rate(row.point, row.ranges[1])
-        );
-    }
-    let tps = |cell: &PgbenchCell| match &cell.failed {
-        None => format!("{:.0}", cell.tps),
-        Some(failed) => format!("failed: {failed}"),
-    };
-    for row in &rows.pgbench {
-        let _ = writeln!(
-            doc,
-            "| `pgbench -M {} -c 8 -j {}` via {} | {} | {} |",
-            row.mode,
-            row.jobs,
-            p.version,
-            tps(&row.select1),
-            tps(&row.point)
-        );
-    }
+    throughput_rows(doc, &rows.rows(), &rows.pgbench, &format!(" via {}", p.version));
     let _ = writeln!(
         doc,
         "\nThe statement cache through {} on the point query: **{:.2}×** the throughput without it. pgconn (cache on) ÷ `pgbench -M prepared` through the same PgBouncer on the point query: **{:.2}**.\n",

@@ -269,18 +269,18 @@ impl EightThreads {
 
     /// Pooled (cache on) ÷ `pgbench -M prepared -j 2` on the point query (0 without that run).
     pub(super) fn vs_pgbench_prepared(&self) -> f64 {
-        let tps = self
-            .pgbench
-            .iter()
-            .find(|row| row.mode == "prepared" && row.jobs == 2)
-            .map_or(0.0, |row| row.point.tps);
-        ratio(self.cache_on.point, tps)
+        ratio(self.cache_on.point, point_tps(&self.pgbench, "prepared", 2))
     }
 
     /// Bare r2d2 without its checkout test ÷ dedicated unnamed on `SELECT 1`.
     pub(super) fn r2d2_vs_unnamed(&self) -> f64 {
         ratio(self.r2d2.select1, self.dedicated_unnamed.select1)
     }
+}
+
+/// pgbench's transactions/s on the point query with `-M mode -j jobs` (0 without that run).
+fn point_tps(pgbench: &[PgbenchModes], mode: &str, jobs: u32) -> f64 {
+    pgbench.iter().find(|row| row.mode == mode && row.jobs == jobs).map_or(0.0, |row| row.point.tps)
 }
 
 /// The PgBouncer tier with prepared statements: pgconn through PgBouncer 1.18 (the one of every other
@@ -322,8 +322,7 @@ impl PreparedRows {
     /// pgconn (cache on) ÷ `pgbench -M prepared` through the same PgBouncer on the point query (0 without
     /// that run).
     pub(super) fn vs_pgbench_prepared(&self) -> f64 {
-        let tps = self.pgbench.iter().find(|row| row.mode == "prepared").map_or(0.0, |row| row.point.tps);
-        ratio(self.on.point, tps)
+        ratio(self.on.point, point_tps(&self.pgbench, "prepared", 2))
     }
 }
 
