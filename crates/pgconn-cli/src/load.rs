@@ -15,8 +15,9 @@ pub struct LoadReport {
     pub persistent: bool,
     /// `--dedicated`: one connection per thread, no pool.
     pub dedicated: bool,
-    /// What served the requests: `pgconn`, `dedicated`, `dedicated-prepared`, `r2d2` (bare r2d2 +
-    /// `r2d2_postgres`) or `pgconn-checkout` (`--checkout-only`).
+    /// What served the requests: `pgconn`, `dedicated`, `dedicated-prepared`, `dedicated-no-runtime`,
+    /// `dedicated-prepared-no-runtime` (`--no-runtime`), `r2d2` (bare r2d2 + `r2d2_postgres`) or
+    /// `pgconn-checkout` (`--checkout-only`).
     pub baseline: String,
     /// Request threads.
     pub clients: u32,
@@ -48,7 +49,8 @@ pub struct LoadReport {
     pub timeline: Vec<TimelineEntry>,
     /// The pool at the end: its state and metrics, flattened into one object.
     pub pool: PoolReport,
-    /// This process at the end, the pool's connections still open: for the cost of a connection.
+    /// This process at the end, the pool's connections (and `--dedicated` threads' own) still open: for
+    /// the cost of a connection.
     pub process: Option<ProcessSample>,
 }
 

@@ -58,6 +58,11 @@ pub(crate) struct LoadArgs {
     /// statement cache gives); without it, each request runs it unnamed.
     #[arg(long, requires = "dedicated")]
     prepared: bool,
+    /// With --dedicated: each connection is `tokio-postgres` driven on its request thread without a tokio
+    /// runtime (a nonblocking socket and `poll(2)`), instead of a `postgres::Client` with the runtime of its
+    /// own: what a connection would cost without that runtime. One host, no TLS.
+    #[arg(long, requires = "dedicated")]
+    no_runtime: bool,
     /// Measure the checkout alone: check out and return, no query.
     #[arg(long)]
     checkout_only: bool,
@@ -140,6 +145,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let checkout_only = args.checkout_only;
     let bare = if args.r2d2 { Some(bare_r2d2(&settings, !args.no_test_on_check_out)?) } else { None };
     let prepared = args.prepared;
+    let no_runtime = args.no_runtime;
     let thread_per_request = args.thread_per_request;
     for i in 0..clients {
         let bare = bare.clone();
@@ -154,16 +160,13 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         let handle = thread::Builder::new()
             .name(format!("request-{i}"))
             .spawn(move || {
-                let mut dedicated = dedicated.then(|| pgconn_pool::connect(pool.settings()));
-                let statement = match (&mut dedicated, prepared) {
-                    (Some(Ok(client)), true) => client.prepare(&query).ok(),
-                    _ => None,
-                };
+                let mut dedicated =
+                    dedicated.then(|| Dedicated::connect(pool.settings(), no_runtime, prepared, &query));
                 barrier.wait();
                 let &(start, budget) = start_slot.get().expect("set before the barrier opens");
                 if let Some(Err(e)) = &dedicated {
                     // No connection of its own: this client is one failure, not a loop of them.
-                    return ThreadResult::failed_to_connect(e);
+                    return (ThreadResult::failed_to_connect(e), None);
                 }
                 let pooled = |sql: &str| -> Result<(), pgconn_pool::Error> {
                     if checkout_only {
@@ -178,18 +181,13 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
                     match &mut dedicated {
                         None if thread_per_request => on_a_new_thread(|| pooled(sql)),
                         None => pooled(sql),
-                        Some(Ok(client)) => match &statement {
-                            Some(statement) => client.query(statement, &[]).map(drop),
-                            None => client.query_typed(sql, &[]).map(drop),
-                        }
-                        .map_err(|e| pgconn_pool::Error::Other {
-                            reason: e.to_string(),
-                            source: Arc::new(e),
-                        }),
+                        Some(Ok(dedicated)) => dedicated.request(sql),
                         Some(Err(e)) => Err(e.clone()),
                     }
                 };
-                request_loop(&mut request, &query, start, budget, &claimed, &progress)
+                let result = request_loop(&mut request, &query, start, budget, &claimed, &progress);
+                // A dedicated connection stays open until the process has been sampled, as a pool's do.
+                (result, dedicated.and_then(Result::ok))
             })
             .context("cannot start the request threads")?;
         handles.push(handle);
@@ -205,8 +203,8 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let sampler = args
         .report_every
         .map(|seconds| progress.spawn_sampler(&pool, start, Duration::from_secs_f64(seconds), args.json));
-    let results: Vec<ThreadResult> =
-        handles.into_iter().map(|h| h.join().expect("request threads do not panic")).collect();
+    let (results, dedicated): (Vec<ThreadResult>, Vec<Option<Dedicated>>) =
+        handles.into_iter().map(|h| h.join().expect("request threads do not panic")).unzip();
     let elapsed = start.elapsed();
     progress.stop(reporter);
     if let Some(sampler) = sampler.flatten() {
@@ -214,8 +212,9 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut report = new_report(&settings, args, &results, elapsed, pool.metrics(), pool.state());
-    // While the pool still holds its connections.
+    // While the pool, or the dedicated threads, still hold their connections.
     report.process = ProcessSample::now();
+    drop(dedicated);
     if args.json && args.report_every.is_some() {
         // JSON Lines: the report is the last line.
         println!("{}", serde_json::to_string(&report)?);
@@ -225,6 +224,51 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report_text(&report));
     }
     Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A request thread's own connection (`--dedicated`), and its statement when prepared once (`--prepared`).
+enum Dedicated {
+    Postgres(postgres::Client, Option<postgres::Statement>),
+    NoRuntime(crate::no_runtime::Client, Option<tokio_postgres::Statement>),
+}
+
+impl Dedicated {
+    fn connect(
+        settings: &Settings,
+        no_runtime: bool,
+        prepared: bool,
+        sql: &str,
+    ) -> Result<Dedicated, pgconn_pool::Error> {
+        let failed =
+            |e: postgres::Error| pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) };
+        if no_runtime {
+            let mut client = crate::no_runtime::Client::connect(settings)?;
+            let statement =
+                if prepared { Some(client.driver.block_on(client.client.prepare(sql))?) } else { None };
+            Ok(Dedicated::NoRuntime(client, statement))
+        } else {
+            let mut client = pgconn_pool::connect(settings)?;
+            let statement = if prepared { Some(client.prepare(sql).map_err(failed)?) } else { None };
+            Ok(Dedicated::Postgres(client, statement))
+        }
+    }
+
+    fn request(&mut self, sql: &str) -> Result<(), pgconn_pool::Error> {
+        let failed =
+            |e: postgres::Error| pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) };
+        match self {
+            Dedicated::Postgres(client, Some(statement)) => {
+                client.query(&*statement, &[]).map(drop).map_err(failed)
+            }
+            Dedicated::Postgres(client, None) => client.query_typed(sql, &[]).map(drop).map_err(failed),
+            Dedicated::NoRuntime(client, Some(statement)) => {
+                client.driver.block_on(client.client.query(&*statement, &[])).map(drop)
+            }
+            Dedicated::NoRuntime(client, None) => {
+                client.driver.block_on(client.client.query_typed(sql, &[])).map(drop)
+            }
+        }
+    }
 }
 
 /// Runs `request` on a thread started for it, and waits for it.
@@ -558,6 +602,8 @@ fn new_report(
         persistent: settings.persistent(),
         dedicated: args.dedicated,
         baseline: match (args.dedicated, args.r2d2, args.checkout_only) {
+            (true, _, _) if args.prepared && args.no_runtime => "dedicated-prepared-no-runtime",
+            (true, _, _) if args.no_runtime => "dedicated-no-runtime",
             (true, _, _) if args.prepared => "dedicated-prepared",
             (true, _, _) => "dedicated",
             (_, true, _) => "r2d2",
@@ -607,6 +653,10 @@ fn report_text(report: &LoadReport) -> String {
         match (report.baseline.as_str(), report.persistent) {
             ("dedicated", _) => "dedicated connection per thread, no pool",
             ("dedicated-prepared", _) => "dedicated connection per thread, no pool, the query prepared once",
+            ("dedicated-no-runtime", _) => "dedicated connection per thread, no pool, no tokio runtime",
+            ("dedicated-prepared-no-runtime", _) => {
+                "dedicated connection per thread, no pool, no tokio runtime, the query prepared once"
+            }
             ("r2d2", _) => "bare r2d2 + r2d2_postgres, defaults",
             ("pgconn-checkout", _) => "checkout and return only, no query",
             (_, true) => "persistent",

@@ -26,10 +26,12 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::reports::ProcessSample;
 use measure::{Bench, Contender, Counter, Counts, median, range};
 use results::{
-    Cell, Checkout, Concurrency, ConnectionCost, EightThreads, Latency, LoadRow, PgbenchModes, PgbenchRow,
-    PreparedPgBouncer, PreparedRows, Results, Scale, ScaleRow, SingleThread, Throughput, Work, WorkRow,
+    Cell, Checkout, Concurrency, ConnectionCost, DedicatedCost, EightThreads, Latency, LoadRow, PgbenchModes,
+    PgbenchRow, PreparedPgBouncer, PreparedRows, Results, Scale, ScaleRow, SingleThread, Throughput, Work,
+    WorkRow,
 };
 
 /// The point query of the eight-thread section, on `pgbench -i -s 5`'s accounts.
@@ -116,11 +118,17 @@ fn work(b: &mut Bench, quick: bool) -> Result<Work> {
         }
         env
     };
-    let contenders: [Contender<'_>; 4] = [
+    let contenders: [Contender<'_>; 5] = [
         ("pgconn pooled, statement cache on", env(true), vec![], false),
         ("dedicated, prepared once", vec![], vec!["--dedicated", "--prepared"], false),
         ("pgconn pooled, `DB_STATEMENT_CACHE=0`", env(false), vec![], false),
         ("dedicated, unnamed each time", vec![], vec!["--dedicated"], false),
+        (
+            "dedicated, prepared once, no tokio runtime",
+            vec![],
+            vec!["--dedicated", "--prepared", "--no-runtime"],
+            false,
+        ),
     ];
     let mut count_all = || -> Result<Vec<WorkRow>> {
         let mut rows = Vec::new();
@@ -332,7 +340,25 @@ fn connection_cost(b: &mut Bench) -> Result<ConnectionCost> {
             "pgconn load reported no process sample (no /proc here?): the cost of a connection cannot be measured"
         );
     };
-    Ok(ConnectionCost { one_size: small.size, many_size: large.size, one, many })
+    // Dedicated connections, held by their request threads until the process has been sampled.
+    let mut dedicated = Vec::new();
+    for (name, extra) in [
+        ("`postgres::Client` (`--dedicated`)", &["--dedicated", "--prepared"][..]),
+        (
+            "`tokio-postgres` without a runtime (`--dedicated --no-runtime`)",
+            &["--dedicated", "--prepared", "--no-runtime"][..],
+        ),
+    ] {
+        let run = |b: &mut Bench, clients: &str| -> Result<ProcessSample> {
+            let args: Vec<&str> =
+                ["--clients", clients, "--duration", "1"].iter().chain(extra).copied().collect();
+            b.load(&[], &args, false)?.process.context("pgconn load reported no process sample")
+        };
+        let one_sample = run(b, "1")?;
+        let many_sample = run(b, "41")?;
+        dedicated.push(DedicatedCost { name: name.to_owned(), many: 41, one_sample, many_sample });
+    }
+    Ok(ConnectionCost { one_size: small.size, many_size: large.size, one, many, dedicated })
 }
 
 /// Section 3, throughput and p99 by concurrency: each `pgconn load` contender at each client count,
@@ -460,7 +486,7 @@ fn eight_threads(
     std::fs::write(&point_script, format!("{point};\n")).context("cannot write the pgbench script")?;
     let select1_script = b.script.clone();
 
-    let contenders: [Contender<'_>; 5] = [
+    let contenders: [Contender<'_>; 6] = [
         ("pgconn pooled, statement cache on (the default)", vec![], vec![], false),
         ("pgconn pooled, `DB_STATEMENT_CACHE=0`", vec![("DB_STATEMENT_CACHE", "0".into())], vec![], false),
         (
@@ -474,6 +500,12 @@ fn eight_threads(
             "bare r2d2, no checkout test (`--r2d2 --no-test-on-check-out`)",
             vec![],
             vec!["--r2d2", "--no-test-on-check-out"],
+            false,
+        ),
+        (
+            "dedicated, prepared once, no tokio runtime (`--dedicated --prepared --no-runtime`)",
+            vec![],
+            vec!["--dedicated", "--prepared", "--no-runtime"],
             false,
         ),
     ];
@@ -493,8 +525,8 @@ fn eight_threads(
     })?;
     let modes = [("prepared", 2), ("prepared", 8), ("extended", 2), ("simple", 2)];
     let pgbench = pgbench_modes(b, b.port, &modes, seconds, &[select1_script, point_script])?;
-    let Ok([cache_on, cache_off, dedicated_prepared, dedicated_unnamed, r2d2]) =
-        <[Throughput; 5]>::try_from(rows)
+    let Ok([cache_on, cache_off, dedicated_prepared, dedicated_unnamed, r2d2, no_runtime]) =
+        <[Throughput; 6]>::try_from(rows)
     else {
         bail!("one row per contender")
     };
@@ -508,6 +540,7 @@ fn eight_threads(
         dedicated_prepared,
         dedicated_unnamed,
         r2d2,
+        no_runtime,
         pgbench,
     })
 }

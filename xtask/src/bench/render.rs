@@ -108,6 +108,24 @@ The process of `pgconn load` at the end of a run, its pool's connections still o
         c.per_connection(|p| p.rss_kb),
         c.per_connection(|p| p.threads),
     );
+    if c.dedicated.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        doc,
+        "The driver alone: `pgconn load --dedicated --prepared` with 1 request thread and with {} (each thread's connection open until the process is sampled), with the `postgres` crate and with `tokio-postgres` driven on the request thread without a runtime (`--no-runtime`: a nonblocking socket and `poll(2)`).\n\n| connection | file descriptors per connection | kB resident per connection |\n|---|---|---|",
+        c.dedicated.first().map_or(0, |d| d.many)
+    );
+    for d in &c.dedicated {
+        let _ = writeln!(
+            doc,
+            "| {} | {:.1} | {:.0} |",
+            d.name,
+            d.per_connection(|p| p.fds),
+            d.per_connection(|p| p.rss_kb)
+        );
+    }
+    doc.push('\n');
 }
 
 fn concurrency(doc: &mut String, c: &Concurrency) {
@@ -212,6 +230,11 @@ fn eight_threads(doc: &mut String, e: &EightThreads) {
         e.cache_gain(),
         e.vs_pgbench_prepared(),
         e.r2d2_vs_unnamed(),
+    );
+    let [select1, point] = e.no_runtime_gain();
+    let _ = writeln!(
+        doc,
+        "The driver without its runtime: dedicated prepared with `tokio-postgres` driven on the request thread (`--no-runtime`) ÷ with `postgres::Client`: **{select1:.2}** on `SELECT 1`, **{point:.2}** on the point query. This is not what pgconn runs today (its connections are `postgres::Client`s); it measures what they would gain without the runtime (`pool.md`, \"What a connection costs\").\n",
     );
 }
 
@@ -324,6 +347,12 @@ fn work(doc: &mut String, w: &Work) {
         })
         .collect();
     let _ = writeln!(doc, "\nPooled ÷ dedicated, like for like: {}.\n", ratios.join("; "));
+    if let Some((instructions, syscalls)) = w.no_runtime_vs_postgres() {
+        let _ = writeln!(
+            doc,
+            "Dedicated prepared without the `postgres` crate's runtime ÷ with it: instructions **{instructions:.2}**, system calls **{syscalls:.2}**.\n"
+        );
+    }
 }
 
 fn claims(doc: &mut String, r: &Results) {
@@ -457,6 +486,8 @@ mod tests {
             "|---|---|---|---|---|",
             "## Checkout overhead",
             "## What a connection costs the client",
+            "| connection | file descriptors per connection | kB resident per connection |",
+            "|---|---|---|",
             "## Throughput and p99 by concurrency",
             "| contender | 1 clients | 8 clients | 50 clients | 500 clients |",
             "|---|---|---|---|---|",
@@ -510,6 +541,10 @@ mod tests {
             doc.contains("cache on ÷ dedicated prepared: instructions **1.22**, system calls **1.00**"),
             "{doc}"
         );
+        assert!(
+            doc.contains("without the `postgres` crate's runtime ÷ with it: instructions **0.69**, system calls **0.75**"),
+            "{doc}"
+        );
         results.work.rows = Err("not run: valgrind not installed (`apt-get install valgrind strace`)".into());
         let doc = render(&results);
         assert!(
@@ -517,6 +552,23 @@ mod tests {
             "{doc}"
         );
         assert!(!doc.contains("| instructions per request |"), "no table without figures");
+    }
+
+    #[test]
+    fn the_driver_without_its_runtime_is_shown_beside_postgres_client() {
+        let doc = render(&sample());
+        assert_eq!(
+            row(&doc, "| `postgres::Client` (`--dedicated`) |"),
+            "| `postgres::Client` (`--dedicated`) | 4.0 | 81 |"
+        );
+        assert_eq!(
+            row(&doc, "| `tokio-postgres` without a runtime (`--dedicated --no-runtime`) |"),
+            "| `tokio-postgres` without a runtime (`--dedicated --no-runtime`) | 1.0 | 59 |"
+        );
+        assert!(
+            doc.contains("(`--no-runtime`) ÷ with `postgres::Client`: **1.10** on `SELECT 1`, **1.07** on the point query"),
+            "{doc}"
+        );
     }
 
     #[test]

@@ -124,15 +124,38 @@ pub(super) struct ConnectionCost {
     pub(super) many_size: u64,
     pub(super) one: ProcessSample,
     pub(super) many: ProcessSample,
+    /// The same for dedicated connections, one request thread each: `postgres::Client`, then
+    /// `tokio-postgres` without a runtime (`--no-runtime`).
+    pub(super) dedicated: Vec<DedicatedCost>,
 }
 
 impl ConnectionCost {
     /// What `field` of the process grew by per added connection.
-    #[allow(clippy::cast_precision_loss)]
     pub(super) fn per_connection(&self, field: fn(&ProcessSample) -> u64) -> f64 {
-        let added = self.many_size.saturating_sub(self.one_size).max(1);
-        (field(&self.many) as f64 - field(&self.one) as f64) / added as f64
+        grew_by(&self.one, &self.many, self.many_size.saturating_sub(self.one_size), field)
     }
+}
+
+/// The `pgconn load --dedicated` process at the end of a run with 1 request thread and with `many`, the
+/// threads' connections still open.
+pub(super) struct DedicatedCost {
+    pub(super) name: String,
+    pub(super) many: u64,
+    pub(super) one_sample: ProcessSample,
+    pub(super) many_sample: ProcessSample,
+}
+
+impl DedicatedCost {
+    /// What `field` of the process grew by per added connection.
+    pub(super) fn per_connection(&self, field: fn(&ProcessSample) -> u64) -> f64 {
+        grew_by(&self.one_sample, &self.many_sample, self.many.saturating_sub(1), field)
+    }
+}
+
+/// What `field` grew by from `one` to `many`, per one of `added`.
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+fn grew_by(one: &ProcessSample, many: &ProcessSample, added: u64, field: fn(&ProcessSample) -> u64) -> f64 {
+    (field(many) as f64 - field(one) as f64) / added.max(1) as f64
 }
 
 /// Throughput and p99 by concurrency: a cell per contender and client count (`levels`).
@@ -211,6 +234,8 @@ pub(super) struct EightThreads {
     pub(super) dedicated_prepared: Throughput,
     pub(super) dedicated_unnamed: Throughput,
     pub(super) r2d2: Throughput,
+    /// Dedicated, prepared once, `tokio-postgres` without a runtime (`--no-runtime`).
+    pub(super) no_runtime: Throughput,
     pub(super) pgbench: Vec<PgbenchModes>,
 }
 
@@ -241,8 +266,22 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 impl EightThreads {
     /// The `pgconn load` contenders in the order of the table.
-    pub(super) fn rows(&self) -> [&Throughput; 5] {
-        [&self.cache_on, &self.cache_off, &self.dedicated_prepared, &self.dedicated_unnamed, &self.r2d2]
+    pub(super) fn rows(&self) -> [&Throughput; 6] {
+        [
+            &self.cache_on,
+            &self.cache_off,
+            &self.dedicated_prepared,
+            &self.dedicated_unnamed,
+            &self.r2d2,
+            &self.no_runtime,
+        ]
+    }
+
+    /// Dedicated prepared without the `postgres` crate's runtime ÷ with it, on `SELECT 1` and on the point
+    /// query.
+    pub(super) fn no_runtime_gain(&self) -> [f64; 2] {
+        let (without, with) = (&self.no_runtime, &self.dedicated_prepared);
+        [ratio(without.select1, with.select1), ratio(without.point, with.point)]
     }
 
     /// Pooled ÷ dedicated doing the same: cache on against prepared, cache off against unnamed.
@@ -335,7 +374,8 @@ pub(super) struct Work {
     pub(super) clients: u32,
     /// Requests of the short and the long run.
     pub(super) requests: (u64, u64),
-    /// The rows: pooled cache on, dedicated prepared, pooled cache off, dedicated unnamed; or why the
+    /// The rows: pooled cache on, dedicated prepared, pooled cache off, dedicated unnamed, dedicated
+    /// prepared without a runtime (`--no-runtime`); or why the
     /// section did not run (a tool missing).
     pub(super) rows: Result<Vec<WorkRow>, String>,
 }
@@ -360,11 +400,23 @@ impl Work {
             (name, ratio(a.instructions, b.instructions), ratio(a.syscalls, b.syscalls))
         };
         match rows.as_slice() {
-            [on, prepared, off, unnamed] => vec![
+            [on, prepared, off, unnamed, ..] => vec![
                 pair("cache on ÷ dedicated prepared", on, prepared),
                 pair("cache off ÷ dedicated unnamed", off, unnamed),
             ],
             _ => Vec::new(),
+        }
+    }
+
+    /// Dedicated prepared without the `postgres` crate's runtime ÷ with it, in instructions and in system
+    /// calls; `None` when the section did not run.
+    pub(super) fn no_runtime_vs_postgres(&self) -> Option<(f64, f64)> {
+        match self.rows.as_deref().ok()? {
+            [_, prepared, _, _, without, ..] => Some((
+                ratio(without.instructions, prepared.instructions),
+                ratio(without.syscalls, prepared.syscalls),
+            )),
+            _ => None,
         }
     }
 }
@@ -565,6 +617,20 @@ pub(super) fn sample() -> Results {
             many_size: 41,
             one: ProcessSample { fds: 10, rss_kb: 7568, threads: 7 },
             many: ProcessSample { fds: 170, rss_kb: 11216, threads: 7 },
+            dedicated: vec![
+                DedicatedCost {
+                    name: "`postgres::Client` (`--dedicated`)".to_owned(),
+                    many: 41,
+                    one_sample: ProcessSample { fds: 18, rss_kb: 7700, threads: 7 },
+                    many_sample: ProcessSample { fds: 178, rss_kb: 10948, threads: 7 },
+                },
+                DedicatedCost {
+                    name: "`tokio-postgres` without a runtime (`--dedicated --no-runtime`)".to_owned(),
+                    many: 41,
+                    one_sample: ProcessSample { fds: 15, rss_kb: 7768, threads: 7 },
+                    many_sample: ProcessSample { fds: 55, rss_kb: 10112, threads: 7 },
+                },
+            ],
         },
         concurrency: Concurrency {
             seconds: 5,
@@ -646,6 +712,11 @@ pub(super) fn sample() -> Results {
                 76565.0,
                 55485.0,
             ),
+            no_runtime: throughput(
+                "dedicated, prepared once, no tokio runtime (`--dedicated --prepared --no-runtime`)",
+                139_000.0,
+                112_000.0,
+            ),
             pgbench: vec![
                 modes("prepared", 2, 170_881.0, 116_673.0),
                 modes("prepared", 8, 151_997.0, 119_702.0),
@@ -677,6 +748,7 @@ pub(super) fn sample() -> Results {
                 work_row("dedicated, prepared once", 12868.0, 0.1, 4.0),
                 work_row("pgconn pooled, `DB_STATEMENT_CACHE=0`", 17200.0, 240.0, 4.0),
                 work_row("dedicated, unnamed each time", 14300.0, 0.2, 4.0),
+                work_row("dedicated, prepared once, no tokio runtime", 8932.0, 0.1, 3.0),
             ]),
         },
         scale: Scale {

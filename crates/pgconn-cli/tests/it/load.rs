@@ -183,3 +183,31 @@ fn a_thread_per_request_runs_each_request_on_a_new_thread() {
     let refused = pgconn(&["load", "--thread-per-request", "--dedicated"], &[("DATABASE_URL", &url)]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
 }
+
+#[test]
+fn the_driver_without_a_runtime_runs_the_query_on_one_descriptor_per_connection() {
+    let url = url();
+    let env = [("DATABASE_URL", url.as_str()), ("DB_POOL_MIN_IDLE", "0")];
+    let fds = |clients: &str, extra: &[&str]| {
+        let mut args = vec!["--clients", clients, "--requests", "400", "--dedicated"];
+        args.extend_from_slice(extra);
+        let report = load_report(&args, &env, 0);
+        assert_eq!((report.ok, report.errors), (400, 0), "{args:?}");
+        (report.baseline, report.process.expect("a process sample on Linux").fds)
+    };
+    for (extra, baseline) in [
+        (&["--no-runtime"][..], "dedicated-no-runtime"),
+        (&["--prepared", "--no-runtime"][..], "dedicated-prepared-no-runtime"),
+    ] {
+        let (name, one) = fds("1", extra);
+        assert_eq!(name, baseline);
+        let (_, nine) = fds("9", extra);
+        // The threads hold their connections until the process is sampled: 8 more connections, 8 more
+        // descriptors (their sockets) and nothing else.
+        assert_eq!(nine - one, 8, "{extra:?}");
+    }
+    // `postgres::Client` beside it: a socket and its runtime's three descriptors per connection.
+    let (_, one) = fds("1", &["--prepared"]);
+    let (_, nine) = fds("9", &["--prepared"]);
+    assert_eq!(nine - one, 32);
+}
