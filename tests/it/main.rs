@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod clean;
+mod client;
 mod connect;
 mod example;
 mod failover;

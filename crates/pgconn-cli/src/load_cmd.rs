@@ -58,9 +58,9 @@ pub(crate) struct LoadArgs {
     /// statement cache gives); without it, each request runs it unnamed.
     #[arg(long, requires = "dedicated")]
     prepared: bool,
-    /// With --dedicated: each connection is `tokio-postgres` driven on its request thread without a tokio
-    /// runtime (a nonblocking socket and `poll(2)`), instead of a `postgres::Client` with the runtime of its
-    /// own: what a connection would cost without that runtime. One host, no TLS.
+    /// With --dedicated: each connection is pgconn's own client, the pool's connection type
+    /// (`pgconn_pool::Client`, no tokio runtime), instead of a `postgres::Client` with a runtime of its own:
+    /// the pool's layer alone is then what differs from a pooled run.
     #[arg(long, requires = "dedicated")]
     no_runtime: bool,
     /// Measure the checkout alone: check out and return, no query.
@@ -229,7 +229,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
 /// A request thread's own connection (`--dedicated`), and its statement when prepared once (`--prepared`).
 enum Dedicated {
     Postgres(postgres::Client, Option<postgres::Statement>),
-    NoRuntime(crate::no_runtime::Client, Option<tokio_postgres::Statement>),
+    NoRuntime(pgconn_pool::Client, Option<postgres::Statement>),
 }
 
 impl Dedicated {
@@ -242,9 +242,8 @@ impl Dedicated {
         let failed =
             |e: postgres::Error| pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) };
         if no_runtime {
-            let mut client = crate::no_runtime::Client::connect(settings)?;
-            let statement =
-                if prepared { Some(client.driver.block_on(client.client.prepare(sql))?) } else { None };
+            let mut client = pgconn_pool::Client::connect(settings)?;
+            let statement = if prepared { Some(client.prepare(sql).map_err(failed)?) } else { None };
             Ok(Dedicated::NoRuntime(client, statement))
         } else {
             let mut client = pgconn_pool::connect(settings)?;
@@ -262,11 +261,9 @@ impl Dedicated {
             }
             Dedicated::Postgres(client, None) => client.query_typed(sql, &[]).map(drop).map_err(failed),
             Dedicated::NoRuntime(client, Some(statement)) => {
-                client.driver.block_on(client.client.query(&*statement, &[])).map(drop)
+                client.query(&*statement, &[]).map(drop).map_err(failed)
             }
-            Dedicated::NoRuntime(client, None) => {
-                client.driver.block_on(client.client.query_typed(sql, &[])).map(drop)
-            }
+            Dedicated::NoRuntime(client, None) => client.query_typed(sql, &[]).map(drop).map_err(failed),
         }
     }
 }

@@ -6,7 +6,6 @@
 mod config_cmd;
 mod load_cmd;
 mod monitor_cmd;
-mod no_runtime;
 mod pgbouncer_cmd;
 
 use std::process::ExitCode;

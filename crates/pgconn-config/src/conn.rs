@@ -363,7 +363,13 @@ impl ConnParams {
     /// `verify-ca` and `verify-full` ask the `postgres` crate for TLS (`require`); the certificate checks
     /// belong to the TLS connector the pool builds from `sslmode` and `sslrootcert`.
     pub fn to_postgres_config(&self) -> postgres::Config {
-        let mut config = postgres::Config::new();
+        postgres::Config::from(self.to_tokio_postgres_config())
+    }
+
+    /// [`ConnParams::to_postgres_config`] as the configuration of `tokio-postgres`, the driver under the
+    /// `postgres` crate (what pgconn-pool's own connections are started with).
+    pub fn to_tokio_postgres_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
         for endpoint in &self.endpoints {
             match &endpoint.host {
                 Host::Tcp(name) => config.host(name),

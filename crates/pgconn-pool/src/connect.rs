@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pgconn_config::{Settings, SslMode, Strategy};
+use pgconn_config::{ConnParams, Settings, SslMode, Strategy};
 
 use crate::Error;
+use crate::driver::{Client, ConnectError, TcpOptions};
 use crate::tls::Tls;
 
 /// Connect attempts given up on whose threads have not finished yet, per process, at most.
@@ -45,6 +46,12 @@ static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 /// What a connect needs, prepared once per pool.
 #[derive(Clone)]
 pub(crate) struct Connector {
+    /// The startup parameters of pgconn's own connections ([`crate::driver`]).
+    startup: tokio_postgres::Config,
+    /// The hosts, and how to choose among them.
+    params: Arc<ConnParams>,
+    tcp: TcpOptions,
+    /// The same for a `postgres::Client` ([`connect`]).
     config: postgres::Config,
     /// `None`: plain connections only (`sslmode=disable`, or Unix sockets), exactly as without TLS.
     tls: Option<Tls>,
@@ -99,7 +106,25 @@ impl Connector {
             };
             config.options(&options);
         }
+        let mut startup = settings.target.to_tokio_postgres_config();
+        if tls.is_none() {
+            startup.ssl_mode(postgres::config::SslMode::Disable);
+        }
+        startup.application_name(settings.application_name());
+        if let Some(options) = config.get_options() {
+            startup.options(options);
+        }
+        let tcp = TcpOptions {
+            keepalives: tcp.keepalives.unwrap_or(true),
+            idle: tcp.keepalives_idle.unwrap_or(KEEPALIVE_IDLE),
+            interval: tcp.keepalives_interval.unwrap_or(KEEPALIVE_INTERVAL),
+            count: tcp.keepalives_count.unwrap_or(KEEPALIVE_RETRIES),
+            user_timeout: tcp.user_timeout.unwrap_or(TCP_USER_TIMEOUT),
+        };
         Ok(Connector {
+            startup,
+            params: Arc::new(settings.target.clone()),
+            tcp,
             config,
             tls,
             sslmode: settings.target.sslmode,
@@ -108,26 +133,83 @@ impl Connector {
         })
     }
 
-    /// Opens one connection, or fails within the connect timeout with the reason.
-    pub(crate) fn connect(&self) -> Result<postgres::Client, Error> {
-        let timed_out = || Error::ConnectTimeout { target: self.target.clone(), timeout: self.timeout };
+    /// Opens one of pgconn's own connections ([`crate::driver`]), or fails within the connect timeout with
+    /// the reason.
+    pub(crate) fn connect(&self) -> Result<Client, Error> {
+        let (startup, params, tls, tcp) = (
+            self.startup.clone(),
+            Arc::clone(&self.params),
+            self.tls.as_ref().map(|tls| tls.connect.clone()),
+            self.tcp,
+        );
+        let deadline = Instant::now() + self.timeout;
+        let result =
+            self.on_connect_thread(move || Client::open(&params, &startup, tls.as_ref(), tcp, deadline))?;
+        result.map_err(|e| match e {
+            ConnectError::TimedOut => self.timed_out(),
+            ConnectError::Socket { error, .. } if error.kind() == std::io::ErrorKind::TimedOut => {
+                self.timed_out()
+            }
+            ConnectError::Socket { address, error } => Error::ConnectFailed {
+                target: self.target.clone(),
+                reason: format!("error connecting to server at {address}: {error}"),
+                source: Arc::new(crate::driver::io_error(error)),
+            },
+            ConnectError::Attrs(what) => self.failure(
+                crate::driver::io_error(std::io::Error::new(std::io::ErrorKind::PermissionDenied, what)),
+                what,
+            ),
+            ConnectError::Driver(e) => {
+                let text = chain(&e);
+                self.failure(e, &text)
+            }
+        })
+    }
+
+    /// Opens a `postgres::Client` ([`connect`]), or fails within the connect timeout with the reason.
+    fn connect_postgres(&self) -> Result<postgres::Client, Error> {
+        let config = self.config.clone();
+        let tls = self.tls.as_ref().map(|tls| tls.connect.clone());
+        let result = self.on_connect_thread(move || match tls {
+            Some(tls) => config.connect(tls),
+            None => config.connect(postgres::NoTls),
+        })?;
+        result.map_err(|e| {
+            // The driver's own TCP connect bound is the same DB_CONNECT_TIMEOUT; when it fires before
+            // ours, it is the same timeout and gets the same kind.
+            let timed_out_in_driver = std::error::Error::source(&e)
+                .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            if timed_out_in_driver {
+                return self.timed_out();
+            }
+            let text = chain(&e);
+            self.failure(e, &text)
+        })
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::ConnectTimeout { target: self.target.clone(), timeout: self.timeout }
+    }
+
+    /// Runs `connect` on a thread of its own and waits for it at most the connect timeout: a connect that
+    /// is given up on finishes, or fails, on its own thread, and its connection, if any, is closed there.
+    fn on_connect_thread<C: Send + 'static>(
+        &self,
+        connect: impl FnOnce() -> C + Send + 'static,
+    ) -> Result<C, Error> {
         if ABANDONED.load(Ordering::Relaxed) >= MAX_ABANDONED {
             log::warn!(
                 "{MAX_ABANDONED} earlier connects to {} are still hanging; not starting another",
                 self.target
             );
-            return Err(timed_out());
+            return Err(self.timed_out());
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let state = Arc::new(AtomicU8::new(WAITING));
         let thread_state = Arc::clone(&state);
-        let config = self.config.clone();
-        let tls = self.tls.as_ref().map(|tls| tls.connect.clone());
         let spawned = thread::Builder::new().name("pgconn-connect".into()).spawn(move || {
-            let result = match tls {
-                Some(tls) => config.connect(tls),
-                None => config.connect(postgres::NoTls),
-            };
+            let result = connect();
             if thread_state.compare_exchange(WAITING, DONE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 let _ = tx.send(result);
             } else {
@@ -139,66 +221,68 @@ impl Connector {
         if let Err(e) = spawned {
             return Err(Error::Unsupported(format!("cannot start a thread to connect: {e}")));
         }
-        let result = if let Ok(result) = rx.recv_timeout(self.timeout) {
-            result
-        } else {
-            ABANDONED.fetch_add(1, Ordering::AcqRel);
-            if state.compare_exchange(WAITING, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                return Err(timed_out());
-            }
-            // It finished just as the time ran out: its result is on its way.
-            ABANDONED.fetch_sub(1, Ordering::AcqRel);
-            rx.recv().map_err(|_| timed_out())?
-        };
-        result.map_err(|e| {
-            // The driver's own TCP connect bound is the same DB_CONNECT_TIMEOUT; when it fires before
-            // ours, it is the same timeout and gets the same kind.
-            let timed_out_in_driver = std::error::Error::source(&e)
-                .and_then(|cause| cause.downcast_ref::<std::io::Error>())
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-            if timed_out_in_driver {
-                return timed_out();
-            }
-            if let Some(reason) = self.tls.as_ref().and_then(|tls| tls.failure(&e, self.sslmode)) {
-                return Error::ConnectFailed { target: self.target.clone(), reason, source: Arc::new(e) };
-            }
-            // tokio-postgres says these in its own words, which name no setting.
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(inner) = cause {
-                text.push_str(": ");
-                text.push_str(&inner.to_string());
-                cause = inner.source();
-            }
-            let known = if text.contains("password missing") {
-                return Error::AuthFailed {
-                    target: self.target.clone(),
-                    reason: "the server asks for a password and none was given (not in the URL, DB_PASSWORD, \
-                             PGPASSWORD, nor a password file that matches and is private)"
-                        .to_owned(),
-                    source: Arc::new(e),
-                };
-            } else if text.contains("channel binding") {
-                Some(
-                    "channel_binding=require, and the server did not bind its SCRAM authentication to TLS \
-                     (that needs TLS, sslmode=require or stronger, and SCRAM-SHA-256-PLUS, which PgBouncer \
-                     1.18 never offers); use channel_binding=prefer to allow it unbound",
-                )
-            } else if text.contains("database is not read only") {
-                Some("target_session_attrs=read-only, and no host's sessions are read-only (no standby among them)")
-            } else if text.contains("database does not allow writes") {
-                Some("target_session_attrs=read-write, and no host accepts writes (no primary among them)")
-            } else {
-                None
-            };
-            match known {
-                Some(reason) => {
-                    Error::ConnectFailed { target: self.target.clone(), reason: reason.to_owned(), source: Arc::new(e) }
-                }
-                None => Error::from_connect(e, &self.target),
-            }
-        })
+        if let Ok(result) = rx.recv_timeout(self.timeout) {
+            return Ok(result);
+        }
+        ABANDONED.fetch_add(1, Ordering::AcqRel);
+        if state.compare_exchange(WAITING, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return Err(self.timed_out());
+        }
+        // It finished just as the time ran out: its result is on its way.
+        ABANDONED.fetch_sub(1, Ordering::AcqRel);
+        rx.recv().map_err(|_| self.timed_out())
     }
+
+    /// The pool's error for the driver's `e`, whose message and causes read `text`.
+    fn failure(&self, e: postgres::Error, text: &str) -> Error {
+        if let Some(reason) = self.tls.as_ref().and_then(|tls| tls.failure(&e, self.sslmode)) {
+            return Error::ConnectFailed { target: self.target.clone(), reason, source: Arc::new(e) };
+        }
+        // tokio-postgres says these in its own words, which name no setting.
+        let known = if text.contains("password missing") {
+            return Error::AuthFailed {
+                target: self.target.clone(),
+                reason: "the server asks for a password and none was given (not in the URL, DB_PASSWORD, \
+                         PGPASSWORD, nor a password file that matches and is private)"
+                    .to_owned(),
+                source: Arc::new(e),
+            };
+        } else if text.contains("channel binding") {
+            Some(
+                "channel_binding=require, and the server did not bind its SCRAM authentication to TLS \
+                 (that needs TLS, sslmode=require or stronger, and SCRAM-SHA-256-PLUS, which PgBouncer \
+                 1.18 never offers); use channel_binding=prefer to allow it unbound",
+            )
+        } else if text.contains("database is not read only") {
+            Some(
+                "target_session_attrs=read-only, and no host's sessions are read-only (no standby among them)",
+            )
+        } else if text.contains("database does not allow writes") {
+            Some("target_session_attrs=read-write, and no host accepts writes (no primary among them)")
+        } else {
+            None
+        };
+        match known {
+            Some(reason) => Error::ConnectFailed {
+                target: self.target.clone(),
+                reason: reason.to_owned(),
+                source: Arc::new(e),
+            },
+            None => Error::from_connect(e, &self.target),
+        }
+    }
+}
+
+/// An error's message with its causes, `: `-separated.
+fn chain(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// Opens one dedicated connection with the pool's settings (target, application name, statement timeout,
@@ -207,7 +291,7 @@ impl Connector {
 /// # Errors
 /// As [`crate::Pool::new`].
 pub fn connect(settings: &Settings) -> Result<postgres::Client, Error> {
-    Connector::new(settings)?.connect()
+    Connector::new(settings)?.connect_postgres()
 }
 
 /// Reads every certificate and key file the settings name (the target's, and the database's for the

@@ -234,10 +234,11 @@ impl Error {
 
     /// The message and, after `: `, its cause, on one line: for logs and reports.
     pub fn with_cause(&self) -> String {
-        match std::error::Error::source(self) {
-            Some(cause) => format!("{self}: {cause}"),
-            None => self.to_string(),
-        }
+        let text = self.to_string();
+        let Some(cause) = std::error::Error::source(self) else { return text };
+        // Not when the message says it already (a reason made of the driver's words and their cause).
+        let said = |e: &dyn std::error::Error| text.contains(&e.to_string());
+        if said(cause) || cause.source().is_some_and(said) { text } else { format!("{text}: {cause}") }
     }
 
     /// Classifies an error from opening a connection to `target`.

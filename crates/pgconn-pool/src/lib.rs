@@ -1,5 +1,6 @@
-//! The PostgreSQL connection pool that thread-per-request servers link into: r2d2 over the blocking
-//! `postgres` crate, configured entirely by [`pgconn_config::Settings`] (that is, by the environment).
+//! The PostgreSQL connection pool that thread-per-request servers link into: r2d2 over blocking connections
+//! ([`Client`]: `tokio-postgres` driven on the calling thread, without an async runtime), configured
+//! entirely by [`pgconn_config::Settings`] (that is, by the environment).
 //!
 //! A server that opens a connection per request pays a handshake every time and, at a few hundred
 //! concurrent requests, meets `sorry, too many clients already`. A [`Pool`] keeps connections for
@@ -41,6 +42,7 @@ mod cache;
 mod clock;
 mod connect;
 mod deadline;
+mod driver;
 mod error;
 mod lifecycle;
 mod manager;
@@ -61,6 +63,7 @@ pub use connect::{
     abandoned_connects, check_tls, connect,
 };
 pub use deadline::WATCHDOG_PERIOD;
+pub use driver::{Client, CopyInWriter, CopyOutReader};
 pub use error::{Error, ErrorKind, describe as describe_postgres_error};
 pub use manager::{MAX_AGE_JITTER, PEEK_BYPASS, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
 pub use metrics::{

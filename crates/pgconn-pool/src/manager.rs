@@ -2,7 +2,6 @@
 //! a deadline at checkout ([`crate::lifecycle`]), and a jittered lifetime per connection.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,10 +10,11 @@ use crate::Error;
 use crate::cache::Texts;
 use crate::clock::Tick;
 use crate::connect::Connector;
+use crate::driver::Client;
 use crate::lifecycle::{Checkout, Idle, Peek, at_checkout};
 use crate::metrics::{CloseReason, Metrics};
 use crate::session::TxStatus;
-use crate::socket::{Before, Peer, Socket};
+use crate::socket::Socket;
 use crate::watch::{Watch, Watches};
 
 /// A connection returned this recently, whose socket shows nothing from the server, is handed out again
@@ -63,14 +63,10 @@ pub(crate) fn with_checkout_deadline<T>(deadline: Tick, f: impl FnOnce() -> T) -
 /// The shortest validation: what a checkout past its own deadline still gives one connection.
 const MIN_VALIDATION_TIMEOUT: Duration = Duration::from_millis(10);
 
-/// Checkouts that look again for a connection's socket when it could not be told apart at connect (other
-/// connects to the same server were in progress); a return that needs a reset always looks again.
-const FIND_TRIES: u8 = 10;
-
 /// One pooled connection and what the pool knows about it.
 pub(crate) struct Conn {
     /// Present until the connection is dropped.
-    client: Option<postgres::Client>,
+    client: Option<Client>,
     pub(crate) opened: Tick,
     /// Not handed out at or after this instant; `None` when `DB_CONN_MAX_AGE=none`.
     pub(crate) deadline: Option<Tick>,
@@ -80,14 +76,8 @@ pub(crate) struct Conn {
     close_reason: Option<CloseReason>,
     /// The server process id, once asked.
     pub(crate) backend_pid: Option<i32>,
-    /// Its socket in this process, once found: for looking at it and for deadlines.
+    /// Its socket: for looking at it and for deadlines.
     pub(crate) socket: Option<Socket>,
-    /// Further checkouts that may look for the socket, if it is not found yet.
-    find_tries: u8,
-    /// Where its server listens, to look for the socket.
-    peers: Arc<[Peer]>,
-    /// The sockets connected there before it was opened, which are not its own.
-    before: Before,
     /// Its transaction status, tracked from the statements sent ([`crate::session`]).
     pub(crate) tx: TxStatus,
     /// Whether its session state may have changed since it was opened.
@@ -101,7 +91,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// The client.
-    pub(crate) fn client(&mut self) -> &mut postgres::Client {
+    pub(crate) fn client(&mut self) -> &mut Client {
         self.client.as_mut().expect("a connection holds its client until dropped")
     }
 
@@ -124,17 +114,6 @@ impl Conn {
         self.close_reason = Some(reason);
     }
 
-    /// Looks for its socket again, if it is not known yet ([`Socket::find`]); whether it is known now.
-    pub(crate) fn find_socket(&mut self) -> bool {
-        if self.socket.is_none() {
-            self.socket = Socket::find(&self.peers, &self.before);
-            if self.socket.is_some() {
-                self.before = Before::default();
-            }
-        }
-        self.socket.is_some()
-    }
-
     /// Why it will be closed on return, if it will.
     pub(crate) fn closing(&self) -> Option<CloseReason> {
         self.close_reason
@@ -152,43 +131,15 @@ impl Drop for Conn {
         // No deadline left for the watchdog to enforce on a descriptor about to be closed (a call whose
         // thread panicked never finished).
         self.watch.disarm();
-        // Released before the descriptor is closed, so that its number, once reused, is never taken for
-        // a claimed one ([`crate::socket`]).
-        if let Some(socket) = self.socket {
-            socket.release();
-        }
         let Some(client) = self.client.take() else { return };
-        if matches!(reason, CloseReason::MaxAge | CloseReason::Idle | CloseReason::PerRequest) {
-            // A healthy close: the server answers the terminate message and closes its end.
-            return drop(client);
+        // Closing never waits for the server ([`Client`]'s drop): a healthy connection says goodbye first,
+        // any other's socket is shut down at once (its server may never answer).
+        if !matches!(reason, CloseReason::MaxAge | CloseReason::Idle | CloseReason::PerRequest)
+            && let Some(socket) = self.socket
+        {
+            socket.shutdown();
         }
-        // Any other connection's server may never answer (stopped, unreachable, or a reset that ran out
-        // of time), and the `postgres` crate waits for the server to close its end: never let that hold
-        // the caller.
-        match self.socket {
-            Some(socket) => {
-                socket.shutdown();
-                drop(client);
-            }
-            None => close_in_background(client),
-        }
-    }
-}
-
-/// Closes `client` on a thread of its own, so that a server that does not answer holds only that thread.
-fn close_in_background(client: postgres::Client) {
-    static CLOSING: AtomicUsize = AtomicUsize::new(0);
-    let closing = CLOSING.fetch_add(1, Ordering::Relaxed) + 1;
-    if closing > 32 && closing.is_power_of_two() {
-        log::warn!("{closing} broken connections are still waiting for their server to close them");
-    }
-    let spawned = std::thread::Builder::new().name("pgconn-close".into()).spawn(move || {
         drop(client);
-        CLOSING.fetch_sub(1, Ordering::Relaxed);
-    });
-    if let Err(e) = spawned {
-        CLOSING.fetch_sub(1, Ordering::Relaxed);
-        log::warn!("cannot start a thread to close a broken connection, leaving it open: {e}");
     }
 }
 
@@ -230,11 +181,6 @@ pub(crate) struct Manager {
     pub(crate) validation_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) last_error: Arc<LastConnectError>,
-    /// Where the server listens, to find each new connection's socket.
-    pub(crate) peers: Arc<[Peer]>,
-    /// Whether a connection whose socket cannot be told apart may ask the server for its port (only
-    /// PostgreSQL itself can say; PgBouncer cannot).
-    pub(crate) ask_client_port: bool,
     /// Each connection's statement cache size (`Settings::statement_cache`); 0: off.
     pub(crate) statement_cache: u32,
     /// Through PgBouncer in transaction mode, where some statements break ([`crate::txmode`]).
@@ -257,8 +203,6 @@ impl Manager {
             validation_timeout: VALIDATION_TIMEOUT.min(connect_timeout),
             metrics,
             last_error: Arc::default(),
-            peers: Arc::new([]),
-            ask_client_port: false,
             statement_cache: 0,
             transaction_mode: false,
             watches: Arc::new(Watches::new()),
@@ -268,20 +212,10 @@ impl Manager {
 
     /// Opens a connection with its own jittered deadline, counting it.
     pub(crate) fn open(&self) -> Result<Conn, Error> {
-        let before = Before::take(&self.peers);
         let started = Tick::now();
         match self.connector.connect() {
-            Ok(mut client) => {
-                let socket = Socket::find(&self.peers, &before).or_else(|| {
-                    if self.ask_client_port {
-                        Socket::by_client_port(&mut client)
-                    } else {
-                        Socket::by_round_trip(&self.peers, &before, &mut client, self.validation_timeout)
-                    }
-                });
-                if socket.is_none() {
-                    log::debug!("the socket of a new connection is not known yet; looking again at checkout");
-                }
+            Ok(client) => {
+                let socket = Socket::from_raw(client.fd());
                 let opened = Tick::now();
                 self.metrics.opened.incr();
                 self.metrics.connect_time.record(opened.since(started));
@@ -293,10 +227,7 @@ impl Manager {
                     returned: None,
                     close_reason: None,
                     backend_pid: None,
-                    socket,
-                    find_tries: if socket.is_some() { 0 } else { FIND_TRIES },
-                    peers: Arc::clone(&self.peers),
-                    before: if socket.is_some() { Before::default() } else { before },
+                    socket: Some(socket),
                     tx: TxStatus::Idle,
                     dirty: false,
                     texts: Texts::new(self.statement_cache, self.transaction_mode),
@@ -377,8 +308,8 @@ impl r2d2::HandleError<ManagerError> for ErrorLog {
 }
 
 /// The checks of a connection about to be handed out, from r2d2's idle list or a parking slot
-/// ([`crate::parking`]): the socket found if it can be, then [`at_checkout`]: hand it over, close it, or
-/// validate it with a round trip within the checkout's deadline.
+/// ([`crate::parking`]): [`at_checkout`]: hand it over, close it, or validate it with a round trip within
+/// the checkout's deadline.
 ///
 /// `now` is the checkout's own reading of the clock (a busy pool's checkout reads it once). Says whether it
 /// made a round trip to the server (so that time has passed since `now`).
@@ -386,25 +317,8 @@ pub(crate) fn check_out(
     conn: &mut Conn,
     metrics: &Metrics,
     validation_timeout: Duration,
-    mut now: Tick,
+    now: Tick,
 ) -> Result<bool, ManagerError> {
-    let mut round_trip = false;
-    if conn.socket.is_none() && conn.find_tries > 0 {
-        conn.find_tries -= 1;
-        if !conn.find_socket() {
-            // Ambiguous: connections opened at the same time cannot tell their sockets apart by when they
-            // appeared. One round trip, watched on the candidates' byte counters, tells (while the others
-            // are quiet).
-            let timeout = round_trip_timeout(validation_timeout, now);
-            let (peers, before) = (Arc::clone(&conn.peers), std::mem::take(&mut conn.before));
-            conn.socket = Socket::by_round_trip(&peers, &before, conn.client(), timeout);
-            if conn.socket.is_none() {
-                conn.before = before;
-            }
-            round_trip = true;
-            now = Tick::now();
-        }
-    }
     let quiet_for = now.since(conn.returned.unwrap_or(conn.opened));
     let peek =
         if quiet_for < PEEK_BYPASS { Peek::Skipped } else { conn.socket.map_or(Peek::Unknown, Socket::peek) };
@@ -412,7 +326,7 @@ pub(crate) fn check_out(
     match at_checkout(idle) {
         Checkout::Hand => {
             metrics.validations_skipped.incr();
-            Ok(round_trip)
+            Ok(false)
         }
         Checkout::Close(reason) => {
             conn.close_as(reason);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgconn_config::{ConnMaxAge, Host, PoolMode, Settings, Strategy};
+use pgconn_config::{ConnMaxAge, PoolMode, Settings, Strategy};
 use postgres::types::{ToSql, Type};
 use postgres::{Row, SimpleQueryMessage, Statement};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use crate::cache::{Evicted, Lookup};
 use crate::clock::Tick;
 use crate::connect::Connector;
 use crate::deadline::spawn_watchdog;
+use crate::driver::Client;
 use crate::lifecycle::{Return, Returned, at_return};
 use crate::manager::{
     Conn, ErrorLog, LastConnectError, Manager, VALIDATION_TIMEOUT, check_out, with_checkout_deadline,
@@ -22,7 +23,6 @@ use crate::manager::{
 use crate::metrics::{CloseReason, Leak, Metrics, PoolMetrics, spawn_leak_detector};
 use crate::parking::{Parking, Pooled, spawn_sweeper};
 use crate::session::{Effect, TxStatus};
-use crate::socket::Peer;
 use crate::stripes::{STRIPES, stripe};
 use crate::watch::Watches;
 
@@ -129,17 +129,6 @@ impl Pool {
         let metrics = Arc::new(Metrics::new());
         let max_age = settings.conn_max_age.limit();
         let mut manager = Manager::new(connector, max_age, settings.connect_timeout, Arc::clone(&metrics));
-        manager.peers = settings
-            .target
-            .endpoints
-            .iter()
-            .map(|endpoint| match &endpoint.host {
-                Host::Tcp(_) => Peer::Tcp(endpoint.port),
-                Host::Unix(dir) => Peer::Unix(dir.join(format!(".s.PGSQL.{}", endpoint.port))),
-            })
-            .collect::<Vec<_>>()
-            .into();
-        manager.ask_client_port = settings.strategy == Strategy::Direct;
         manager.statement_cache = settings.statement_cache();
         manager.transaction_mode =
             settings.strategy == Strategy::PgBouncer && settings.pgbouncer.pool_mode != PoolMode::Session;
@@ -498,7 +487,7 @@ const INLINE_PARAMS: usize = 8;
 /// Its query methods are safe behind PgBouncer's transaction mode: they never name a prepared statement
 /// (`query*` and `execute` send parse, bind and execute in one round trip with unnamed statements, which is
 /// also one round trip cheaper than `postgres::Client::query`). Parameters carry their PostgreSQL type via
-/// [`SqlParam`]. For anything else, [`PooledConn::client`] gives the `postgres::Client` itself.
+/// [`SqlParam`]. For anything else, [`PooledConn::client`] gives the connection's [`Client`] itself.
 pub struct PooledConn {
     slot: Option<Slot>,
     shared: Arc<Handle>,
@@ -531,7 +520,7 @@ impl PooledConn {
     fn run<T>(
         &mut self,
         sql: &str,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
         self.run_on(sql, None::<std::iter::Empty<Type>>, |conn, _, _| f(conn.client()))
     }
@@ -547,14 +536,14 @@ impl PooledConn {
         &mut self,
         sql: &str,
         params: &[&dyn SqlParam],
-        unnamed: impl Fn(&mut postgres::Client, &[(&(dyn ToSql + Sync), Type)]) -> Result<T, postgres::Error>,
-        named: impl Fn(&mut postgres::Client, &Statement, &[&(dyn ToSql + Sync)]) -> Result<T, postgres::Error>,
+        unnamed: impl Fn(&mut Client, &[(&(dyn ToSql + Sync), Type)]) -> Result<T, postgres::Error>,
+        named: impl Fn(&mut Client, &Statement, &[&(dyn ToSql + Sync)]) -> Result<T, postgres::Error>,
     ) -> Result<T, Error> {
         // The parameters' types, for the cache's key: compared where they are, collected only to be kept.
         let types = self.conn_ref().texts.caching().then(|| params.iter().map(|param| param.typed().1));
         let all_types = || types.clone().map(Iterator::collect::<Vec<Type>>).unwrap_or_default();
         let run_unnamed =
-            |client: &mut postgres::Client| on_stack(params, SqlParam::typed, |typed| unnamed(client, typed));
+            |client: &mut Client| on_stack(params, SqlParam::typed, |typed| unnamed(client, typed));
         self.run_on(sql, types.clone(), |conn, metrics, (lookup, evicted)| {
             if evicted.prepared > 0 {
                 metrics.statement_evictions.add(evicted.prepared);
@@ -729,7 +718,8 @@ impl PooledConn {
         Ok(Transaction { conn: self, depth: 0, done: false })
     }
 
-    /// The `postgres::Client` itself, for `COPY`, notifications and the rest of its API.
+    /// The connection's [`Client`] itself, for `COPY`, statements prepared by hand, and the rest of its API
+    /// (`postgres::Client`'s methods, same arguments and results).
     ///
     /// The pool cannot follow what is done through it, so a connection it was taken from is treated as
     /// changed: on return it is rolled back and (direct tier, PgBouncer's session mode) its session reset
@@ -740,7 +730,7 @@ impl PooledConn {
     /// no session state (`SET`, `LISTEN`, session advisory locks, `WITH HOLD` cursors). Queries made here
     /// are not counted in the pool's query metrics and have no client-side deadline; a connection this
     /// breaks is still closed on return.
-    pub fn client(&mut self) -> &mut postgres::Client {
+    pub fn client(&mut self) -> &mut Client {
         let (conn, shared) = self.parts();
         conn.tx = conn.tx.after(Effect::anything(), true);
         conn.dirty = true;
@@ -770,10 +760,8 @@ impl PooledConn {
         Ok(pid)
     }
 
-    /// Whether the pool knows this connection's socket: then `DB_QUERY_TIMEOUT` (when on) is enforced
-    /// on its calls by the client, in every tier and transport, and a close by the server is seen at
-    /// checkout without a round trip. The socket is found for nearly every connection; see
-    /// `docs/pool.md` for when it is not.
+    /// Whether `DB_QUERY_TIMEOUT` is enforced on this connection's calls by the client (when it is set:
+    /// the pool knows every connection's socket, its driver's own).
     pub fn has_deadline(&self) -> bool {
         self.shared.settings.query_timeout.is_some() && self.conn_ref().socket.is_some()
     }
@@ -829,7 +817,7 @@ impl PooledConn {
     /// ([`crate::lifecycle::at_return`]). Whether it ran a reset (round trips: time has passed).
     fn clean(&mut self) -> bool {
         let (conn, shared) = self.parts();
-        let mut returned = Returned {
+        let returned = Returned {
             panicking: std::thread::panicking(),
             closing: conn.closing(),
             tx: conn.tx,
@@ -837,10 +825,6 @@ impl PooledConn {
             resets_session: shared.resets_session,
             bounded: conn.socket.is_some(),
         };
-        // Only a reset needs the socket: look for it again then, not on every return.
-        if returned.needs_reset() && !returned.bounded {
-            returned.bounded = conn.find_socket();
-        }
         match at_return(returned) {
             Return::Keep => false,
             Return::Close(reason) => {

@@ -66,21 +66,28 @@ pub(crate) fn mistake(code: &str) -> Option<(&'static str, &'static str)> {
 /// inside one transaction, which PgBouncer keeps on one server connection; the statement is closed and
 /// the transaction rolled back before it ends. `target` names the PgBouncer in the error.
 pub(crate) fn check_prepared_statements(
-    client: &mut postgres::Client,
+    client: &mut crate::Client,
     target: &str,
 ) -> Result<(), crate::Error> {
     const PROBE: &str = "SELECT 1 AS pgconn_prepared_statements_check";
-    let names = (|| {
-        let mut tx = client.transaction()?;
-        let statement = tx.prepare(PROBE)?;
+    fn look(client: &mut crate::Client) -> Result<Vec<String>, postgres::Error> {
+        let statement = client.prepare(PROBE)?;
         let sql = "SELECT name FROM pg_prepared_statements WHERE statement = $1";
-        let rows = tx.query_typed(sql, &[(&PROBE, postgres::types::Type::TEXT)])?;
+        let rows = client.query_typed(sql, &[(&PROBE, postgres::types::Type::TEXT)])?;
         // Dropping it sends its Close ahead of the rollback, in this transaction.
         drop(statement);
-        tx.rollback()?;
-        Ok::<Vec<String>, postgres::Error>(rows.iter().map(|row| row.get(0)).collect())
-    })()
-    .map_err(|e| crate::Error::from_query(e, client.is_closed()))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+    let names = client
+        .batch_execute("BEGIN")
+        .and_then(|()| {
+            let names = look(client);
+            // Rolled back whatever the look found, failed or not.
+            let rolled_back = client.batch_execute("ROLLBACK");
+            let names = names?;
+            rolled_back.map(|()| names)
+        })
+        .map_err(|e| crate::Error::from_query(e, client.is_closed()))?;
     if names.is_empty() {
         // Not seen on the server inside the transaction: a pooler that prepares later. Taken on trust.
         log::info!("could not confirm that the PgBouncer at {target} handles named prepared statements");

@@ -124,7 +124,7 @@ fn work(b: &mut Bench, quick: bool) -> Result<Work> {
         ("pgconn pooled, `DB_STATEMENT_CACHE=0`", env(false), vec![], false),
         ("dedicated, unnamed each time", vec![], vec!["--dedicated"], false),
         (
-            "dedicated, prepared once, no tokio runtime",
+            "dedicated pgconn `Client`, prepared once",
             vec![],
             vec!["--dedicated", "--prepared", "--no-runtime"],
             false,
@@ -345,7 +345,7 @@ fn connection_cost(b: &mut Bench) -> Result<ConnectionCost> {
     for (name, extra) in [
         ("`postgres::Client` (`--dedicated`)", &["--dedicated", "--prepared"][..]),
         (
-            "`tokio-postgres` without a runtime (`--dedicated --no-runtime`)",
+            "pgconn's `Client` (`--dedicated --no-runtime`)",
             &["--dedicated", "--prepared", "--no-runtime"][..],
         ),
     ] {
@@ -503,7 +503,7 @@ fn eight_threads(
             false,
         ),
         (
-            "dedicated, prepared once, no tokio runtime (`--dedicated --prepared --no-runtime`)",
+            "dedicated pgconn `Client`, prepared once (`--dedicated --prepared --no-runtime`)",
             vec![],
             vec!["--dedicated", "--prepared", "--no-runtime"],
             false,

@@ -95,7 +95,7 @@ fn connection_cost(doc: &mut String, r: &Results) {
         doc,
         "## What a connection costs the client
 
-The process of `pgconn load` at the end of a run, its pool's connections still open: with 1 connection ({} file descriptors, {} kB resident, {} threads) and with {} ({} fds, {} kB, {} threads). Per connection: **{:.1} file descriptors**, **{:.0} kB** resident, {:.1} threads. Each connection's descriptors, listed in `/proc/PID/fd` of a run with 3 connections: its socket, and for the tokio runtime the `postgres` crate starts per connection two `eventpoll` descriptors and an `eventfd`; the crate's API gives no way to share one runtime between connections (`postgres::Client::new` is private).
+The process of `pgconn load` at the end of a run, its pool's connections still open: with 1 connection ({} file descriptors, {} kB resident, {} threads) and with {} ({} fds, {} kB, {} threads). Per connection: **{:.1} file descriptors**, **{:.0} kB** resident, {:.1} threads. A pooled connection is pgconn's own `Client` (`tokio-postgres` driven on the calling thread, no runtime): its one descriptor is its socket. A `postgres::Client` also holds the tokio runtime the `postgres` crate starts per connection, two `eventpoll` descriptors and an `eventfd` (listed in `/proc/PID/fd`), as the table below shows.
 ",
         c.one.fds,
         c.one.rss_kb,
@@ -113,7 +113,7 @@ The process of `pgconn load` at the end of a run, its pool's connections still o
     }
     let _ = writeln!(
         doc,
-        "The driver alone: `pgconn load --dedicated --prepared` with 1 request thread and with {} (each thread's connection open until the process is sampled), with the `postgres` crate and with `tokio-postgres` driven on the request thread without a runtime (`--no-runtime`: a nonblocking socket and `poll(2)`).\n\n| connection | file descriptors per connection | kB resident per connection |\n|---|---|---|",
+        "The connection alone: `pgconn load --dedicated --prepared` with 1 request thread and with {} (each thread's connection open until the process is sampled), a `postgres::Client` per thread and pgconn's own `Client` per thread (`--no-runtime`).\n\n| connection | file descriptors per connection | kB resident per connection |\n|---|---|---|",
         c.dedicated.first().map_or(0, |d| d.many)
     );
     for d in &c.dedicated {
@@ -234,7 +234,12 @@ fn eight_threads(doc: &mut String, e: &EightThreads) {
     let [select1, point] = e.no_runtime_gain();
     let _ = writeln!(
         doc,
-        "The driver without its runtime: dedicated prepared with `tokio-postgres` driven on the request thread (`--no-runtime`) ÷ with `postgres::Client`: **{select1:.2}** on `SELECT 1`, **{point:.2}** on the point query. This is not what pgconn runs today (its connections are `postgres::Client`s); it measures what they would gain without the runtime (`pool.md`, \"What a connection costs\").\n",
+        "The connection type: dedicated prepared on pgconn's own `Client` (`--no-runtime`, no tokio runtime) ÷ on `postgres::Client`: **{select1:.2}** on `SELECT 1`, **{point:.2}** on the point query (`pool.md`, \"What a connection costs\"). ",
+    );
+    let [select1, point] = e.pool_layer();
+    let _ = writeln!(
+        doc,
+        "The pool's layer alone, pooled (cache on) ÷ dedicated prepared on the same `Client`: **{select1:.2}** on `SELECT 1`, **{point:.2}** on the point query.\n",
     );
 }
 
@@ -350,7 +355,7 @@ fn work(doc: &mut String, w: &Work) {
     if let Some((instructions, syscalls)) = w.no_runtime_vs_postgres() {
         let _ = writeln!(
             doc,
-            "Dedicated prepared without the `postgres` crate's runtime ÷ with it: instructions **{instructions:.2}**, system calls **{syscalls:.2}**.\n"
+            "Dedicated prepared on pgconn's own `Client` ÷ on `postgres::Client`: instructions **{instructions:.2}**, system calls **{syscalls:.2}**.\n"
         );
     }
 }
@@ -542,7 +547,7 @@ mod tests {
             "{doc}"
         );
         assert!(
-            doc.contains("without the `postgres` crate's runtime ÷ with it: instructions **0.69**, system calls **0.75**"),
+            doc.contains("on pgconn's own `Client` ÷ on `postgres::Client`: instructions **0.69**, system calls **0.75**"),
             "{doc}"
         );
         results.work.rows = Err("not run: valgrind not installed (`apt-get install valgrind strace`)".into());
@@ -562,11 +567,11 @@ mod tests {
             "| `postgres::Client` (`--dedicated`) | 4.0 | 81 |"
         );
         assert_eq!(
-            row(&doc, "| `tokio-postgres` without a runtime (`--dedicated --no-runtime`) |"),
-            "| `tokio-postgres` without a runtime (`--dedicated --no-runtime`) | 1.0 | 59 |"
+            row(&doc, "| pgconn's `Client` (`--dedicated --no-runtime`) |"),
+            "| pgconn's `Client` (`--dedicated --no-runtime`) | 1.0 | 59 |"
         );
         assert!(
-            doc.contains("(`--no-runtime`) ÷ with `postgres::Client`: **1.10** on `SELECT 1`, **1.07** on the point query"),
+            doc.contains("(`--no-runtime`, no tokio runtime) ÷ on `postgres::Client`: **1.10** on `SELECT 1`, **1.07** on the point query"),
             "{doc}"
         );
     }

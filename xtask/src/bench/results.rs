@@ -125,7 +125,7 @@ pub(super) struct ConnectionCost {
     pub(super) one: ProcessSample,
     pub(super) many: ProcessSample,
     /// The same for dedicated connections, one request thread each: `postgres::Client`, then
-    /// `tokio-postgres` without a runtime (`--no-runtime`).
+    /// pgconn's own `Client`, the pool's connection type (`--no-runtime`).
     pub(super) dedicated: Vec<DedicatedCost>,
 }
 
@@ -234,7 +234,7 @@ pub(super) struct EightThreads {
     pub(super) dedicated_prepared: Throughput,
     pub(super) dedicated_unnamed: Throughput,
     pub(super) r2d2: Throughput,
-    /// Dedicated, prepared once, `tokio-postgres` without a runtime (`--no-runtime`).
+    /// Dedicated, prepared once, pgconn's own `Client` (`--no-runtime`).
     pub(super) no_runtime: Throughput,
     pub(super) pgbench: Vec<PgbenchModes>,
 }
@@ -277,11 +277,18 @@ impl EightThreads {
         ]
     }
 
-    /// Dedicated prepared without the `postgres` crate's runtime ÷ with it, on `SELECT 1` and on the point
+    /// Dedicated prepared on pgconn's own `Client` ÷ on `postgres::Client`, on `SELECT 1` and on the point
     /// query.
     pub(super) fn no_runtime_gain(&self) -> [f64; 2] {
         let (without, with) = (&self.no_runtime, &self.dedicated_prepared);
         [ratio(without.select1, with.select1), ratio(without.point, with.point)]
+    }
+
+    /// Pooled (cache on) ÷ dedicated prepared on pgconn's own `Client`, the same connection type: the pool's
+    /// layer alone, on `SELECT 1` and on the point query.
+    pub(super) fn pool_layer(&self) -> [f64; 2] {
+        let (pooled, dedicated) = (&self.cache_on, &self.no_runtime);
+        [ratio(pooled.select1, dedicated.select1), ratio(pooled.point, dedicated.point)]
     }
 
     /// Pooled ÷ dedicated doing the same: cache on against prepared, cache off against unnamed.
@@ -375,7 +382,7 @@ pub(super) struct Work {
     /// Requests of the short and the long run.
     pub(super) requests: (u64, u64),
     /// The rows: pooled cache on, dedicated prepared, pooled cache off, dedicated unnamed, dedicated
-    /// prepared without a runtime (`--no-runtime`); or why the
+    /// prepared on pgconn's own `Client` (`--no-runtime`); or why the
     /// section did not run (a tool missing).
     pub(super) rows: Result<Vec<WorkRow>, String>,
 }
@@ -408,7 +415,7 @@ impl Work {
         }
     }
 
-    /// Dedicated prepared without the `postgres` crate's runtime ÷ with it, in instructions and in system
+    /// Dedicated prepared on pgconn's own `Client` ÷ on `postgres::Client`, in instructions and in system
     /// calls; `None` when the section did not run.
     pub(super) fn no_runtime_vs_postgres(&self) -> Option<(f64, f64)> {
         match self.rows.as_deref().ok()? {
@@ -625,7 +632,7 @@ pub(super) fn sample() -> Results {
                     many_sample: ProcessSample { fds: 178, rss_kb: 10948, threads: 7 },
                 },
                 DedicatedCost {
-                    name: "`tokio-postgres` without a runtime (`--dedicated --no-runtime`)".to_owned(),
+                    name: "pgconn's `Client` (`--dedicated --no-runtime`)".to_owned(),
                     many: 41,
                     one_sample: ProcessSample { fds: 15, rss_kb: 7768, threads: 7 },
                     many_sample: ProcessSample { fds: 55, rss_kb: 10112, threads: 7 },
@@ -713,7 +720,7 @@ pub(super) fn sample() -> Results {
                 55485.0,
             ),
             no_runtime: throughput(
-                "dedicated, prepared once, no tokio runtime (`--dedicated --prepared --no-runtime`)",
+                "dedicated pgconn `Client`, prepared once (`--dedicated --prepared --no-runtime`)",
                 139_000.0,
                 112_000.0,
             ),
@@ -748,7 +755,7 @@ pub(super) fn sample() -> Results {
                 work_row("dedicated, prepared once", 12868.0, 0.1, 4.0),
                 work_row("pgconn pooled, `DB_STATEMENT_CACHE=0`", 17200.0, 240.0, 4.0),
                 work_row("dedicated, unnamed each time", 14300.0, 0.2, 4.0),
-                work_row("dedicated, prepared once, no tokio runtime", 8932.0, 0.1, 3.0),
+                work_row("dedicated pgconn `Client`, prepared once", 8932.0, 0.1, 3.0),
             ]),
         },
         scale: Scale {
