@@ -147,9 +147,6 @@ impl Connector {
             self.on_connect_thread(move || Client::open(&params, &startup, tls.as_ref(), tcp, deadline))?;
         result.map_err(|e| match e {
             ConnectError::TimedOut => self.timed_out(),
-            ConnectError::Socket { error, .. } if error.kind() == std::io::ErrorKind::TimedOut => {
-                self.timed_out()
-            }
             ConnectError::Socket { address, error } => Error::ConnectFailed {
                 target: self.target.clone(),
                 reason: format!("error connecting to server at {address}: {error}"),
@@ -159,6 +156,9 @@ impl Connector {
                 crate::driver::io_error(std::io::Error::new(std::io::ErrorKind::PermissionDenied, what)),
                 what,
             ),
+            // A kernel timeout during TLS or authentication (TCP_USER_TIMEOUT, keepalives) is the same
+            // timeout as ours and gets the same kind, as with the `postgres` crate's connect.
+            ConnectError::Driver(e) if timed_out_in_driver(&e) => self.timed_out(),
             ConnectError::Driver(e) => {
                 let text = chain(&e);
                 self.failure(e, &text)
@@ -177,10 +177,7 @@ impl Connector {
         result.map_err(|e| {
             // The driver's own TCP connect bound is the same DB_CONNECT_TIMEOUT; when it fires before
             // ours, it is the same timeout and gets the same kind.
-            let timed_out_in_driver = std::error::Error::source(&e)
-                .and_then(|cause| cause.downcast_ref::<std::io::Error>())
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-            if timed_out_in_driver {
+            if timed_out_in_driver(&e) {
                 return self.timed_out();
             }
             let text = chain(&e);
@@ -271,6 +268,13 @@ impl Connector {
             None => Error::from_connect(e, &self.target),
         }
     }
+}
+
+/// Whether the driver's error is an I/O timeout.
+fn timed_out_in_driver(e: &postgres::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// An error's message with its causes, `: `-separated.

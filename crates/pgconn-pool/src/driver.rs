@@ -29,7 +29,6 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,20 +160,28 @@ impl Client {
         };
         for i in order {
             let endpoint = &params.endpoints[i];
+            // `hostaddr`, when given, is where to connect (over TCP, as libpq does), whatever `host` says.
             let attempts: Vec<(String, Target)> = match (&endpoint.host, endpoint.hostaddr) {
-                (Host::Unix(dir), _) => {
+                (_, Some(address)) => {
+                    let to = SocketAddr::new(address, endpoint.port);
+                    vec![(to.to_string(), Target::Tcp(to))]
+                }
+                (Host::Unix(dir), None) => {
                     let path = dir.join(format!(".s.PGSQL.{}", endpoint.port));
                     vec![(path.display().to_string(), Target::Unix(path))]
-                }
-                (Host::Tcp(name), Some(address)) => {
-                    vec![(
-                        format!("{name}:{}", endpoint.port),
-                        Target::Tcp(SocketAddr::new(address, endpoint.port)),
-                    )]
                 }
                 (Host::Tcp(name), None) => match (name.as_str(), endpoint.port).to_socket_addrs() {
                     Ok(addresses) => {
                         let mut addresses: Vec<SocketAddr> = addresses.collect();
+                        if addresses.is_empty() {
+                            last = ConnectError::Socket {
+                                address: format!("{name}:{}", endpoint.port),
+                                error: io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    "could not resolve any addresses",
+                                ),
+                            };
+                        }
                         if params.load_balance_hosts {
                             shuffle(&mut addresses);
                         }
@@ -395,6 +402,9 @@ impl Drop for Client {
     /// the server, which may be gone.
     fn drop(&mut self) {
         self.inner.__private_api_close();
+        // Replies that already arrived (to a statement's Close queued after the last call) are read, so that
+        // the driver may still queue its Terminate.
+        self.driver.io.readable.store(true, Ordering::Release);
         if let Some(connection) = self.driver.connection.as_mut() {
             let mut cx = Context::from_waker(&self.driver.waker);
             for _ in 0..4 {
@@ -524,24 +534,16 @@ fn connect_once(
     let left = || deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero());
     let fd: OwnedFd = match target {
         Target::Tcp(to) => {
-            let stream =
-                TcpStream::connect_timeout(to, left().ok_or(ConnectError::TimedOut)?).map_err(|e| {
-                    if e.kind() == io::ErrorKind::TimedOut {
-                        ConnectError::TimedOut
-                    } else {
-                        socket_failed(e)
-                    }
-                })?;
+            // A kernel timeout before the deadline (a blackholed address, about 2 minutes) is this address
+            // failing, and the next one is tried; only the deadline itself ends the connect.
+            let stream = TcpStream::connect_timeout(to, left().ok_or(ConnectError::TimedOut)?)
+                .map_err(|e| if left().is_none() { ConnectError::TimedOut } else { socket_failed(e) })?;
             stream.set_nodelay(true).map_err(socket_failed)?;
             set_tcp_options(stream.as_raw_fd(), tcp).map_err(socket_failed)?;
             stream.set_nonblocking(true).map_err(socket_failed)?;
             stream.into()
         }
-        Target::Unix(path) => {
-            let stream = UnixStream::connect(path).map_err(socket_failed)?;
-            stream.set_nonblocking(true).map_err(socket_failed)?;
-            stream.into()
-        }
+        Target::Unix(path) => connect_unix(path).map_err(socket_failed)?,
     };
     let io = Arc::new(Io {
         fd: fd.as_raw_fd(),
@@ -592,7 +594,42 @@ fn connect_once(
         SimpleQueryMessage::Row(row) => row.get(0),
         _ => None,
     });
-    if read_only == Some(wanted.0) { Ok(client) } else { Err(ConnectError::Attrs(wanted.1)) }
+    // As tokio-postgres: refused only for the opposite answer.
+    if read_only.is_some_and(|value| value != wanted.0 && matches!(value, "on" | "off")) {
+        Err(ConnectError::Attrs(wanted.1))
+    } else {
+        Ok(client)
+    }
+}
+
+/// A nonblocking connect to a Unix socket: it succeeds or fails at once (a server whose listen queue is full
+/// answers `EAGAIN`), so it never waits for the server to accept.
+fn connect_unix(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    // SAFETY: a zeroed `sockaddr_un` is a valid value.
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= address.sun_path.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the socket's path is too long"));
+    }
+    address.sun_family = libc::sa_family_t::try_from(libc::AF_UNIX).unwrap_or_default();
+    for (to, &from) in address.sun_path.iter_mut().zip(bytes) {
+        *to = libc::c_char::from_ne_bytes([from]);
+    }
+    // SAFETY: `socket` returns a new descriptor or -1; a new one is owned from here on.
+    let fd = unsafe {
+        libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened by this thread and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::sockaddr_un>()).unwrap_or(0);
+    // SAFETY: the address and its size are valid for the call.
+    let result = unsafe { libc::connect(fd.as_raw_fd(), std::ptr::addr_of!(address).cast(), len) };
+    if result == 0 { Ok(fd) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Runs a connect's startup future (TLS, startup message, authentication) to its end within `deadline`.

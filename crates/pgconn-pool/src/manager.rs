@@ -76,8 +76,6 @@ pub(crate) struct Conn {
     close_reason: Option<CloseReason>,
     /// The server process id, once asked.
     pub(crate) backend_pid: Option<i32>,
-    /// Its socket: for looking at it and for deadlines.
-    pub(crate) socket: Option<Socket>,
     /// Its transaction status, tracked from the statements sent ([`crate::session`]).
     pub(crate) tx: TxStatus,
     /// Whether its session state may have changed since it was opened.
@@ -93,6 +91,13 @@ impl Conn {
     /// The client.
     pub(crate) fn client(&mut self) -> &mut Client {
         self.client.as_mut().expect("a connection holds its client until dropped")
+    }
+
+    /// Its socket, for looking at it and for deadlines: read from the client each time, never kept, so that
+    /// it is always the descriptor of the client it holds now (`client()` hands the client out, and a
+    /// caller could swap it for another).
+    pub(crate) fn socket(&self) -> Option<Socket> {
+        self.client.as_ref().map(|client| Socket::from_raw(client.fd()))
     }
 
     pub(crate) fn expired(&self, now: Tick) -> bool {
@@ -131,15 +136,14 @@ impl Drop for Conn {
         // No deadline left for the watchdog to enforce on a descriptor about to be closed (a call whose
         // thread panicked never finished).
         self.watch.disarm();
-        let Some(client) = self.client.take() else { return };
         // Closing never waits for the server ([`Client`]'s drop): a healthy connection says goodbye first,
         // any other's socket is shut down at once (its server may never answer).
         if !matches!(reason, CloseReason::MaxAge | CloseReason::Idle | CloseReason::PerRequest)
-            && let Some(socket) = self.socket
+            && let Some(socket) = self.socket()
         {
             socket.shutdown();
         }
-        drop(client);
+        drop(self.client.take());
     }
 }
 
@@ -215,7 +219,6 @@ impl Manager {
         let started = Tick::now();
         match self.connector.connect() {
             Ok(client) => {
-                let socket = Socket::from_raw(client.fd());
                 let opened = Tick::now();
                 self.metrics.opened.incr();
                 self.metrics.connect_time.record(opened.since(started));
@@ -227,7 +230,6 @@ impl Manager {
                     returned: None,
                     close_reason: None,
                     backend_pid: None,
-                    socket: Some(socket),
                     tx: TxStatus::Idle,
                     dirty: false,
                     texts: Texts::new(self.statement_cache, self.transaction_mode),
@@ -320,8 +322,11 @@ pub(crate) fn check_out(
     now: Tick,
 ) -> Result<bool, ManagerError> {
     let quiet_for = now.since(conn.returned.unwrap_or(conn.opened));
-    let peek =
-        if quiet_for < PEEK_BYPASS { Peek::Skipped } else { conn.socket.map_or(Peek::Unknown, Socket::peek) };
+    let peek = if quiet_for < PEEK_BYPASS {
+        Peek::Skipped
+    } else {
+        conn.socket().map_or(Peek::Unknown, Socket::peek)
+    };
     let idle = Idle { expired: conn.expired(now), closed: conn.client().is_closed(), peek, quiet_for };
     match at_checkout(idle) {
         Checkout::Hand => {

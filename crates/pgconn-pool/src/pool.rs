@@ -763,7 +763,7 @@ impl PooledConn {
     /// Whether `DB_QUERY_TIMEOUT` is enforced on this connection's calls by the client (when it is set:
     /// the pool knows every connection's socket, its driver's own).
     pub fn has_deadline(&self) -> bool {
-        self.shared.settings.query_timeout.is_some() && self.conn_ref().socket.is_some()
+        self.shared.settings.query_timeout.is_some() && self.conn_ref().socket().is_some()
     }
 
     /// When this connection was opened.
@@ -823,7 +823,7 @@ impl PooledConn {
             tx: conn.tx,
             dirty: conn.dirty,
             resets_session: shared.resets_session,
-            bounded: conn.socket.is_some(),
+            bounded: conn.socket().is_some(),
         };
         match at_return(returned) {
             Return::Keep => false,
@@ -867,7 +867,7 @@ fn bounded<T>(
     deadline: Option<Tick>,
     f: impl FnOnce(&mut Conn) -> Result<T, postgres::Error>,
 ) -> (Result<T, postgres::Error>, bool) {
-    let call = match (conn.socket, deadline) {
+    let call = match (conn.socket(), deadline) {
         (Some(socket), Some(deadline)) => Some(conn.watch.start(socket, deadline)),
         _ => None,
     };
