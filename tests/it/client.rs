@@ -78,3 +78,33 @@ fn a_connection_holds_one_file_descriptor_its_socket() {
     // each (a `postgres::Client` takes four: its runtime's two eventpolls and an eventfd besides).
     assert!(grew <= 3, "{grew} descriptors for at most 3 connections");
 }
+
+/// Runs `pg_sleep(30)` on `conn` and cancels it from another thread with the client's cancel token: the
+/// statement fails as cancelled within seconds, and the connection still works.
+pub(crate) fn cancels_from_another_thread(conn: &mut pgconn_pool::PooledConn) {
+    let token = conn.client().cancel_token();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        token.cancel_query()
+    });
+    let started = std::time::Instant::now();
+    let error = conn.client().batch_execute("SELECT pg_sleep(30)").unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    canceller.join().unwrap().unwrap();
+    let one: i32 = conn.client().query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[test]
+fn a_cancel_token_cancels_the_running_statement_from_another_thread() {
+    cancels_from_another_thread(&mut pool().get().unwrap());
+    // Over a Unix socket too.
+    let socket = pgconn_tests::require(pgconn_tests::SOCKET_DIR_VAR);
+    let url = pgconn_tests::database_url();
+    let (authority, rest) = url.rsplit_once('@').unwrap();
+    let (_, port_and_db) = rest.split_once(':').unwrap();
+    let url = format!("{authority}@{}:{port_and_db}", socket.replace('/', "%2F"));
+    let settings = pgconn_config::Settings::from_vars([("DATABASE_URL", url.as_str())]).unwrap();
+    cancels_from_another_thread(&mut Pool::new(&settings).unwrap().get().unwrap());
+}

@@ -116,6 +116,10 @@ fn every_sslmode_against_a_server_with_tls() {
     check_refused(&cluster, &wrong, ErrorKind::AuthFailed, &["authentication failed"]);
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 
+    // A cancel request goes the same way, TLS and all.
+    let verified = url(&cluster, "localhost", &format!("sslmode=verify-full&{ca}"));
+    crate::client::cancels_from_another_thread(&mut pool(&verified).unwrap().get().unwrap());
+
     // A dedicated connection takes the same TLS configuration.
     let settings = Settings::from_vars([(
         "DATABASE_URL",

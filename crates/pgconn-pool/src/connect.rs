@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgconn_config::{ConnParams, Settings, SslMode, Strategy};
 
@@ -142,9 +142,9 @@ impl Connector {
             self.tls.as_ref().map(|tls| tls.connect.clone()),
             self.tcp,
         );
-        let deadline = Instant::now() + self.timeout;
+        let timeout = self.timeout;
         let result =
-            self.on_connect_thread(move || Client::open(&params, &startup, tls.as_ref(), tcp, deadline))?;
+            self.on_connect_thread(move || Client::open(&params, &startup, tls.as_ref(), tcp, timeout))?;
         result.map_err(|e| match e {
             ConnectError::TimedOut => self.timed_out(),
             ConnectError::Socket { address, error } => Error::ConnectFailed {

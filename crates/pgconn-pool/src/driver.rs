@@ -71,6 +71,61 @@ pub(crate) enum ConnectError {
 pub struct Client {
     inner: tokio_postgres::Client,
     driver: Driver,
+    origin: Arc<Origin>,
+}
+
+/// Where a connection went and how, for its cancel requests (a connection of their own to the same
+/// server).
+struct Origin {
+    address: String,
+    target: Target,
+    hostname: Option<String>,
+    tls: Option<MakeRustlsConnect>,
+    tcp: TcpOptions,
+    /// The connect timeout, which bounds a cancel request too.
+    timeout: Duration,
+}
+
+/// Cancels what a [`Client`] is running, from any thread ([`Client::cancel_token`]).
+#[derive(Clone)]
+pub struct CancelToken {
+    token: tokio_postgres::CancelToken,
+    origin: Arc<Origin>,
+}
+
+impl CancelToken {
+    /// Asks the server to cancel the statement the connection is running now, over a connection of its
+    /// own to the same address (TLS as the connection's), within the connect timeout. The server answers
+    /// nothing: success means it received the request; the statement, if still running, then fails with
+    /// `57014` (`query_canceled`).
+    ///
+    /// # Errors
+    /// When the request could not be sent (the server unreachable, TLS refused, the timeout passed).
+    pub fn cancel_query(&self) -> Result<(), Error> {
+        let origin = &*self.origin;
+        let deadline = Instant::now() + origin.timeout;
+        let failed = |e: ConnectError| match e {
+            ConnectError::Driver(e) => e,
+            ConnectError::Socket { error, .. } => io_error(error),
+            ConnectError::Attrs(what) => io_error(io::Error::other(what)),
+            ConnectError::TimedOut => {
+                io_error(io::Error::new(io::ErrorKind::TimedOut, "the cancel request timed out"))
+            }
+        };
+        let (socket, mut driver) =
+            open_socket(&origin.address, &origin.target, origin.tcp, deadline).map_err(failed)?;
+        match (&origin.tls, &origin.hostname) {
+            (Some(tls), Some(hostname)) => {
+                let connect = tokio_postgres::tls::MakeTlsConnect::<Socket>::make_tls_connect(
+                    &mut tls.clone(),
+                    hostname,
+                )
+                .map_err(|e| io_error(io::Error::other(format!("TLS: {e}"))))?;
+                run(&mut driver, self.token.cancel_query_raw(socket, connect), deadline).map_err(failed)
+            }
+            _ => run(&mut driver, self.token.cancel_query_raw(socket, NoTls), deadline).map_err(failed),
+        }
+    }
 }
 
 /// The connection's half: the protocol state machine, and what its socket is ready for.
@@ -148,8 +203,9 @@ impl Client {
         config: &tokio_postgres::Config,
         tls: Option<&MakeRustlsConnect>,
         tcp: TcpOptions,
-        deadline: Instant,
+        timeout: Duration,
     ) -> Result<Client, ConnectError> {
+        let deadline = Instant::now() + timeout;
         let mut order: Vec<usize> = (0..params.endpoints.len()).collect();
         if params.load_balance_hosts {
             shuffle(&mut order);
@@ -208,7 +264,7 @@ impl Client {
                     config,
                     tls,
                     tcp,
-                    deadline,
+                    (deadline, timeout),
                     params.target_session_attrs,
                 ) {
                     Ok(client) => return Ok(client),
@@ -373,6 +429,11 @@ impl Client {
         Ok(CopyOutReader { client: self, stream: Box::pin(stream), chunk: Bytes::new() })
     }
 
+    /// What cancels the statement this connection is running, from another thread.
+    pub fn cancel_token(&self) -> CancelToken {
+        CancelToken { token: self.inner.cancel_token(), origin: Arc::clone(&self.origin) }
+    }
+
     /// Whether the connection has ended (the server closed it, or it failed).
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed() || self.driver.connection.is_none()
@@ -513,6 +574,7 @@ fn wait(io: &Io, timeout: Option<Duration>) -> io::Result<()> {
 }
 
 /// Where one connect attempt goes.
+#[derive(Debug, Clone)]
 enum Target {
     Tcp(SocketAddr),
     Unix(std::path::PathBuf),
@@ -527,9 +589,74 @@ fn connect_once(
     config: &tokio_postgres::Config,
     tls: Option<&MakeRustlsConnect>,
     tcp: TcpOptions,
-    deadline: Instant,
+    (deadline, timeout): (Instant, Duration),
     attrs: TargetSessionAttrs,
 ) -> Result<Client, ConnectError> {
+    let socket_failed = |error: io::Error| ConnectError::Socket { address: address.to_owned(), error };
+    let (socket, mut driver) = open_socket(address, target, tcp, deadline)?;
+    // TLS over TCP only: PostgreSQL offers none over a Unix socket (and libpq ignores sslmode there).
+    let (inner, connection) = if let (Some(tls), Some(hostname)) = (tls, hostname) {
+        {
+            let connect =
+                tokio_postgres::tls::MakeTlsConnect::<Socket>::make_tls_connect(&mut tls.clone(), hostname)
+                    .map_err(|e| socket_failed(io::Error::other(format!("TLS: {e}"))))?;
+            let (client, connection) = run(&mut driver, config.connect_raw(socket, connect), deadline)?;
+            (client, Connection::Tls(Box::new(connection)))
+        }
+    } else {
+        {
+            let mut plain;
+            let config = if matches!(target, Target::Unix(_)) {
+                plain = config.clone();
+                plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                &plain
+            } else {
+                config
+            };
+            let (client, connection) = run(&mut driver, config.connect_raw(socket, NoTls), deadline)?;
+            (client, Connection::Plain(connection))
+        }
+    };
+    driver.connection = Some(connection);
+    let origin = Arc::new(Origin {
+        address: address.to_owned(),
+        target: target.clone(),
+        hostname: hostname.map(str::to_owned),
+        tls: tls.cloned(),
+        tcp,
+        timeout,
+    });
+    let mut client = Client { inner, driver, origin };
+    let wanted = match attrs {
+        TargetSessionAttrs::Any => return Ok(client),
+        TargetSessionAttrs::ReadWrite => ("off", "database does not allow writes"),
+        TargetSessionAttrs::ReadOnly => ("on", "database is not read only"),
+    };
+    let show = client.inner.simple_query("SHOW transaction_read_only");
+    let messages = match client.driver.block_on_until(show, Some(deadline)) {
+        Some(messages) => messages.map_err(ConnectError::Driver)?,
+        None => return Err(ConnectError::TimedOut),
+    };
+    let read_only = messages.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    });
+    // As tokio-postgres: refused only for the opposite answer.
+    if read_only.is_some_and(|value| value != wanted.0 && matches!(value, "on" | "off")) {
+        Err(ConnectError::Attrs(wanted.1))
+    } else {
+        Ok(client)
+    }
+}
+
+/// Opens the socket to `target` (named `address` in errors), nonblocking, and a driver around it with no
+/// connection yet.
+fn open_socket(
+    address: &str,
+    target: &Target,
+    tcp: TcpOptions,
+    deadline: Instant,
+) -> Result<(Socket, Driver), ConnectError> {
     let socket_failed = |error: io::Error| ConnectError::Socket { address: address.to_owned(), error };
     let left = || deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero());
     let fd: OwnedFd = match target {
@@ -554,52 +681,8 @@ fn connect_once(
     let waker = Waker::from(Arc::clone(&woken));
     let fd = Arc::new(fd);
     let socket = Socket { fd: Arc::clone(&fd), io: Arc::clone(&io) };
-    let mut driver = Driver { connection: None, _fd: fd, io, woken, waker };
-    // TLS over TCP only: PostgreSQL offers none over a Unix socket (and libpq ignores sslmode there).
-    let (inner, connection) = if let (Some(tls), Some(hostname)) = (tls, hostname) {
-        {
-            let connect =
-                tokio_postgres::tls::MakeTlsConnect::<Socket>::make_tls_connect(&mut tls.clone(), hostname)
-                    .map_err(|e| socket_failed(io::Error::other(format!("TLS: {e}"))))?;
-            let (client, connection) = startup(&mut driver, config.connect_raw(socket, connect), deadline)?;
-            (client, Connection::Tls(Box::new(connection)))
-        }
-    } else {
-        {
-            let mut plain;
-            let config = if matches!(target, Target::Unix(_)) {
-                plain = config.clone();
-                plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                &plain
-            } else {
-                config
-            };
-            let (client, connection) = startup(&mut driver, config.connect_raw(socket, NoTls), deadline)?;
-            (client, Connection::Plain(connection))
-        }
-    };
-    driver.connection = Some(connection);
-    let mut client = Client { inner, driver };
-    let wanted = match attrs {
-        TargetSessionAttrs::Any => return Ok(client),
-        TargetSessionAttrs::ReadWrite => ("off", "database does not allow writes"),
-        TargetSessionAttrs::ReadOnly => ("on", "database is not read only"),
-    };
-    let show = client.inner.simple_query("SHOW transaction_read_only");
-    let messages = match client.driver.block_on_until(show, Some(deadline)) {
-        Some(messages) => messages.map_err(ConnectError::Driver)?,
-        None => return Err(ConnectError::TimedOut),
-    };
-    let read_only = messages.iter().find_map(|message| match message {
-        SimpleQueryMessage::Row(row) => row.get(0),
-        _ => None,
-    });
-    // As tokio-postgres: refused only for the opposite answer.
-    if read_only.is_some_and(|value| value != wanted.0 && matches!(value, "on" | "off")) {
-        Err(ConnectError::Attrs(wanted.1))
-    } else {
-        Ok(client)
-    }
+    let driver = Driver { connection: None, _fd: fd, io, woken, waker };
+    Ok((socket, driver))
 }
 
 /// A nonblocking connect to a Unix socket: it succeeds or fails at once (a server whose listen queue is full
@@ -632,12 +715,13 @@ fn connect_unix(path: &std::path::Path) -> io::Result<OwnedFd> {
     if result == 0 { Ok(fd) } else { Err(io::Error::last_os_error()) }
 }
 
-/// Runs a connect's startup future (TLS, startup message, authentication) to its end within `deadline`.
-fn startup<C>(
+/// Runs a future that uses the socket directly, before there is a connection (a connect's TLS, startup
+/// message and authentication; a cancel request), to its end within `deadline`.
+fn run<T>(
     driver: &mut Driver,
-    future: impl Future<Output = Result<(tokio_postgres::Client, C), Error>>,
+    future: impl Future<Output = Result<T, Error>>,
     deadline: Instant,
-) -> Result<(tokio_postgres::Client, C), ConnectError> {
+) -> Result<T, ConnectError> {
     let mut future = pin!(future);
     let waker = driver.waker.clone();
     let mut cx = Context::from_waker(&waker);
