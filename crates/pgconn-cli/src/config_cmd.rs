@@ -18,9 +18,9 @@ pub(crate) fn run(json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INVALID));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&ConfigJson::new(&settings))?);
+        crate::out(serde_json::to_string_pretty(&ConfigJson::new(&settings))?)?;
     } else {
-        println!("{settings}");
+        crate::out(&settings)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -126,7 +126,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     serde_json::to_string_pretty(&error)?
                 };
-                println!("{text}");
+                crate::out(text)?;
             }
             eprintln!("pgconn load: cannot build the pool ({}): {message}", e.kind());
             return Ok(ExitCode::FAILURE);
@@ -217,11 +217,11 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<ExitCode> {
     drop(dedicated);
     if args.json && args.report_every.is_some() {
         // JSON Lines: the report is the last line.
-        println!("{}", serde_json::to_string(&report)?);
+        crate::out(serde_json::to_string(&report)?)?;
     } else if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::out(serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report_text(&report));
+        crate::out(report_text(&report).trim_end())?;
     }
     Ok(if report.errors == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -500,7 +500,9 @@ impl Progress {
                             process: ProcessSample::now(),
                             request_threads_by_cpu: request_threads_by_cpu(),
                         };
-                        print_sample(&sample, json);
+                        if let Err(e) = print_sample(&sample, json) {
+                            log::warn!("cannot write a sample: {e}");
+                        }
                     }
                     last = Some((now, ok, errors));
                     if done {
@@ -521,12 +523,12 @@ impl Progress {
     }
 }
 
-fn print_sample(sample: &LoadSample, json: bool) {
+fn print_sample(sample: &LoadSample, json: bool) -> std::io::Result<()> {
     if json {
-        if let Ok(line) = serde_json::to_string(&serde_json::json!({ "sample": sample })) {
-            println!("{line}");
-        }
-        return;
+        return match serde_json::to_string(&serde_json::json!({ "sample": sample })) {
+            Ok(line) => crate::out(line),
+            Err(e) => Err(std::io::Error::other(e)),
+        };
     }
     let kinds: Vec<String> = sample.error_kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let process = sample
@@ -537,7 +539,7 @@ fn print_sample(sample: &LoadSample, json: bool) {
         let counts: Vec<String> = counts.iter().map(u64::to_string).collect();
         format!("  request threads by cpu {}", counts.join("/"))
     });
-    println!(
+    crate::out(format_args!(
         "{:>7.1}s  {} ok  {} errors{}  slowest {:.1}ms  pool {}/{} in use{}{}",
         sample.t_s,
         sample.ok,
@@ -548,7 +550,7 @@ fn print_sample(sample: &LoadSample, json: bool) {
         sample.pool.size,
         process,
         cpus
-    );
+    ))
 }
 
 #[allow(clippy::cast_precision_loss)] // request counts far below 2^52

@@ -72,9 +72,30 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`pgconn ... | head`): nothing more to say, and no one to say it to.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pgconn: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether `e` is a write to a standard output whose reader has gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` and a newline to standard output. When its reader has gone (`pgconn load --json
+/// --report-every 1 | head -3`), the process ends quietly with success, from whichever thread wrote:
+/// what it had to say was read as far as anyone wanted (`println!` would panic instead).
+pub(crate) fn out(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        result => result,
     }
 }

@@ -95,7 +95,7 @@ pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
 /// `pgconn check`: one probe, one line, the Nagios exit code (0 HEALTHY, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
 pub(crate) fn check() -> ExitCode {
     let Some(settings) = crate::settings_from_env() else {
-        println!("UNKNOWN: invalid configuration");
+        let _ = crate::out("UNKNOWN: invalid configuration");
         return ExitCode::from(Status::Unknown.exit_code());
     };
     let server = ServerProbe::new(&settings).probe();
@@ -104,7 +104,7 @@ pub(crate) fn check() -> ExitCode {
     if let Some(mut pgbouncer) = PgBouncerProbe::new(&settings) {
         report = report.with_pgbouncer(&pgbouncer.probe(), &context.thresholds);
     }
-    println!("{}", summary(&report));
+    let _ = crate::out(summary(&report));
     ExitCode::from(report.status.exit_code())
 }
 

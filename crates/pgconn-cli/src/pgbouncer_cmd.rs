@@ -28,7 +28,7 @@ pub(crate) fn run(args: &IniArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    print!("{}", pgconn_config::render_pgbouncer_ini(&settings, auth_file.as_deref()));
+    crate::out(pgconn_config::render_pgbouncer_ini(&settings, auth_file.as_deref()).trim_end())?;
     Ok(ExitCode::SUCCESS)
 }
 

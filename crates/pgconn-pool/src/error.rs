@@ -238,7 +238,24 @@ impl Error {
         let Some(cause) = std::error::Error::source(self) else { return text };
         // Not when the message says it already (a reason made of the driver's words and their cause).
         let said = |e: &dyn std::error::Error| text.contains(&e.to_string());
-        if said(cause) || cause.source().is_some_and(said) { text } else { format!("{text}: {cause}") }
+        if said(cause) || cause.source().is_some_and(said) {
+            return text;
+        }
+        // The driver's own errors name only their kind ("error communicating with the server", "db
+        // error"): what happened is their cause, or the server's message already in the text.
+        let driver = cause
+            .downcast_ref::<Arc<postgres::Error>>()
+            .map(AsRef::as_ref)
+            .or_else(|| cause.downcast_ref::<postgres::Error>());
+        if let Some(driver) = driver {
+            if driver.as_db_error().is_some_and(|db| text.contains(db.message())) {
+                return text;
+            }
+            if let Some(inner) = std::error::Error::source(driver) {
+                return if said(inner) { text } else { format!("{text}: {inner}") };
+            }
+        }
+        format!("{text}: {cause}")
     }
 
     /// Classifies an error from opening a connection to `target`.
@@ -300,5 +317,45 @@ pub fn describe(error: &postgres::Error) -> String {
     match std::error::Error::source(error) {
         Some(cause) => format!("{error}: {cause}"),
         None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::driver::io_error;
+
+    fn connect_failed(reason: &str, cause: io::Error) -> Error {
+        Error::ConnectFailed {
+            target: "app@db:5432/app".to_owned(),
+            reason: reason.to_owned(),
+            source: Arc::new(io_error(cause)),
+        }
+    }
+
+    #[test]
+    fn with_cause_adds_what_the_message_does_not_say_and_nothing_twice() {
+        // The driver's wrapper says only its kind ("error communicating with the server"): its cause is
+        // what is added.
+        let attrs = connect_failed(
+            "target_session_attrs=read-only, and no host's sessions are read-only",
+            io::Error::new(io::ErrorKind::PermissionDenied, "database is not read only"),
+        );
+        assert_eq!(
+            attrs.with_cause(),
+            "cannot connect to app@db:5432/app: target_session_attrs=read-only, and no host's sessions are \
+             read-only: database is not read only"
+        );
+        let refused = connect_failed(
+            "error connecting to server at db:5432: Connection refused",
+            io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused"),
+        );
+        assert_eq!(
+            refused.with_cause(),
+            "cannot connect to app@db:5432/app: error connecting to server at db:5432: Connection refused"
+        );
+        assert_eq!(Error::Unsupported("no".to_owned()).with_cause(), "no");
     }
 }

@@ -211,3 +211,28 @@ fn the_driver_without_a_runtime_runs_the_query_on_one_descriptor_per_connection(
     let (_, nine) = fds("9", &["--prepared"]);
     assert_eq!(nine - one, 32);
 }
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_run_quietly() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let url = url();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgconn"))
+        .args(["load", "--json", "--report-every", "0.1", "--duration", "30", "--clients", "1"])
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -1`: one sample read, then the pipe closed.
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"sample\":"), "{first}");
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "ran on for {:?}", started.elapsed());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
