@@ -108,3 +108,35 @@ fn a_cancel_token_cancels_the_running_statement_from_another_thread() {
     let settings = pgconn_config::Settings::from_vars([("DATABASE_URL", url.as_str())]).unwrap();
     cancels_from_another_thread(&mut Pool::new(&settings).unwrap().get().unwrap());
 }
+
+#[test]
+fn a_transaction_on_the_client_commits_or_rolls_back_when_dropped() {
+    let pool = pool();
+    let mut conn = pool.get().unwrap();
+    let client = conn.client();
+    client.batch_execute("CREATE TEMP TABLE kept (n int)").unwrap();
+    let count = |client: &mut pgconn_pool::Client| -> i64 {
+        client.query_one("SELECT count(*) FROM kept", &[]).unwrap().get(0)
+    };
+    let mut tx = client.transaction().unwrap();
+    tx.execute("INSERT INTO kept VALUES (1)", &[]).unwrap();
+    // COPY in a transaction, through the client it derefs to.
+    let mut writer = tx.copy_in("COPY kept FROM STDIN").unwrap();
+    writer.write_all(b"2\n3\n").unwrap();
+    assert_eq!(writer.finish().unwrap(), 2);
+    tx.commit().unwrap();
+    assert_eq!(count(client), 3);
+    // Dropped without a commit (an early return, a `?`): rolled back.
+    {
+        let mut tx = client.transaction().unwrap();
+        tx.execute("INSERT INTO kept VALUES (4)", &[]).unwrap();
+    }
+    assert_eq!(count(client), 3);
+    let mut tx = client.transaction().unwrap();
+    tx.execute("INSERT INTO kept VALUES (5)", &[]).unwrap();
+    tx.rollback().unwrap();
+    assert_eq!(count(client), 3);
+    // Out of any transaction: a savepoint has nothing to be in.
+    let outside = client.batch_execute("SAVEPOINT s").unwrap_err();
+    assert_eq!(outside.code(), Some(&SqlState::NO_ACTIVE_SQL_TRANSACTION), "{outside}");
+}

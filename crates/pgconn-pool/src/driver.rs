@@ -429,6 +429,17 @@ impl Client {
         Ok(CopyOutReader { client: self, stream: Box::pin(stream), chunk: Bytes::new() })
     }
 
+    /// Starts a transaction (`BEGIN`): the [`ClientTransaction`] derefs to this client, so every method
+    /// runs in it; [`ClientTransaction::commit`] commits it, and dropping it without a commit rolls it back
+    /// (the `ROLLBACK` is queued, and goes out with the client's next call or its close).
+    ///
+    /// # Errors
+    /// As [`Client::query`].
+    pub fn transaction(&mut self) -> Result<ClientTransaction<'_>, Error> {
+        self.batch_execute("BEGIN")?;
+        Ok(ClientTransaction { client: self, done: false })
+    }
+
     /// What cancels the statement this connection is running, from another thread.
     pub fn cancel_token(&self) -> CancelToken {
         CancelToken { token: self.inner.cancel_token(), origin: Arc::clone(&self.origin) }
@@ -880,6 +891,56 @@ impl AsyncWrite for Socket {
             libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR);
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A transaction on a [`Client`] ([`Client::transaction`]), rolled back when dropped without
+/// [`ClientTransaction::commit`].
+pub struct ClientTransaction<'a> {
+    client: &'a mut Client,
+    done: bool,
+}
+
+impl ClientTransaction<'_> {
+    /// Commits the transaction.
+    ///
+    /// # Errors
+    /// As [`Client::query`] (a transaction with a failed statement answers `COMMIT` with a rollback, which
+    /// is not an error: the server reports `ROLLBACK`).
+    pub fn commit(mut self) -> Result<(), Error> {
+        self.done = true;
+        self.client.batch_execute("COMMIT")
+    }
+
+    /// Rolls the transaction back now.
+    ///
+    /// # Errors
+    /// As [`Client::query`].
+    pub fn rollback(mut self) -> Result<(), Error> {
+        self.done = true;
+        self.client.batch_execute("ROLLBACK")
+    }
+}
+
+impl std::ops::Deref for ClientTransaction<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client
+    }
+}
+
+impl std::ops::DerefMut for ClientTransaction<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client
+    }
+}
+
+impl Drop for ClientTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Queued without waiting for the answer, as the `postgres` crate's transactions do.
+            self.client.inner.__private_api_rollback(None);
+        }
     }
 }
 

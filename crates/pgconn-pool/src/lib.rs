@@ -63,7 +63,7 @@ pub use connect::{
     abandoned_connects, check_tls, connect,
 };
 pub use deadline::WATCHDOG_PERIOD;
-pub use driver::{CancelToken, Client, CopyInWriter, CopyOutReader};
+pub use driver::{CancelToken, Client, ClientTransaction, CopyInWriter, CopyOutReader};
 pub use error::{Error, ErrorKind, describe as describe_postgres_error};
 pub use manager::{MAX_AGE_JITTER, PEEK_BYPASS, VALIDATION_BYPASS, VALIDATION_TIMEOUT};
 pub use metrics::{
