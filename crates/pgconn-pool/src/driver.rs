@@ -505,10 +505,12 @@ impl Driver {
         let mut cx = Context::from_waker(&waker);
         let mut polls_after_the_end = 0_u32;
         loop {
-            self.woken.0.store(false, Ordering::Release);
             if let Poll::Ready(result) = future.as_mut().poll(&mut cx) {
                 return Some(result);
             }
+            // Cleared after the call's poll: what it woke is the connection (a request queued), polled
+            // next anyway. A wake during the connection's poll (a response for the call) is what counts.
+            self.woken.0.store(false, Ordering::Release);
             let Some(connection) = self.connection.as_mut() else {
                 // It ended: the call's channel to it is closed, and its next poll fails as closed. (Bounded
                 // all the same: a call must never spin.)
