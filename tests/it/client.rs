@@ -136,6 +136,23 @@ fn a_transaction_on_the_client_commits_or_rolls_back_when_dropped() {
     tx.execute("INSERT INTO kept VALUES (5)", &[]).unwrap();
     tx.rollback().unwrap();
     assert_eq!(count(client), 3);
+    // A transaction inside one is a savepoint: its rollback keeps the outer work, its drop too, and the
+    // outer rollback takes what the inner commit released.
+    let mut outer = client.transaction().unwrap();
+    outer.execute("INSERT INTO kept VALUES (6)", &[]).unwrap();
+    let mut inner = outer.transaction().unwrap();
+    inner.execute("INSERT INTO kept VALUES (7)", &[]).unwrap();
+    inner.rollback().unwrap();
+    {
+        let mut inner = outer.transaction().unwrap();
+        inner.execute("INSERT INTO kept VALUES (8)", &[]).unwrap();
+    }
+    let mut inner = outer.transaction().unwrap();
+    inner.execute("INSERT INTO kept VALUES (9)", &[]).unwrap();
+    inner.commit().unwrap();
+    assert_eq!(count(&mut outer), 5, "6 and 9 inside, 7 and 8 rolled back");
+    outer.rollback().unwrap();
+    assert_eq!(count(client), 3);
     // Out of any transaction: a savepoint has nothing to be in.
     let outside = client.batch_execute("SAVEPOINT s").unwrap_err();
     assert_eq!(outside.code(), Some(&SqlState::NO_ACTIVE_SQL_TRANSACTION), "{outside}");

@@ -500,8 +500,14 @@ impl Progress {
                             process: ProcessSample::now(),
                             request_threads_by_cpu: request_threads_by_cpu(),
                         };
-                        if let Err(e) = print_sample(&sample, json) {
-                            log::warn!("cannot write a sample: {e}");
+                        match print_sample(&sample, json) {
+                            // Nobody reads the samples any more: the run ends here, as a program
+                            // writing to a closed pipe does (the report would go nowhere either).
+                            Err(e) if e.downcast_ref::<crate::StdoutClosed>().is_some() => {
+                                std::process::exit(i32::from(crate::EXIT_STDOUT_CLOSED))
+                            }
+                            Err(e) => log::warn!("cannot write a sample: {e}"),
+                            Ok(()) => {}
                         }
                     }
                     last = Some((now, ok, errors));
@@ -523,12 +529,9 @@ impl Progress {
     }
 }
 
-fn print_sample(sample: &LoadSample, json: bool) -> std::io::Result<()> {
+fn print_sample(sample: &LoadSample, json: bool) -> anyhow::Result<()> {
     if json {
-        return match serde_json::to_string(&serde_json::json!({ "sample": sample })) {
-            Ok(line) => crate::out(line),
-            Err(e) => Err(std::io::Error::other(e)),
-        };
+        return crate::out(serde_json::to_string(&serde_json::json!({ "sample": sample }))?);
     }
     let kinds: Vec<String> = sample.error_kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let process = sample

@@ -72,8 +72,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        // The reader went away (`pgconn ... | head`): nothing more to say, and no one to say it to.
-        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`pgconn ... | head`): nothing more to say and no one to say it to;
+        // the status a shell gives a program ended by SIGPIPE, never a success the run did not earn.
+        Err(e) if e.downcast_ref::<StdoutClosed>().is_some() => ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
             eprintln!("pgconn: {e:#}");
             ExitCode::FAILURE
@@ -81,21 +82,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether `e` is a write to a standard output whose reader has gone.
-fn broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+/// The exit status when the reader of stdout went away: a shell's for a program ended by SIGPIPE.
+pub(crate) const EXIT_STDOUT_CLOSED: u8 = 141;
+
+/// Standard output's reader went away (`pgconn load --json --report-every 1 | head -3`).
+#[derive(Debug)]
+pub(crate) struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
 }
 
-/// Writes `text` and a newline to standard output. When its reader has gone (`pgconn load --json
-/// --report-every 1 | head -3`), the process ends quietly with success, from whichever thread wrote:
-/// what it had to say was read as far as anyone wanted (`println!` would panic instead).
-pub(crate) fn out(text: impl std::fmt::Display) -> std::io::Result<()> {
+impl std::error::Error for StdoutClosed {}
+
+/// A failed write to standard output: [`StdoutClosed`] when its reader has gone, else the error.
+pub(crate) fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe { StdoutClosed.into() } else { e.into() }
+}
+
+/// Writes `text` and a newline to standard output (`println!` would panic on a closed pipe).
+pub(crate) fn out(text: impl std::fmt::Display) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        result => result,
-    }
+    writeln!(stdout, "{text}").and_then(|()| stdout.flush()).map_err(stdout_error)
 }

@@ -77,12 +77,11 @@ pub(crate) fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
             Format::Prometheus => render::prometheus(&report),
         };
         if watch && format == Format::Text && terminal {
-            write!(stdout, "\x1b[2J\x1b[H")?;
+            write!(stdout, "\x1b[2J\x1b[H").map_err(crate::stdout_error)?;
         } else if reported > 0 && format != Format::Json {
-            writeln!(stdout)?;
+            writeln!(stdout).map_err(crate::stdout_error)?;
         }
-        stdout.write_all(text.as_bytes())?;
-        stdout.flush()?;
+        stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(crate::stdout_error)?;
         reported += 1;
         if !watch || args.count.is_some_and(|count| reported >= count) {
             break reached;

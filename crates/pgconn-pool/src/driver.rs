@@ -431,13 +431,13 @@ impl Client {
 
     /// Starts a transaction (`BEGIN`): the [`ClientTransaction`] derefs to this client, so every method
     /// runs in it; [`ClientTransaction::commit`] commits it, and dropping it without a commit rolls it back
-    /// (the `ROLLBACK` is queued, and goes out with the client's next call or its close).
+    /// (one round trip, so that no lock it took outlives it).
     ///
     /// # Errors
     /// As [`Client::query`].
     pub fn transaction(&mut self) -> Result<ClientTransaction<'_>, Error> {
         self.batch_execute("BEGIN")?;
-        Ok(ClientTransaction { client: self, done: false })
+        Ok(ClientTransaction { client: self, depth: 0, done: false })
     }
 
     /// What cancels the statement this connection is running, from another thread.
@@ -900,27 +900,53 @@ impl AsyncWrite for Socket {
 /// [`ClientTransaction::commit`].
 pub struct ClientTransaction<'a> {
     client: &'a mut Client,
+    /// 0 for the transaction, n for the n-th nested savepoint.
+    depth: u32,
     done: bool,
 }
 
 impl ClientTransaction<'_> {
-    /// Commits the transaction.
+    /// A transaction inside this one: a savepoint, committed by releasing it and rolled back to (as
+    /// `postgres::Transaction::transaction` does); a `BEGIN` here would only warn and leave one
+    /// transaction, so the inner commit would commit the outer work.
+    ///
+    /// # Errors
+    /// As [`Client::query`].
+    pub fn transaction(&mut self) -> Result<ClientTransaction<'_>, Error> {
+        let depth = self.depth + 1;
+        self.client.batch_execute(&format!("SAVEPOINT pgconn_client_{depth}"))?;
+        Ok(ClientTransaction { client: self.client, depth, done: false })
+    }
+
+    /// Commits the transaction (for a savepoint: releases it).
     ///
     /// # Errors
     /// As [`Client::query`] (a transaction with a failed statement answers `COMMIT` with a rollback, which
     /// is not an error: the server reports `ROLLBACK`).
     pub fn commit(mut self) -> Result<(), Error> {
         self.done = true;
-        self.client.batch_execute("COMMIT")
+        match self.depth {
+            0 => self.client.batch_execute("COMMIT"),
+            depth => self.client.batch_execute(&format!("RELEASE SAVEPOINT pgconn_client_{depth}")),
+        }
     }
 
-    /// Rolls the transaction back now.
+    /// Rolls the transaction back now (for a savepoint: back to where it started).
     ///
     /// # Errors
     /// As [`Client::query`].
     pub fn rollback(mut self) -> Result<(), Error> {
         self.done = true;
-        self.client.batch_execute("ROLLBACK")
+        self.roll_back()
+    }
+
+    fn roll_back(&mut self) -> Result<(), Error> {
+        match self.depth {
+            0 => self.client.batch_execute("ROLLBACK"),
+            depth => self.client.batch_execute(&format!(
+                "ROLLBACK TO SAVEPOINT pgconn_client_{depth}; RELEASE SAVEPOINT pgconn_client_{depth}"
+            )),
+        }
     }
 }
 
@@ -938,10 +964,13 @@ impl std::ops::DerefMut for ClientTransaction<'_> {
 }
 
 impl Drop for ClientTransaction<'_> {
+    /// Rolls back, and waits for it (as `postgres::Transaction` does): a rollback only queued would keep
+    /// the transaction's locks until the connection's next call.
     fn drop(&mut self) {
-        if !self.done {
-            // Queued without waiting for the answer, as the `postgres` crate's transactions do.
-            self.client.inner.__private_api_rollback(None);
+        if !self.done
+            && let Err(e) = self.roll_back()
+        {
+            log::debug!("rolling back a dropped transaction failed: {e}");
         }
     }
 }
