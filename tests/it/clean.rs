@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pgconn_config::Settings;
 use pgconn_pool::{Error, ErrorKind, Pool};
-use pgconn_tests::{SOCKET_DIR_VAR, admin, database_url, pgbouncer_url, require};
+use pgconn_tests::{admin, database_url, pgbouncer_url, unix_socket_url};
 
 #[derive(Debug, Clone, Copy)]
 enum Tier {
@@ -267,14 +267,7 @@ fn a_backend_terminated_inside_the_bypass_window_is_never_handed_out() {
 
 #[test]
 fn a_backend_terminated_inside_the_bypass_window_is_never_handed_out_over_a_unix_socket() {
-    let socket = require(SOCKET_DIR_VAR);
-    let url = database_url();
-    let (authority, rest) = url.rsplit_once('@').unwrap();
-    let (_, port_and_db) = rest.split_once(':').unwrap();
-    let url = format!(
-        "{authority}@{}:{port_and_db}?application_name=clean_terminated_unix",
-        socket.replace('/', "%2F")
-    );
+    let url = unix_socket_url("?application_name=clean_terminated_unix");
     let settings = Settings::from_vars([("DATABASE_URL", url.as_str()), ("DB_POOL_MAX_SIZE", "1")]).unwrap();
     let pool = Pool::new(&settings).unwrap();
     assert!(pool.get().unwrap().has_deadline(), "the socket of a Unix-socket connection is found");

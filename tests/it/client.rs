@@ -100,11 +100,7 @@ pub(crate) fn cancels_from_another_thread(conn: &mut pgconn_pool::PooledConn) {
 fn a_cancel_token_cancels_the_running_statement_from_another_thread() {
     cancels_from_another_thread(&mut pool().get().unwrap());
     // Over a Unix socket too.
-    let socket = pgconn_tests::require(pgconn_tests::SOCKET_DIR_VAR);
-    let url = pgconn_tests::database_url();
-    let (authority, rest) = url.rsplit_once('@').unwrap();
-    let (_, port_and_db) = rest.split_once(':').unwrap();
-    let url = format!("{authority}@{}:{port_and_db}", socket.replace('/', "%2F"));
+    let url = pgconn_tests::unix_socket_url("");
     let settings = pgconn_config::Settings::from_vars([("DATABASE_URL", url.as_str())]).unwrap();
     cancels_from_another_thread(&mut Pool::new(&settings).unwrap().get().unwrap());
 }

@@ -64,6 +64,20 @@ pub fn database_url() -> String {
     require(DATABASE_URL_VAR)
 }
 
+/// The test role's URL, to the same server over its Unix socket (`PGCONN_TEST_SOCKET_DIR`), with `query`
+/// (`?...`, or empty) after it.
+///
+/// # Panics
+/// Without the test cluster's variables (see [`require`]), or if its URL has no user or port.
+#[track_caller]
+pub fn unix_socket_url(query: &str) -> String {
+    let socket = require(SOCKET_DIR_VAR);
+    let url = database_url();
+    let (authority, rest) = url.rsplit_once('@').expect("a URL with a user");
+    let (_, port_and_db) = rest.split_once(':').expect("a URL with a port");
+    format!("{authority}@{}:{port_and_db}{query}", socket.replace('/', "%2F"))
+}
+
 /// The superuser's URL.
 #[track_caller]
 pub fn admin_url() -> String {

@@ -239,8 +239,6 @@ impl Dedicated {
         prepared: bool,
         sql: &str,
     ) -> Result<Dedicated, pgconn_pool::Error> {
-        let failed =
-            |e: postgres::Error| pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) };
         if no_runtime {
             let mut client = pgconn_pool::Client::connect(settings)?;
             let statement = if prepared { Some(client.prepare(sql).map_err(failed)?) } else { None };
@@ -253,8 +251,6 @@ impl Dedicated {
     }
 
     fn request(&mut self, sql: &str) -> Result<(), pgconn_pool::Error> {
-        let failed =
-            |e: postgres::Error| pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) };
         match self {
             Dedicated::Postgres(client, Some(statement)) => {
                 client.query(&*statement, &[]).map(drop).map_err(failed)
@@ -266,6 +262,11 @@ impl Dedicated {
             Dedicated::NoRuntime(client, None) => client.query_typed(sql, &[]).map(drop).map_err(failed),
         }
     }
+}
+
+/// A dedicated client's driver error, as the load counts it.
+fn failed(e: postgres::Error) -> pgconn_pool::Error {
+    pgconn_pool::Error::Other { reason: e.to_string(), source: Arc::new(e) }
 }
 
 /// Runs `request` on a thread started for it, and waits for it.

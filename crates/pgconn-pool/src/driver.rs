@@ -116,11 +116,7 @@ impl CancelToken {
             open_socket(&origin.address, &origin.target, origin.tcp, deadline).map_err(failed)?;
         match (&origin.tls, &origin.hostname) {
             (Some(tls), Some(hostname)) => {
-                let connect = tokio_postgres::tls::MakeTlsConnect::<Socket>::make_tls_connect(
-                    &mut tls.clone(),
-                    hostname,
-                )
-                .map_err(|e| io_error(io::Error::other(format!("TLS: {e}"))))?;
+                let connect = tls_for(tls, hostname).map_err(io_error)?;
                 run(&mut driver, self.token.cancel_query_raw(socket, connect), deadline).map_err(failed)
             }
             _ => run(&mut driver, self.token.cancel_query_raw(socket, NoTls), deadline).map_err(failed),
@@ -609,26 +605,20 @@ fn connect_once(
     let (socket, mut driver) = open_socket(address, target, tcp, deadline)?;
     // TLS over TCP only: PostgreSQL offers none over a Unix socket (and libpq ignores sslmode there).
     let (inner, connection) = if let (Some(tls), Some(hostname)) = (tls, hostname) {
-        {
-            let connect =
-                tokio_postgres::tls::MakeTlsConnect::<Socket>::make_tls_connect(&mut tls.clone(), hostname)
-                    .map_err(|e| socket_failed(io::Error::other(format!("TLS: {e}"))))?;
-            let (client, connection) = run(&mut driver, config.connect_raw(socket, connect), deadline)?;
-            (client, Connection::Tls(Box::new(connection)))
-        }
+        let connect = tls_for(tls, hostname).map_err(socket_failed)?;
+        let (client, connection) = run(&mut driver, config.connect_raw(socket, connect), deadline)?;
+        (client, Connection::Tls(Box::new(connection)))
     } else {
-        {
-            let mut plain;
-            let config = if matches!(target, Target::Unix(_)) {
-                plain = config.clone();
-                plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                &plain
-            } else {
-                config
-            };
-            let (client, connection) = run(&mut driver, config.connect_raw(socket, NoTls), deadline)?;
-            (client, Connection::Plain(connection))
-        }
+        let mut plain;
+        let config = if matches!(target, Target::Unix(_)) {
+            plain = config.clone();
+            plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            &plain
+        } else {
+            config
+        };
+        let (client, connection) = run(&mut driver, config.connect_raw(socket, NoTls), deadline)?;
+        (client, Connection::Plain(connection))
     };
     driver.connection = Some(connection);
     let origin = Arc::new(Origin {
@@ -660,6 +650,15 @@ fn connect_once(
     } else {
         Ok(client)
     }
+}
+
+/// The TLS side of one connect (or cancel request) to `hostname`, from the pool's rustls configuration.
+fn tls_for(
+    tls: &MakeRustlsConnect,
+    hostname: &str,
+) -> io::Result<<MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<Socket>>::TlsConnect> {
+    tokio_postgres::tls::MakeTlsConnect::<Socket>::make_tls_connect(&mut tls.clone(), hostname)
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))
 }
 
 /// Opens the socket to `target` (named `address` in errors), nonblocking, and a driver around it with no

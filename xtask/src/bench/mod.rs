@@ -29,7 +29,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::reports::ProcessSample;
 use measure::{Bench, Contender, Counter, Counts, median, range};
 use results::{
-    Cell, Checkout, Concurrency, ConnectionCost, DedicatedCost, EightThreads, Latency, LoadRow, PgbenchModes,
+    Cell, Checkout, Concurrency, ConnectionCost, EightThreads, Growth, Latency, LoadRow, PgbenchModes,
     PgbenchRow, PreparedPgBouncer, PreparedRows, Results, Scale, ScaleRow, SingleThread, Throughput, Work,
     WorkRow,
 };
@@ -331,16 +331,26 @@ fn checkout(b: &mut Bench) -> Result<Checkout> {
 
 /// Section 2b, what one connection costs the client process: a pool of 1 against a pool of 41.
 fn connection_cost(b: &mut Bench) -> Result<ConnectionCost> {
-    let cost =
-        |size: &str| vec![("DB_POOL_MAX_SIZE", size.to_owned()), ("DB_POOL_MIN_IDLE", size.to_owned())];
-    let small = b.load(&cost("1"), &["--clients", "1", "--duration", "1", "--warmup", "1"], false)?;
-    let large = b.load(&cost("41"), &["--clients", "41", "--duration", "1", "--warmup", "1"], false)?;
-    let (Some(one), Some(many)) = (small.process, large.process) else {
-        anyhow::bail!(
-            "pgconn load reported no process sample (no /proc here?): the cost of a connection cannot be measured"
-        );
+    // The process with 1 connection and with 41, open until it is sampled: a pool's (its size at the end),
+    // or the request threads' own (`--dedicated`, one each).
+    let growth = |b: &mut Bench, pool: bool, extra: &[&str]| -> Result<Growth> {
+        let mut run = |n: &str| -> Result<(u64, ProcessSample)> {
+            let env = if pool {
+                vec![("DB_POOL_MAX_SIZE", n.to_owned()), ("DB_POOL_MIN_IDLE", n.to_owned())]
+            } else {
+                Vec::new()
+            };
+            let args: Vec<&str> = ["--clients", n, "--duration", "1"].iter().chain(extra).copied().collect();
+            let cell = b.load(&env, &args, false)?;
+            let process = cell.process.context(
+                "pgconn load reported no process sample (no /proc here?): the cost of a connection cannot be measured",
+            )?;
+            Ok((if pool { cell.size } else { n.parse()? }, process))
+        };
+        let ((one_size, one), (many_size, many)) = (run("1")?, run("41")?);
+        Ok(Growth { one_size, many_size, one, many })
     };
-    // Dedicated connections, held by their request threads until the process has been sampled.
+    let pooled = growth(b, true, &["--warmup", "1"])?;
     let mut dedicated = Vec::new();
     for (name, extra) in [
         ("`postgres::Client` (`--dedicated`)", &["--dedicated", "--prepared"][..]),
@@ -349,16 +359,9 @@ fn connection_cost(b: &mut Bench) -> Result<ConnectionCost> {
             &["--dedicated", "--prepared", "--no-runtime"][..],
         ),
     ] {
-        let run = |b: &mut Bench, clients: &str| -> Result<ProcessSample> {
-            let args: Vec<&str> =
-                ["--clients", clients, "--duration", "1"].iter().chain(extra).copied().collect();
-            b.load(&[], &args, false)?.process.context("pgconn load reported no process sample")
-        };
-        let one_sample = run(b, "1")?;
-        let many_sample = run(b, "41")?;
-        dedicated.push(DedicatedCost { name: name.to_owned(), many: 41, one_sample, many_sample });
+        dedicated.push((name.to_owned(), growth(b, false, extra)?));
     }
-    Ok(ConnectionCost { one_size: small.size, many_size: large.size, one, many, dedicated })
+    Ok(ConnectionCost { pooled, dedicated })
 }
 
 /// Section 3, throughput and p99 by concurrency: each `pgconn load` contender at each client count,

@@ -90,7 +90,7 @@ fn checkout(doc: &mut String, ns: f64) {
 }
 
 fn connection_cost(doc: &mut String, r: &Results) {
-    let c = &r.cost;
+    let (c, dedicated) = (&r.cost.pooled, &r.cost.dedicated);
     let _ = writeln!(
         doc,
         "## What a connection costs the client
@@ -108,19 +108,18 @@ The process of `pgconn load` at the end of a run, its pool's connections still o
         c.per_connection(|p| p.rss_kb),
         c.per_connection(|p| p.threads),
     );
-    if c.dedicated.is_empty() {
+    if dedicated.is_empty() {
         return;
     }
     let _ = writeln!(
         doc,
         "The connection alone: `pgconn load --dedicated --prepared` with 1 request thread and with {} (each thread's connection open until the process is sampled), a `postgres::Client` per thread and pgconn's own `Client` per thread (`--no-runtime`).\n\n| connection | file descriptors per connection | kB resident per connection |\n|---|---|---|",
-        c.dedicated.first().map_or(0, |d| d.many)
+        dedicated.first().map_or(0, |(_, d)| d.many_size)
     );
-    for d in &c.dedicated {
+    for (name, d) in dedicated {
         let _ = writeln!(
             doc,
-            "| {} | {:.1} | {:.0} |",
-            d.name,
+            "| {name} | {:.1} | {:.0} |",
             d.per_connection(|p| p.fds),
             d.per_connection(|p| p.rss_kb)
         );

@@ -117,45 +117,30 @@ impl Checkout {
     }
 }
 
-/// The `pgconn load` process at the end of a run with a small pool and with a large one.
+/// What a connection costs the `pgconn load` process: its pool's, and dedicated ones'.
 pub(super) struct ConnectionCost {
-    /// The pools' sizes at the end.
+    /// A small pool against a large one (their sizes at the end).
+    pub(super) pooled: Growth,
+    /// The same for dedicated connections, one request thread each (named): `postgres::Client`, then
+    /// pgconn's own `Client`, the pool's connection type (`--no-runtime`).
+    pub(super) dedicated: Vec<(String, Growth)>,
+}
+
+/// The process at the end of a run with `one_size` connections open and one with `many_size`.
+pub(super) struct Growth {
     pub(super) one_size: u64,
     pub(super) many_size: u64,
     pub(super) one: ProcessSample,
     pub(super) many: ProcessSample,
-    /// The same for dedicated connections, one request thread each: `postgres::Client`, then
-    /// pgconn's own `Client`, the pool's connection type (`--no-runtime`).
-    pub(super) dedicated: Vec<DedicatedCost>,
 }
 
-impl ConnectionCost {
+impl Growth {
     /// What `field` of the process grew by per added connection.
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
     pub(super) fn per_connection(&self, field: fn(&ProcessSample) -> u64) -> f64 {
-        grew_by(&self.one, &self.many, self.many_size.saturating_sub(self.one_size), field)
+        let added = self.many_size.saturating_sub(self.one_size).max(1);
+        (field(&self.many) as f64 - field(&self.one) as f64) / added as f64
     }
-}
-
-/// The `pgconn load --dedicated` process at the end of a run with 1 request thread and with `many`, the
-/// threads' connections still open.
-pub(super) struct DedicatedCost {
-    pub(super) name: String,
-    pub(super) many: u64,
-    pub(super) one_sample: ProcessSample,
-    pub(super) many_sample: ProcessSample,
-}
-
-impl DedicatedCost {
-    /// What `field` of the process grew by per added connection.
-    pub(super) fn per_connection(&self, field: fn(&ProcessSample) -> u64) -> f64 {
-        grew_by(&self.one_sample, &self.many_sample, self.many.saturating_sub(1), field)
-    }
-}
-
-/// What `field` grew by from `one` to `many`, per one of `added`.
-#[allow(clippy::cast_precision_loss)] // counts far below 2^52
-fn grew_by(one: &ProcessSample, many: &ProcessSample, added: u64, field: fn(&ProcessSample) -> u64) -> f64 {
-    (field(many) as f64 - field(one) as f64) / added.max(1) as f64
 }
 
 /// Throughput and p99 by concurrency: a cell per contender and client count (`levels`).
@@ -620,23 +605,31 @@ pub(super) fn sample() -> Results {
         },
         checkout: Checkout { rps: 1e9 / 521.0 },
         cost: ConnectionCost {
-            one_size: 1,
-            many_size: 41,
-            one: ProcessSample { fds: 10, rss_kb: 7568, threads: 7 },
-            many: ProcessSample { fds: 170, rss_kb: 11216, threads: 7 },
+            pooled: Growth {
+                one_size: 1,
+                many_size: 41,
+                one: ProcessSample { fds: 10, rss_kb: 7568, threads: 7 },
+                many: ProcessSample { fds: 170, rss_kb: 11216, threads: 7 },
+            },
             dedicated: vec![
-                DedicatedCost {
-                    name: "`postgres::Client` (`--dedicated`)".to_owned(),
-                    many: 41,
-                    one_sample: ProcessSample { fds: 18, rss_kb: 7700, threads: 7 },
-                    many_sample: ProcessSample { fds: 178, rss_kb: 10948, threads: 7 },
-                },
-                DedicatedCost {
-                    name: "pgconn's `Client` (`--dedicated --no-runtime`)".to_owned(),
-                    many: 41,
-                    one_sample: ProcessSample { fds: 15, rss_kb: 7768, threads: 7 },
-                    many_sample: ProcessSample { fds: 55, rss_kb: 10112, threads: 7 },
-                },
+                (
+                    "`postgres::Client` (`--dedicated`)".to_owned(),
+                    Growth {
+                        one_size: 1,
+                        many_size: 41,
+                        one: ProcessSample { fds: 18, rss_kb: 7700, threads: 7 },
+                        many: ProcessSample { fds: 178, rss_kb: 10948, threads: 7 },
+                    },
+                ),
+                (
+                    "pgconn's `Client` (`--dedicated --no-runtime`)".to_owned(),
+                    Growth {
+                        one_size: 1,
+                        many_size: 41,
+                        one: ProcessSample { fds: 15, rss_kb: 7768, threads: 7 },
+                        many: ProcessSample { fds: 55, rss_kb: 10112, threads: 7 },
+                    },
+                ),
             ],
         },
         concurrency: Concurrency {
@@ -858,7 +851,7 @@ mod tests {
 
     #[test]
     fn the_cost_of_a_connection_is_per_added_connection() {
-        let mut cost = sample().cost;
+        let mut cost = sample().cost.pooled;
         assert!((cost.per_connection(|p| p.fds) - 4.0).abs() < 1e-12);
         assert!((cost.per_connection(|p| p.rss_kb) - 91.2).abs() < 1e-9);
         // A pool that did not grow divides by 1, not by 0.
